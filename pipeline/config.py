@@ -1,0 +1,216 @@
+"""params.yaml -> typed, validated dataclasses, once.
+
+``load_config(path, overrides)`` is the only place that reads params. Every section is a dataclass;
+``build_dataclass`` fills one from a mapping and rejects unknown keys, wrong types and bad values with
+a ``ConfigError`` naming the dotted key. Extractor sections (``extractors.<name>``) are validated
+against the config class of the registered extractor of that name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+DEFAULT_PARAMS = "params.yaml"
+
+
+class Compression(str, enum.Enum):
+    NONE = "none"
+    LZF = "lzf"
+    GZIP = "gzip"
+
+
+@dataclass
+class StoreConfig:
+    """Where and how feature shards are written (docs/FORMAT.md)."""
+
+    root: str = "data/features"
+    compression: Compression = Compression.LZF
+    chunk_frames: int = 256
+
+    def __post_init__(self) -> None:
+        if self.chunk_frames < 1:
+            raise ConfigError("store.chunk_frames", f"must be >= 1, got {self.chunk_frames}")
+
+
+@dataclass
+class RunnerConfig:
+    """How per-video work is spread over Dask workers (docs/SCALING.md)."""
+
+    n_workers: int = 2
+    threads_per_worker: int = 1
+    torch_threads: int = 1
+    scheduler_address: str | None = None  # e.g. tcp://host:8786; None starts a LocalCluster
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    fail_on_error: bool = False  # exit non-zero when any video failed
+    reports: str = "data/reports"
+    memory_limit: str = "auto"
+
+    def __post_init__(self) -> None:
+        for key in ("n_workers", "threads_per_worker", "torch_threads"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"runner.{key}", f"must be >= 1, got {getattr(self, key)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError("runner.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.scheduler_address is not None and "://" not in self.scheduler_address:
+            raise ConfigError(
+                "runner.scheduler_address", f"must look like tcp://host:8786, got {self.scheduler_address!r}"
+            )
+
+
+@dataclass
+class AudioStageConfig:
+    extractors: list[str] = field(default_factory=lambda: ["logmel", "mfcc", "egemaps", "vggish"])
+
+
+@dataclass
+class EmbedStageConfig:
+    backbones: list[str] = field(default_factory=lambda: ["fer-minixception"])
+
+
+# --------------------------------------------------------------------------- generic dataclass filling
+
+
+def build_dataclass(cls: type, data: Mapping[str, Any] | None, prefix: str) -> Any:
+    """Instantiate dataclass ``cls`` from ``data``; every problem is a ConfigError naming ``prefix.key``."""
+    if data is None:
+        data = {}
+    if dataclasses.is_dataclass(data) and isinstance(data, cls):
+        return data
+    if not isinstance(data, Mapping):
+        raise ConfigError(prefix, f"must be a mapping of keys to values, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(_join(prefix, unknown[0]), f"unknown key; known keys: {', '.join(sorted(fields))}")
+    values = {}
+    for name, f in fields.items():
+        key = _join(prefix, name)
+        if name in data:
+            values[name] = _convert(hints[name], data[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(key, "is required")
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(prefix or cls.__name__, str(err)) from err
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _convert(option, value, key)
+            except ConfigError as err:
+                errors.append(err.problem)
+        raise ConfigError(key, " or ".join(errors))
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(key, f"must be one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin in (list, Sequence, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"must be a list, got {type(value).__name__} {value!r}")
+        item = args[0] if args else Any
+        converted = [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(converted) if origin is tuple else converted
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"must be a mapping, got {type(value).__name__}")
+        vtype = args[1] if len(args) == 2 else Any
+        return {str(k): _convert(vtype, v, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return build_dataclass(hint, value, key)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in hint)
+            raise ConfigError(key, f"must be one of {choices}, got {value!r}") from None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"must be a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(key, f"must be a path string, got {value!r}")
+        return Path(value)
+    return value
+
+
+# --------------------------------------------------------------------------- params.yaml + overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b.c=3"`` -> (["a", "b", "c"], 3). The value is read as YAML, so ``null``, ``[1,2]`` work."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(text, "an override must look like key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(key, f"cannot read the value {raw!r}: {err}") from err
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for depth, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(path[: depth + 1]), "is a value, not a section; cannot set a key in it")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "params file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "the top level must be a mapping of sections")
+    return data

@@ -1,0 +1,79 @@
+"""The whole params.yaml schema: one dataclass per section, loaded and validated once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.config import TrainConfig, resolve_train_section
+from pipeline.config import (
+    DEFAULT_PARAMS,
+    AudioStageConfig,
+    EmbedStageConfig,
+    RunnerConfig,
+    StoreConfig,
+    apply_overrides,
+    build_dataclass,
+    read_params,
+)
+from pipeline.demo.config import DemoConfig
+from pipeline.errors import ConfigError, ExtractorError
+from pipeline.manifest import DatasetConfig, ManifestConfig
+from pipeline.registry import ExtractorRegistry, default_registry
+
+
+@dataclass
+class Params:
+    """Every section of params.yaml. ``extractors`` maps an extractor name to its config dataclass."""
+
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    manifest: ManifestConfig = field(default_factory=ManifestConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    runner: RunnerConfig = field(default_factory=RunnerConfig)
+    audio: AudioStageConfig = field(default_factory=AudioStageConfig)
+    embed: EmbedStageConfig = field(default_factory=EmbedStageConfig)
+    extractors: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def extractor_config(self, name: str, registry: ExtractorRegistry | None = None) -> Any:
+        """The validated config of extractor ``name`` (its defaults when params has no section)."""
+        if name in self.extractors:
+            return self.extractors[name]
+        cls = (registry or default_registry()).get(name)
+        return cls.config_class()
+
+
+def load_params(
+    path: str | Path = DEFAULT_PARAMS,
+    overrides: Sequence[str] = (),
+    registry: ExtractorRegistry | None = None,
+) -> Params:
+    """Read params.yaml, apply ``--set key=value`` overrides, validate everything."""
+    data = apply_overrides(read_params(path), overrides)
+    base_dir = Path(path).resolve().parent
+    if "train" in data:
+        data["train"] = resolve_train_section(data["train"], base_dir)
+    raw_extractors = data.pop("extractors", None) or {}
+    if not isinstance(raw_extractors, dict):
+        raise ConfigError("extractors", "must be a mapping of extractor name to its parameters")
+    params = build_dataclass(Params, data, prefix="")
+    registry = registry or default_registry()
+    params.extractors = {name: _extractor_config(registry, name, cfg) for name, cfg in raw_extractors.items()}
+    for key, names in (("audio.extractors", params.audio.extractors), ("embed.backbones", params.embed.backbones)):
+        for name in names:
+            try:
+                registry.get(name)
+            except ExtractorError as err:
+                raise ConfigError(key, str(err)) from None
+    return params
+
+
+def _extractor_config(registry: ExtractorRegistry, name: str, section: Any) -> Any:
+    try:
+        cls = registry.get(name)
+    except ExtractorError as err:
+        raise ConfigError(f"extractors.{name}", str(err)) from None
+    return build_dataclass(cls.config_class, section, prefix=f"extractors.{name}")

@@ -1,0 +1,169 @@
+"""The extractor registry: built-in extractors, in-repo ones (decorator) and plug-ins (entry points).
+
+A plug-in package declares, in its own packaging metadata::
+
+    [options.entry_points]
+    avpipe.extractors =
+        my-feature = my_package.module:MyExtractor
+
+and the class then appears in ``avpipe extractors list`` and runs with ``avpipe extract my-feature``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from pipeline.errors import ExtractorError
+from pipeline.types import FeatureSet, Timeline, VideoContext
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "avpipe.extractors"
+
+# Modules whose import registers the built-in extractors. Imported lazily so that listing config
+# keys or reading the store does not pull in torch.
+BUILTIN_MODULES = (
+    "pipeline.extractors.faces",
+    "pipeline.extractors.audio",
+    "pipeline.extractors.vggish",
+    "pipeline.extractors.embeddings",
+)
+
+
+class InputKind(str, Enum):
+    """What an extractor consumes for one video."""
+
+    FRAMES = "frames"  # an iterator of decoded Frame objects on the video timeline
+    AUDIO = "audio"  # an AudioTrack (or None when the video has no audio stream)
+    FACES = "faces"  # aligned face crops read from the face shard
+
+
+class Extractor(ABC):
+    """Base class of every extractor. Subclasses set the class attributes and implement ``extract``."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    input_kind: ClassVar[InputKind]
+    config_class: ClassVar[type]
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config if config is not None else self.config_class()
+
+    @property
+    @abstractmethod
+    def feature_dim(self) -> int:
+        """Width of the main ``features`` array (0 when the extractor stores no such array)."""
+
+    @property
+    def frame_shift(self) -> float | None:
+        """Native hop in seconds before alignment to video frames; None means one value per frame."""
+        return None
+
+    def preflight(self) -> None:  # noqa: B027 - optional hook, most extractors need nothing
+        """Cheap checks on the driver before any task runs (e.g. that a weights file exists).
+
+        Raise ``ExtractorError`` naming the problem: the stage then stops before touching any video.
+        """
+
+    def setup(self, device: str) -> None:  # noqa: B027 - optional hook, most extractors need nothing
+        """Load models once per worker process before the first ``extract``."""
+
+    @abstractmethod
+    def extract(self, source: Any, timeline: Timeline, context: VideoContext) -> FeatureSet:
+        """Compute the features of one video on ``timeline`` (the returned set uses its time and indices)."""
+
+
+@dataclass
+class ExtractorRegistry:
+    """Name -> extractor class. One instance per process is built by ``default_registry``."""
+
+    classes: dict[str, type[Extractor]] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def add(self, cls: type[Extractor], origin: str) -> None:
+        _check_extractor_class(cls)
+        known = self.classes.get(cls.name)
+        if known is not None and known is not cls:
+            raise ExtractorError(
+                f"extractor name {cls.name!r} is registered twice: by {self.origins[cls.name]} and by {origin}"
+            )
+        self.classes[cls.name] = cls
+        self.origins[cls.name] = origin
+
+    def get(self, name: str) -> type[Extractor]:
+        try:
+            return self.classes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.classes)) or "none"
+            raise ExtractorError(f"unknown extractor {name!r}; known extractors: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self.classes)
+
+    def __iter__(self) -> Iterator[type[Extractor]]:
+        return iter(self.classes[n] for n in self.names())
+
+
+# Classes registered by the decorator while their module is imported; collected into a registry by
+# ``default_registry``. Append-only and filled at import time, like Python's own codec registry.
+_DECORATED: list[type[Extractor]] = []
+
+
+def register_extractor(cls: type[Extractor]) -> type[Extractor]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    _check_extractor_class(cls)
+    _DECORATED.append(cls)
+    return cls
+
+
+def _check_extractor_class(cls: type) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Extractor)):
+        raise ExtractorError(f"{cls!r} is not a subclass of pipeline.registry.Extractor")
+    for attr in ("name", "input_kind", "config_class"):
+        if not hasattr(cls, attr):
+            raise ExtractorError(f"extractor class {cls.__qualname__} must set the class attribute {attr!r}")
+    if not dataclasses.is_dataclass(cls.config_class):
+        raise ExtractorError(f"extractor {cls.name!r}: config_class must be a dataclass")
+
+
+def default_registry(builtin_modules: tuple[str, ...] = BUILTIN_MODULES) -> ExtractorRegistry:
+    """Built-in extractors, every class registered by decorator so far, and the entry-point plug-ins."""
+    for module in builtin_modules:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            log.debug("built-in extractor module %s is not present", module)
+    registry = ExtractorRegistry()
+    for cls in _DECORATED:
+        registry.add(cls, origin=cls.__module__)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as err:  # a broken plug-in must not hide the others
+            raise ExtractorError(f"plug-in entry point {ep.name!r} ({ep.value}) failed to load: {err}") from err
+        if getattr(cls, "name", None) != ep.name:
+            raise ExtractorError(
+                f"plug-in entry point {ep.name!r} points to {ep.value}, whose name is {getattr(cls, 'name', None)!r}"
+            )
+        registry.add(cls, origin=f"entry point {ep.value}")
+    return registry
+
+
+def create_extractor(name: str, registry: ExtractorRegistry | None = None, **config: Any) -> Extractor:
+    """Build an extractor from its name and keyword config (timm's ``create_model`` shape)."""
+    from pipeline.config import build_dataclass
+
+    registry = registry or default_registry()
+    cls = registry.get(name)
+    return cls(build_dataclass(cls.config_class, config, prefix=f"extractors.{name}"))

@@ -1,0 +1,29 @@
+"""DVC stages `audio@<name>`, `embed@<name>` and plug-ins: run one registered extractor over the manifest."""
+
+from __future__ import annotations
+
+import logging
+
+from pipeline.extract import run_extractor, write_report
+from pipeline.manifest import read_manifest
+from pipeline.params import Params
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params, name: str) -> int:
+    """Extract ``name`` for every manifest video; report failures; exit 1 only if runner.fail_on_error."""
+    rows = read_manifest(params.manifest.path)
+    report = run_extractor(
+        name,
+        params.extractor_config(name),
+        rows,
+        params.store,
+        params.runner,
+        fps=params.dataset.fps,
+    )
+    write_report(report, params.runner.reports)
+    log.info("%s", report.summary())
+    for failure in report.failures:
+        log.warning("failed: %s: %s", failure.video, failure.reason)
+    return 1 if report.failures and params.runner.fail_on_error else 0
