@@ -1,0 +1,342 @@
+"""The manifest: one row per annotated subject-video, with its probe results; plus the failures report.
+
+``media_path`` and the ``labels`` paths are stored **absolute** (resolved when the manifest is built), so
+every later stage opens them directly whatever its working directory. The CSV has one column per
+``ManifestRow`` field, in field order; dict columns hold JSON, ``None`` is an empty cell, booleans are
+``true``/``false``. Both CSV files are written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import enum
+import json
+import logging
+import math
+import os
+import types
+import typing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import AvpipeError, ConfigError
+from pipeline.labels import LabelTask
+from pipeline.types import MediaInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+
+
+class ManifestError(AvpipeError):
+    """A manifest or failures CSV that is missing or cannot be read."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class Split(enum.StrEnum):
+    TRAIN = "train"
+    VALIDATION = "validation"
+    TEST = "test"
+
+
+class SubjectPosition(enum.StrEnum):
+    """Which face a row is about when two annotated people share one video."""
+
+    LEFT = "left"
+    RIGHT = "right"
+
+
+class FailureStage(enum.StrEnum):
+    """Where a video dropped out of the manifest."""
+
+    DISCOVER = "discover"  # the dataset layout: annotation without video, ambiguous names
+    LABELS = "labels"  # an annotation file that cannot be parsed
+    PROBE = "probe"  # the media file cannot be probed or has no video stream
+    TIMELINE = "timeline"  # the frames cannot be listed
+    STORE = "store"  # the labels shard cannot be written
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class DatasetConfig:
+    """``dataset`` section: which adapter reads which tree, and the frame rate extraction stages use.
+
+    The root is checked when the manifest is built (``require_root``), not at load time, because the
+    ``demo`` stage creates it.
+    """
+
+    adapter: str = "affwild2"
+    root: str = "data/demo"
+    fps: float | None = None  # None: every native frame; else resample extraction timelines to this rate
+    video_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_VIDEO_EXTENSIONS))
+
+    def __post_init__(self) -> None:
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise ConfigError(
+                "dataset.fps", f"must be > 0 (or null for the native frame rate), got {self.fps}"
+            )
+        if not self.root:
+            raise ConfigError("dataset.root", "must be a non-empty path")
+        self.video_extensions = normalize_extensions(self.video_extensions)
+        from pipeline.adapters import adapter_names  # lazy: the adapters import this module
+
+        if self.adapter not in adapter_names():
+            raise ConfigError(
+                "dataset.adapter",
+                f"unknown adapter {self.adapter!r}; known adapters: {', '.join(adapter_names())}",
+            )
+
+    def require_root(self) -> Path:
+        root = Path(self.root)
+        if not root.is_dir():
+            what = "is not a directory" if root.exists() else "does not exist"
+            raise ConfigError("dataset.root", f"{root} {what}")
+        return root
+
+
+def normalize_extensions(extensions: Iterable[str]) -> list[str]:
+    """``["MP4", ".avi"]`` -> ``[".mp4", ".avi"]``; rejects empty lists and names with separators."""
+    normalized = []
+    for ext in extensions:
+        text = ext.strip().lower()
+        text = text if text.startswith(".") else f".{text}"
+        if len(text) < 2 or "/" in text or "\\" in text:
+            raise ConfigError("dataset.video_extensions", f"{ext!r} is not a file extension")
+        if text not in normalized:
+            normalized.append(text)
+    if not normalized:
+        raise ConfigError("dataset.video_extensions", "must list at least one extension")
+    return normalized
+
+
+@dataclass
+class ManifestConfig:
+    """``manifest`` section: where the manifest and its failures report are written."""
+
+    path: str = "data/manifest.csv"
+    failures: str = "data/manifest_failures.csv"
+
+    def __post_init__(self) -> None:
+        for key in ("path", "failures"):
+            if not getattr(self, key):
+                raise ConfigError(f"manifest.{key}", "must be a non-empty path")
+        if Path(self.path) == Path(self.failures):
+            raise ConfigError("manifest.failures", f"must differ from manifest.path ({self.path})")
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass
+class ManifestRow:
+    """One annotated subject-video: identity, split, label files, probe results, notes."""
+
+    video_id: str  # unique; Aff-Wild2: the annotation name (video5, 10-60-1280x720_left)
+    media_path: str  # absolute
+    subject: str = ""  # Aff-Wild2: the video name, shared by its _left and _right rows; default video_id
+    subject_position: SubjectPosition | None = None
+    split: Split = Split.TRAIN
+    labels: dict[str, str] = field(default_factory=dict)  # LabelTask value -> absolute annotation path
+    container: str = ""
+    size_bytes: int = 0
+    duration: float = 0.0
+    video_codec: str = ""
+    width: int = 0  # display size, rotation applied
+    height: int = 0
+    rotation: int = 0
+    avg_fps: float = 0.0
+    is_vfr: bool = False
+    n_frames: int = 0  # frames of the native timeline (what labels are aligned to)
+    video_start: float = 0.0
+    has_audio: bool = False
+    audio_codec: str | None = None
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+    audio_start: float | None = None
+    label_rows: dict[str, int] = field(default_factory=dict)  # task -> rows in its annotation file
+    labeled_frames: int = 0  # frames with a label for any task
+    notes: str = ""  # "; "-joined: label length mismatch, split disagreement, ...
+
+    def __post_init__(self) -> None:
+        if not self.video_id:
+            raise ValueError("video_id must not be empty")
+        self.split = Split(self.split)
+        if self.subject_position is not None:
+            self.subject_position = SubjectPosition(self.subject_position)
+        self.subject = self.subject or self.video_id
+        for task in self.labels:
+            LabelTask(task)
+
+    def with_probe(self, info: MediaInfo, n_frames: int) -> ManifestRow:
+        """A copy carrying ``info`` flattened (``n_frames`` from the native timeline)."""
+        if info.video is None:
+            raise ValueError(f"{info.path} has no video stream")
+        video, audio = info.video, info.audio
+        return dataclasses.replace(
+            self,
+            container=info.container,
+            size_bytes=info.size_bytes,
+            duration=info.duration,
+            video_codec=video.codec,
+            width=video.width,
+            height=video.height,
+            rotation=video.rotation,
+            avg_fps=video.avg_fps,
+            is_vfr=video.is_vfr,
+            n_frames=n_frames,
+            video_start=video.start_time,
+            has_audio=audio is not None,
+            audio_codec=audio.codec if audio else None,
+            audio_sample_rate=audio.sample_rate if audio else None,
+            audio_channels=audio.channels if audio else None,
+            audio_start=audio.start_time if audio else None,
+        )
+
+
+MANIFEST_COLUMNS = tuple(f.name for f in dataclasses.fields(ManifestRow))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One row of the manifest failures report: the file, the step that rejected it, and why."""
+
+    path: str
+    stage: str
+    reason: str
+
+
+FAILURE_COLUMNS = tuple(f.name for f in dataclasses.fields(Failure))
+
+
+# --------------------------------------------------------------------------- CSV read / write
+
+
+def write_manifest(rows: Iterable[ManifestRow], path: str | Path) -> Path:
+    """Write ``rows`` as CSV atomically; refuses duplicate video ids."""
+    rows = list(rows)
+    seen: set[str] = set()
+    for row in rows:
+        if row.video_id in seen:
+            raise ManifestError(path, f"duplicate video_id {row.video_id!r}")
+        seen.add(row.video_id)
+    return _write_csv(
+        path, MANIFEST_COLUMNS, ([_encode(getattr(r, c)) for c in MANIFEST_COLUMNS] for r in rows)
+    )
+
+
+def read_manifest(path: str | Path) -> list[ManifestRow]:
+    """Read a manifest written by ``write_manifest``; any problem names the file, line and column."""
+    hints = typing.get_type_hints(ManifestRow)
+    rows = []
+    for line, record in _read_csv(path, MANIFEST_COLUMNS, "run `avpipe manifest` first"):
+        values = {}
+        for column in MANIFEST_COLUMNS:
+            try:
+                values[column] = _decode(hints[column], record[column])
+            except ValueError as err:
+                raise ManifestError(path, f"line {line}, column {column}: {err}") from None
+        try:
+            rows.append(ManifestRow(**values))
+        except ValueError as err:
+            raise ManifestError(path, f"line {line}: {err}") from None
+    return rows
+
+
+def write_failures(failures: Iterable[Failure], path: str | Path) -> Path:
+    """Write the failures report (path, stage, reason) atomically; a header only when nothing failed."""
+    return _write_csv(path, FAILURE_COLUMNS, ([f.path, f.stage, f.reason] for f in failures))
+
+
+def read_failures(path: str | Path) -> list[Failure]:
+    return [
+        Failure(**{c: record[c] for c in FAILURE_COLUMNS}) for _, record in _read_csv(path, FAILURE_COLUMNS)
+    ]
+
+
+def _write_csv(path: str | Path, columns: tuple[str, ...], rows: Iterable[list[str]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _read_csv(
+    path: str | Path, columns: tuple[str, ...], missing_hint: str = ""
+) -> list[tuple[int, dict[str, str]]]:
+    path = Path(path)
+    if not path.is_file():
+        hint = f"; {missing_hint}" if missing_hint else ""
+        raise ManifestError(path, f"does not exist{hint}")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        missing = [c for c in columns if c not in header]
+        unknown = [c for c in header if c not in columns]
+        if missing or unknown:
+            raise ManifestError(
+                path,
+                f"unexpected columns (missing: {', '.join(missing) or 'none'}; "
+                f"unknown: {', '.join(unknown) or 'none'}); written by another version of avpipe? rebuild it",
+            )
+        records = list(reader)
+    # line 1 is the header; csv keeps quoted newlines inside a record, which our values never contain
+    return [(i + 2, record) for i, record in enumerate(records)]
+
+
+def _encode(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back to the same float
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _decode(hint: Any, text: str) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if text == "":
+            return None
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is str:
+        return text
+    if hint is bool:
+        if text not in ("true", "false"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text == "true"
+    if hint is int:
+        return int(text)
+    if hint is float:
+        return float(text)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(text)
+    if typing.get_origin(hint) is dict:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not valid JSON: {err}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object, got {text!r}")
+        return value
+    raise TypeError(f"no CSV decoding for {hint!r}")

@@ -1,0 +1,241 @@
+"""DVC stage `manifest`: probe every annotated video, write the manifest, its failures and per-frame labels.
+
+For each candidate the dataset adapter finds: read its label files, probe the media, list its native
+frames, align the labels to them, and write the ``labels`` shard (skipped when the shard already holds
+the same label-file contents, alignment version and media file). One bad file becomes one failures row;
+the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+from pipeline.adapters import Candidate, DatasetAdapter, create_adapter
+from pipeline.config import RunnerConfig, StoreConfig
+from pipeline.errors import AvpipeError, LabelError, MediaError
+from pipeline.fingerprint import media_fingerprint, params_hash, params_json
+from pipeline.labels import (
+    ALIGNMENT_VERSION,
+    AU_NAMES,
+    EXPRESSION_NAMES,
+    LABELS_EXTRACTOR,
+    FrameLabels,
+    RawLabels,
+    align_labels,
+)
+from pipeline.manifest import (
+    DatasetConfig,
+    Failure,
+    FailureStage,
+    ManifestConfig,
+    ManifestRow,
+    write_failures,
+    write_manifest,
+)
+from pipeline.media import probe
+from pipeline.store import FeatureStore, ShardStatus
+from pipeline.timeline import video_timeline
+from pipeline.types import MediaInfo, Timeline
+
+if TYPE_CHECKING:
+    from pipeline.params import Params
+
+log = logging.getLogger(__name__)
+
+# Probing is ffprobe subprocesses and demuxing: I/O-bound, so threads overlap well even on 2 cores.
+MAX_PROBE_THREADS = 8
+
+
+@dataclass
+class ManifestReport:
+    """What a manifest run produced."""
+
+    rows: list[ManifestRow] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    labels_written: int = 0
+    labels_skipped: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return (
+            f"manifest: {len(self.rows)} videos, {len(self.failures)} failed; labels: "
+            f"{self.labels_written} written, {self.labels_skipped} already stored ({self.seconds:.1f}s)"
+        )
+
+
+@dataclass
+class _Outcome:
+    """The result of one candidate: a row (and whether its labels shard was written) or a failure."""
+
+    row: ManifestRow | None = None
+    failure: Failure | None = None
+    labels_written: bool = False
+
+
+def run(params: Params) -> int:
+    """The ``avpipe manifest`` command: exit 1 only when something failed and runner.fail_on_error."""
+    report = build_manifest(params.dataset, params.manifest, params.store, params.runner)
+    return 1 if report.failures and params.runner.fail_on_error else 0
+
+
+def build_manifest(
+    dataset: DatasetConfig,
+    manifest: ManifestConfig,
+    store: StoreConfig,
+    runner: RunnerConfig | None = None,
+) -> ManifestReport:
+    """Scan, probe and label every video of the dataset; write the manifest and failures CSVs."""
+    started = time.perf_counter()
+    root = dataset.require_root()
+    adapter = create_adapter(dataset.adapter, root, video_extensions=dataset.video_extensions)
+    scan = adapter.scan()
+    feature_store = FeatureStore(
+        store.root, compression=store.compression.value, chunk_frames=store.chunk_frames
+    )
+    feature_store.cleanup_temp(LABELS_EXTRACTOR)
+    report = ManifestReport(failures=list(scan.failures))
+    with ThreadPoolExecutor(max_workers=_thread_count(runner)) as pool:
+        futures = [pool.submit(process_candidate, adapter, c, feature_store) for c in scan.candidates]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="manifest", unit="video"):
+            _collect(report, future.result(), feature_store)
+    report.rows.sort(key=lambda row: row.video_id)
+    report.failures.sort(key=lambda failure: (failure.path, failure.stage))
+    write_manifest(report.rows, manifest.path)
+    write_failures(report.failures, manifest.failures)
+    report.seconds = time.perf_counter() - started
+    log.info("%s", report.summary())
+    for failure in report.failures:
+        log.warning("failed (%s): %s: %s", failure.stage, failure.path, failure.reason)
+    return report
+
+
+def _thread_count(runner: RunnerConfig | None) -> int:
+    if runner is None:
+        return 4
+    return max(1, min(MAX_PROBE_THREADS, runner.n_workers * runner.threads_per_worker))
+
+
+def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> None:
+    """Driver side: keep the row or failure; index the new labels shard (the index has one writer)."""
+    if outcome.failure is not None:
+        report.failures.append(outcome.failure)
+        return
+    assert outcome.row is not None
+    report.rows.append(outcome.row)
+    if outcome.labels_written:
+        store.record(LABELS_EXTRACTOR, outcome.row.video_id)
+        report.labels_written += 1
+    else:
+        report.labels_skipped += 1
+
+
+def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: FeatureStore) -> _Outcome:
+    """One video: labels, probe, native timeline, aligned labels shard. Never raises for bad input."""
+    media = str(candidate.media_path)
+    stage = FailureStage.LABELS
+    try:
+        raw = adapter.read_labels(candidate) if candidate.labels else RawLabels()
+        stage = FailureStage.PROBE
+        info = _probe_video(media)
+        stage = FailureStage.TIMELINE
+        timeline = _native_timeline(media, info)
+        frame_labels, note = align_labels(raw, timeline)
+        if note:
+            log.warning("%s: %s", candidate.video_id, note)
+        row = _manifest_row(candidate, info, timeline, frame_labels, raw, note)
+        stage = FailureStage.STORE
+        written = _store_labels(store, candidate, timeline, frame_labels, note)
+    except LabelError as err:
+        return _Outcome(failure=Failure(err.path, stage.value, f"{candidate.video_id}: {err.reason}"))
+    except MediaError as err:
+        return _Outcome(failure=Failure(err.path, stage.value, err.reason))
+    except AvpipeError as err:
+        return _Outcome(failure=Failure(media, stage.value, str(err)))
+    except Exception as err:  # one broken file must not stop the run; the report keeps the error type
+        log.debug("%s failed", media, exc_info=True)
+        return _Outcome(failure=Failure(media, stage.value, f"{type(err).__name__}: {err}"))
+    return _Outcome(row=row, labels_written=written)
+
+
+def _probe_video(path: str) -> MediaInfo:
+    info = probe(path)
+    if info.video is None:
+        raise MediaError(path, "has no video stream (audio only)")
+    return info
+
+
+def _native_timeline(path: str, info: MediaInfo) -> Timeline:
+    timeline = video_timeline(path, fps=None, info=info)
+    if len(timeline) == 0:
+        raise MediaError(path, "has no decodable video frames")
+    return timeline
+
+
+def _manifest_row(
+    candidate: Candidate,
+    info: MediaInfo,
+    timeline: Timeline,
+    frame_labels: FrameLabels,
+    raw: RawLabels,
+    note: str,
+) -> ManifestRow:
+    row = ManifestRow(
+        video_id=candidate.video_id,
+        media_path=str(candidate.media_path),
+        subject=candidate.subject,
+        subject_position=candidate.subject_position,
+        split=candidate.split,
+        labels={task.value: str(path) for task, path in candidate.labels.items()},
+        label_rows={track.task.value: len(track) for track in raw.tracks},
+        labeled_frames=int(frame_labels.labeled().sum()),
+        notes="; ".join([*candidate.notes, *([note] if note else [])]),
+    )
+    return row.with_probe(info, n_frames=len(timeline))
+
+
+def labels_hash(candidate: Candidate) -> str:
+    """What a labels shard depends on besides the media: label file contents and the alignment rule."""
+    contents = {
+        task.value: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        for task, path in candidate.labels.items()
+    }
+    return params_hash({"labels": contents}, ALIGNMENT_VERSION)
+
+
+def _store_labels(
+    store: FeatureStore, candidate: Candidate, timeline: Timeline, frame_labels: FrameLabels, note: str
+) -> bool:
+    """Write the labels shard unless an identical one is stored; True when written."""
+    digest = labels_hash(candidate)
+    fingerprint = media_fingerprint(candidate.media_path)
+    if store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint) is ShardStatus.STORED:
+        return False
+    sources = {task.value: str(path) for task, path in candidate.labels.items()}
+    features = frame_labels.to_feature_set(
+        timeline,
+        attrs={
+            "tasks": sorted(sources),
+            "label_files": sources,
+            "alignment_note": note,
+            "expression_names": list(EXPRESSION_NAMES),
+            "au_names": list(AU_NAMES),
+        },
+    )
+    store.write(
+        LABELS_EXTRACTOR,
+        candidate.video_id,
+        features,
+        extractor_version=ALIGNMENT_VERSION,
+        params_hash=digest,
+        params_json=params_json({"label_files": sources, "alignment_version": ALIGNMENT_VERSION}),
+        media_fingerprint=fingerprint,
+    )
+    return True
