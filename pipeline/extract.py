@@ -21,7 +21,7 @@ import numpy as np
 from distributed import WorkerPlugin, get_worker
 
 from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.errors import ExtractorError, StoreError
+from pipeline.errors import ExtractorError, MediaError, StoreError
 from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
 from pipeline.manifest import ManifestRow
 from pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
@@ -190,8 +190,8 @@ def run_extractor(
     for row in rows:
         try:
             fingerprint = input_fingerprint(cls.input_kind, store, row)
-        except OSError as err:
-            report.failures.append(Failure(row.video_id, name, f"{row.media_path}: cannot read: {err}"))
+        except MediaError as err:
+            report.failures.append(Failure(row.video_id, name, str(err)))
             continue
         if store.status(name, row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
             report.skipped += 1

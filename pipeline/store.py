@@ -1,0 +1,769 @@
+"""The HDF5 feature store: one atomic shard per (extractor, video), an index per extractor, a reader API.
+
+Layout, attributes and guarantees are specified in docs/FORMAT.md. In short::
+
+    <root>/<extractor>/<safe video id>.h5     one shard per video, written by any worker process
+    <root>/<extractor>/index.json             video id -> summary, written only by the driver
+
+A shard is written to a private temp file in the same folder and renamed onto its final name only
+once it is complete and on disk, so a reader (or a re-run after a crash) sees either the whole old
+shard, the whole new one, or nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path, PurePath
+from typing import Any
+
+import h5py
+import numpy as np
+import psutil
+from tqdm.auto import tqdm
+
+from pipeline import fingerprint
+from pipeline.config import Compression
+from pipeline.errors import StoreError
+from pipeline.types import FeatureSet
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "avpipe-shard"
+FORMAT_VERSION = 1
+INDEX_FORMAT = "avpipe-index"
+INDEX_FILE = "index.json"
+INDEX_LOCK_FILE = ".index.lock"
+SHARD_SUFFIX = ".h5"
+TEMP_SUFFIX = ".tmp.h5"
+TIMELINE_DATASETS = ("time", "frame_index", "mask")
+# Group attributes the store owns; a FeatureSet attr of the same name would shadow one of them.
+META_ATTRS = (
+    "video_id",
+    "extractor",
+    "extractor_version",
+    "params_hash",
+    "params_json",
+    "media_fingerprint",
+    "n_frames",
+    "created",
+    "library_versions",
+    "feature_attrs",
+    "json_attrs",
+)
+REQUIRED_ATTRS = ("video_id", "extractor_version", "params_hash", "n_frames")
+# A chunk is decompressed whole even to read one row: big rows (224 px crops) get fewer rows per chunk.
+MAX_CHUNK_BYTES = 16 << 20
+GZIP_LEVEL = 4
+# Shard names stay well under the 255-byte file-name limit even with the temp-file decoration.
+MAX_STEM_CHARS = 180
+NAME_HASH_CHARS = 12
+DEFAULT_TEMP_MAX_AGE_S = 3600.0
+# HDF5 1.8 file format: readable by every HDF5 since 2008 and allows attributes over 64 KiB.
+LIBVER = ("v108", "v108")
+
+_SAFE_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.(?P<pid>\d+)\.(?P<host>[0-9a-f]{8})[0-9a-f]{8}\.tmp\.h5$")
+
+
+class ShardStatus(enum.StrEnum):
+    """What the store holds for one (extractor, video) compared with what a run would compute."""
+
+    STORED = "stored"  # readable, same params hash (and media fingerprint when given): skip it
+    STALE = "stale"  # readable, but computed with other parameters or from another media file
+    MISSING = "missing"  # no shard
+    CORRUPT = "corrupt"  # a file that is not a readable, complete shard: never trusted
+
+
+# --------------------------------------------------------------------------------------------------
+# Names
+
+
+def shard_name(video_id: str) -> str:
+    """The file name of a video's shard: collision-free and safe on any file system.
+
+    Bytes outside ``[A-Za-z0-9_.-]`` (and a leading dot) become ``%XX``. Ids with capitals, or too
+    long for a file name, also get ``~`` and a hash of the exact id, so that two ids differing only in
+    case stay two files on case-insensitive file systems (``~`` never occurs otherwise).
+    """
+    encoded = "".join(_encode_byte(byte, pos) for pos, byte in enumerate(video_id.encode("utf-8")))
+    if len(encoded) > MAX_STEM_CHARS or video_id.lower() != video_id:
+        digest = hashlib.sha256(video_id.encode("utf-8")).hexdigest()[:NAME_HASH_CHARS]
+        encoded = f"{encoded[:MAX_STEM_CHARS]}~{digest}"
+    return encoded + SHARD_SUFFIX
+
+
+def _encode_byte(byte: int, pos: int) -> str:
+    if byte in _SAFE_NAME_BYTES and not (pos == 0 and byte == ord(".")):
+        return chr(byte)
+    return f"%{byte:02X}"
+
+
+def video_id_from_shard_name(name: str) -> str | None:
+    """The video id a shard file name encodes, or None when the name alone cannot tell (hashed
+    names) or is not one ``shard_name`` would produce."""
+    if not name.endswith(SHARD_SUFFIX) or "~" in name:
+        return None
+    stem = name[: -len(SHARD_SUFFIX)]
+    try:
+        video_id = _percent_decode(stem)
+    except ValueError:
+        return None
+    return video_id if shard_name(video_id) == name else None
+
+
+def _percent_decode(text: str) -> str:
+    out = bytearray()
+    pos = 0
+    while pos < len(text):
+        if text[pos] == "%":
+            out.append(int(text[pos + 1 : pos + 3], 16))
+            pos += 3
+        else:
+            out.extend(text[pos].encode("ascii"))
+            pos += 1
+    return out.decode("utf-8")
+
+
+def group_name(video_id: str) -> str:
+    """The HDF5 group of a video inside its shard: the id with ``%``, ``/`` and NUL escaped."""
+    name = video_id.replace("%", "%25").replace("/", "%2F").replace("\x00", "%00")
+    return "%2E" if name == "." else name
+
+
+def _this_host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode("utf-8")).hexdigest()[:8]
+
+
+def _temp_name(stem: str) -> str:
+    """``.<stem>.<pid>.<random>.tmp.h5``; the random part starts with a tag of this host so that
+    ``cleanup_temp`` judges by pid only the files of writers on its own host."""
+    return f".{stem}.{os.getpid()}.{_this_host_tag()}{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+def _check_video_id(video_id: str) -> None:
+    if not isinstance(video_id, str) or not video_id:
+        raise StoreError(f"video id must be a non-empty string, got {video_id!r}")
+
+
+def _check_extractor(extractor: str) -> None:
+    if not isinstance(extractor, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", extractor):
+        raise StoreError(
+            f"extractor name {extractor!r} cannot name a store folder (letters, digits and _ . + - only)"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Arrays and attributes <-> HDF5
+
+
+@dataclasses.dataclass
+class _Column:
+    """One array ready for HDF5: ``data`` is what is written, ``numpy_dtype`` what read gives back
+    when HDF5 cannot hold the numpy dtype itself (unicode text, datetimes)."""
+
+    name: str
+    data: np.ndarray
+    numpy_dtype: str | None = None
+
+
+def _column(path: Path, name: str, array: Any) -> _Column:
+    arr = np.asarray(array)
+    kind = arr.dtype.kind
+    if kind == "U":
+        encoded = np.char.encode(arr, "utf-8")
+        width = max(1, encoded.dtype.itemsize)
+        return _Column(name, encoded.astype(h5py.string_dtype("utf-8", width)), arr.dtype.str)
+    if kind in "mM":
+        return _Column(name, arr.view(np.int64), arr.dtype.str)
+    if kind == "O" or (kind == "V" and arr.dtype.fields is None):
+        raise StoreError(f"{path}: array {name!r} has dtype {arr.dtype}, which HDF5 cannot store")
+    return _Column(name, np.ascontiguousarray(arr))
+
+
+def _restore(raw: np.ndarray, numpy_dtype: str | None) -> np.ndarray:
+    if numpy_dtype is None:
+        return raw
+    dtype = np.dtype(numpy_dtype)
+    if dtype.kind == "U":
+        return np.char.decode(raw, "utf-8").astype(dtype)
+    return raw.view(dtype)
+
+
+def _columns(path: Path, features: FeatureSet) -> list[_Column]:
+    if np.ndim(features.time) != 1:
+        raise StoreError(f"{path}: time must be one-dimensional (T,), got shape {np.shape(features.time)}")
+    columns = [
+        _Column("time", np.ascontiguousarray(features.time, dtype=np.float64)),
+        _Column("frame_index", np.ascontiguousarray(features.frame_index, dtype=np.int64)),
+        _Column("mask", np.ascontiguousarray(features.mask, dtype=np.uint8)),
+    ]
+    for name, array in features.arrays.items():
+        if not isinstance(name, str) or not name or "/" in name or name == "." or "\x00" in name:
+            raise StoreError(f"{path}: array name {name!r} is not a valid dataset name")
+        if name in TIMELINE_DATASETS:
+            raise StoreError(f"{path}: array name {name!r} is reserved for the timeline; rename the array")
+        columns.append(_column(path, name, array))
+    n_frames = columns[0].data.shape[0]
+    for column in columns:
+        # FeatureSet checks this when built, but its arrays dict can be changed afterwards.
+        if column.data.ndim == 0 or column.data.shape[0] != n_frames:
+            shape = column.data.shape
+            raise StoreError(f"{path}: array {column.name!r} has shape {shape}, expected {n_frames} rows")
+    return columns
+
+
+def _is_scalar_attr(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63  # wider ints do not fit an HDF5 integer: JSON keeps them exact
+    return isinstance(value, (float, str, np.bool_, np.number, np.str_))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (enum.Enum, PurePath, set, frozenset)):
+        return fingerprint.canonical(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _feature_attrs_to_hdf5(path: Path, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """FeatureSet.attrs as HDF5 attributes: scalars as they are, anything else as JSON text."""
+    stored: dict[str, Any] = {}
+    json_keys = []
+    for key, value in attrs.items():
+        if key in META_ATTRS:
+            raise StoreError(f"{path}: feature attribute {key!r} collides with a shard attribute; rename it")
+        if _is_scalar_attr(value):
+            stored[key] = value
+            continue
+        try:
+            stored[key] = json.dumps(value, default=_json_default, ensure_ascii=False)
+        except (TypeError, ValueError) as err:
+            raise StoreError(f"{path}: feature attribute {key!r} cannot be stored: {err}") from err
+        json_keys.append(key)
+    stored["feature_attrs"] = json.dumps(list(attrs))
+    stored["json_attrs"] = json.dumps(json_keys)
+    return stored
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _feature_attrs_from_group(group: h5py.Group) -> dict[str, Any]:
+    keys = json.loads(group.attrs.get("feature_attrs", "[]"))
+    json_keys = set(json.loads(group.attrs.get("json_attrs", "[]")))
+    attrs = {}
+    for key in keys:
+        value = _plain(group.attrs[key])
+        attrs[key] = json.loads(value) if key in json_keys else value
+    return attrs
+
+
+# --------------------------------------------------------------------------------------------------
+# Files on disk
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json_atomically(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(payload, handle, ensure_ascii=False, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_path(path.parent)
+
+
+def _shard_files_in(folder: Path) -> list[Path]:
+    """Shard files of one extractor folder (temp files are hidden, so never listed)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.endswith(SHARD_SUFFIX) and not p.name.startswith("."))
+
+
+def _writer_is_gone(pid: int, host: str) -> bool:
+    """True when the temp file's writer is known to be dead: it ran on this host and its pid is
+    not a live process. A writer on another host sharing the folder is never judged by pid."""
+    if host != _this_host_tag():
+        return False
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def _shard_problem(
+    h5: h5py.File, extractor: str, video_id: str, arrays: Sequence[str] | None = None
+) -> str | None:
+    """Why an open HDF5 file is not a complete shard of ``video_id``, or None when it is one.
+
+    Row counts are checked for every dataset, or only for the timeline and ``arrays`` when given
+    (a window read should not pay for inspecting arrays it does not touch).
+    """
+    if h5.attrs.get("format") != FORMAT_NAME:
+        return f"not an avpipe shard (root attribute format = {h5.attrs.get('format')!r})"
+    version = _plain(h5.attrs.get("format_version"))
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        return f"format_version {version!r} is not one this avpipe reads (<= {FORMAT_VERSION})"
+    if h5.attrs.get("extractor") != extractor:
+        return f"belongs to extractor {h5.attrs.get('extractor')!r}, not {extractor!r}"
+    group = h5.get(group_name(video_id))
+    if not isinstance(group, h5py.Group):
+        return f"no group {group_name(video_id)!r} for video {video_id!r}"
+    return _group_problem(group, video_id, arrays)
+
+
+def _group_problem(group: h5py.Group, video_id: str, arrays: Sequence[str] | None) -> str | None:
+    missing_attrs = [key for key in REQUIRED_ATTRS if key not in group.attrs]
+    if missing_attrs:
+        return f"group lacks attributes {missing_attrs}"
+    if group.attrs["video_id"] != video_id:
+        return f"group holds video {group.attrs['video_id']!r}, not {video_id!r}"
+    names = _dataset_names(group) if arrays is None else [*TIMELINE_DATASETS, *arrays]
+    datasets = {name: group.get(name) for name in dict.fromkeys([*TIMELINE_DATASETS, *names])}
+    missing = [name for name in TIMELINE_DATASETS if not isinstance(datasets[name], h5py.Dataset)]
+    if missing:
+        return f"lacks required datasets {missing}"
+    n_frames = int(group.attrs["n_frames"])
+    for name, item in datasets.items():
+        if isinstance(item, h5py.Dataset) and (item.ndim == 0 or item.shape[0] != n_frames):
+            return f"dataset {name!r} has shape {item.shape}, expected {n_frames} rows"
+    return None
+
+
+def _dataset_names(group: h5py.Group) -> list[str]:
+    return [name for name, item in group.items() if isinstance(item, h5py.Dataset)]
+
+
+def _read_dataset(path: Path, group: h5py.Group, name: str, rows: slice = slice(None)) -> np.ndarray:
+    dset = group[name]
+    try:
+        raw = dset[rows]
+    except OSError as err:  # checksum mismatch or unreadable chunk
+        raise StoreError(f"{path}: corrupt shard: cannot read array {name!r}: {err}") from err
+    return _restore(np.asarray(raw), dset.attrs.get("numpy_dtype"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The store
+
+
+class FeatureStore:
+    """Per-video HDF5 shards of every extractor under ``root`` (docs/FORMAT.md).
+
+    Instances hold only settings, so they pickle to Dask workers; every method opens and closes its
+    files. ``write`` is safe from any number of processes at once; the index is updated under a
+    file lock by ``record``/``rebuild_index``/``remove``.
+    """
+
+    def __init__(self, root: str | Path, compression: str = "lzf", chunk_frames: int = 256) -> None:
+        try:
+            self.compression = Compression(getattr(compression, "value", compression))
+        except ValueError as err:
+            choices = ", ".join(c.value for c in Compression)
+            raise StoreError(f"store compression must be one of {choices}, got {compression!r}") from err
+        if int(chunk_frames) < 1:
+            raise StoreError(f"store chunk_frames must be >= 1, got {chunk_frames}")
+        self.root = Path(root)
+        self.chunk_frames = int(chunk_frames)
+
+    def __repr__(self) -> str:
+        return f"FeatureStore({str(self.root)!r}, compression={self.compression.value!r})"
+
+    # ---- paths
+
+    def folder(self, extractor: str) -> Path:
+        """``<root>/<extractor>``."""
+        _check_extractor(extractor)
+        return self.root / extractor
+
+    def shard_path(self, extractor: str, video_id: str) -> Path:
+        """``<root>/<extractor>/<shard_name(video_id)>``, whether or not it exists."""
+        _check_video_id(video_id)
+        return self.folder(extractor) / shard_name(video_id)
+
+    def _index_path(self, extractor: str) -> Path:
+        return self.folder(extractor) / INDEX_FILE
+
+    def _shard_files(self, extractor: str) -> list[Path]:
+        return _shard_files_in(self.folder(extractor))
+
+    # ---- writing
+
+    def write(
+        self,
+        extractor: str,
+        video_id: str,
+        features: FeatureSet,
+        *,
+        extractor_version: str,
+        params_hash: str,
+        params_json: str = "{}",
+        media_fingerprint: str = "",
+        library_versions: dict[str, str] | None = None,
+    ) -> Path:
+        """Write (or replace) the shard of one video atomically and return its path.
+
+        Safe to call from many worker processes at once, for different videos or even the same one
+        (the last rename wins; each shard is complete). The index is not touched: the driver calls
+        ``record`` when the task is reported done.
+        """
+        final = self.shard_path(extractor, video_id)
+        columns = _columns(final, features)
+        attrs = {
+            "video_id": video_id,
+            "extractor": extractor,
+            "extractor_version": str(extractor_version),
+            "params_hash": str(params_hash),
+            "params_json": str(params_json),
+            "media_fingerprint": str(media_fingerprint),
+            "n_frames": len(features),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "library_versions": json.dumps({**fingerprint.library_versions(), **(library_versions or {})}),
+            **_feature_attrs_to_hdf5(final, features.attrs),
+        }
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(_temp_name(final.name[: -len(SHARD_SUFFIX)]))
+        try:
+            with h5py.File(tmp, "w-", libver=LIBVER, locking=False) as h5:
+                h5.attrs.update(
+                    {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "extractor": extractor}
+                )
+                group = h5.create_group(group_name(video_id))
+                for column in columns:
+                    self._create_dataset(group, column)
+                group.attrs.update(attrs)
+                h5.flush()
+            _fsync_path(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_path(final.parent)
+        log.debug("wrote %s (%d frames)", final, len(features))
+        return final
+
+    def _create_dataset(self, group: h5py.Group, column: _Column) -> None:
+        dset = group.create_dataset(column.name, data=column.data, **self._storage_options(column.data))
+        if column.numpy_dtype is not None:
+            dset.attrs["numpy_dtype"] = column.numpy_dtype
+
+    def _storage_options(self, data: np.ndarray) -> dict[str, Any]:
+        if data.size == 0:
+            return {}  # HDF5 cannot chunk a dimension of length 0; nothing to compress anyway
+        row_bytes = data.itemsize * (data.size // data.shape[0])
+        rows = min(self.chunk_frames, data.shape[0], max(1, MAX_CHUNK_BYTES // row_bytes))
+        options: dict[str, Any] = {"chunks": (rows, *data.shape[1:]), "fletcher32": True}
+        if self.compression is Compression.NONE:
+            return options
+        if self.compression is Compression.GZIP:
+            # gzip is the choice for size, and byte shuffling helps it on float features.
+            options.update(compression="gzip", compression_opts=GZIP_LEVEL, shuffle=data.itemsize > 1)
+        else:
+            # lzf is the choice for speed. Shuffling gains lzf little or loses (ReLU embeddings
+            # grew 20 %) and made 300-row log-mel window reads ~5x slower, so it is left off.
+            options["compression"] = "lzf"
+        return options
+
+    # ---- checking
+
+    @contextlib.contextmanager
+    def _open_group(
+        self, extractor: str, video_id: str, arrays: Sequence[str] | None = None
+    ) -> Iterator[tuple[Path, h5py.Group]]:
+        """The video's group in its verified shard (see ``_shard_problem`` for ``arrays``);
+        StoreError naming the shard otherwise."""
+        path = self.shard_path(extractor, video_id)
+        if not path.exists():
+            raise StoreError(f"{path}: no shard for video {video_id!r} of extractor {extractor!r}")
+        try:
+            h5 = h5py.File(path, "r", locking=False)
+        except OSError as err:
+            raise StoreError(f"{path}: corrupt shard: cannot be opened as HDF5 ({err})") from err
+        with h5:
+            problem = _shard_problem(h5, extractor, video_id, arrays)
+            if problem is not None:
+                raise StoreError(f"{path}: corrupt shard: {problem}")
+            yield path, h5[group_name(video_id)]
+
+    def status(
+        self, extractor: str, video_id: str, params_hash: str, media_fingerprint: str | None = None
+    ) -> ShardStatus:
+        """STORED when a readable shard has this params hash (and this media fingerprint, when given)."""
+        path = self.shard_path(extractor, video_id)
+        if not path.exists():
+            return ShardStatus.MISSING
+        try:
+            with self._open_group(extractor, video_id) as (_, group):
+                stored_hash = group.attrs["params_hash"]
+                stored_media = group.attrs.get("media_fingerprint", "")
+        except StoreError as err:
+            if not path.exists():  # removed while we looked
+                return ShardStatus.MISSING
+            log.warning("%s", err)
+            return ShardStatus.CORRUPT
+        if stored_hash != params_hash:
+            return ShardStatus.STALE
+        if media_fingerprint is not None and stored_media != media_fingerprint:
+            return ShardStatus.STALE
+        return ShardStatus.STORED
+
+    # ---- index
+
+    @contextlib.contextmanager
+    def _index_lock(self, extractor: str) -> Iterator[None]:
+        folder = self.folder(extractor)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / INDEX_LOCK_FILE).open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _load_index(self, extractor: str) -> dict[str, dict[str, Any]] | None:
+        """The index's video entries; None when there is no index or it cannot be trusted."""
+        path = self._index_path(extractor)
+        try:
+            payload = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as err:
+            log.warning("%s: unreadable index, falling back to the shards: %s", path, err)
+            return None
+        if not isinstance(payload, dict) or payload.get("format") != INDEX_FORMAT:
+            log.warning("%s: not an avpipe index, falling back to the shards", path)
+            return None
+        videos = payload.get("videos")
+        return videos if isinstance(videos, dict) else None
+
+    def _save_index(self, extractor: str, videos: Mapping[str, Mapping[str, Any]]) -> None:
+        payload = {
+            "format": INDEX_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "extractor": extractor,
+            "videos": dict(videos),
+        }
+        _write_json_atomically(self._index_path(extractor), payload)
+
+    @staticmethod
+    def _index_entry(path: Path, group: h5py.Group) -> dict[str, Any]:
+        return {
+            "shard": path.name,
+            "params_hash": str(group.attrs["params_hash"]),
+            "media_fingerprint": str(group.attrs.get("media_fingerprint", "")),
+            "n_frames": int(group.attrs["n_frames"]),
+            "extractor_version": str(group.attrs["extractor_version"]),
+        }
+
+    def record(self, extractor: str, video_id: str) -> None:
+        """Add or refresh the index entry of one video from its shard (driver only)."""
+        with self._open_group(extractor, video_id) as (path, group):
+            entry = self._index_entry(path, group)
+        with self._index_lock(extractor):
+            videos = self._load_index(extractor)
+            if videos is None:
+                videos = self._scan(extractor)
+            videos[video_id] = entry
+            self._save_index(extractor, videos)
+
+    def rebuild_index(self, extractor: str) -> dict[str, dict[str, Any]]:
+        """Rewrite the index from the readable shards on disk and return its entries."""
+        with self._index_lock(extractor):
+            videos = self._scan(extractor)
+            self._save_index(extractor, videos)
+        return videos
+
+    def _scan(self, extractor: str) -> dict[str, dict[str, Any]]:
+        videos = {}
+        files = self._shard_files(extractor)
+        for path in tqdm(files, desc=f"scan {extractor}", unit="shard", disable=len(files) < 500):
+            video_id = self._video_id_in(path)
+            if video_id is None:
+                continue
+            try:
+                with self._open_group(extractor, video_id) as (_, group):
+                    videos[video_id] = self._index_entry(path, group)
+            except StoreError as err:
+                log.warning("%s", err)
+        return videos
+
+    @staticmethod
+    def _video_id_in(path: Path) -> str | None:
+        """The video id recorded inside a shard file, if it matches the file's name."""
+        try:
+            with h5py.File(path, "r", locking=False) as h5:
+                ids = [g.attrs.get("video_id") for g in h5.values() if isinstance(g, h5py.Group)]
+        except OSError as err:
+            log.warning("%s: corrupt shard, cannot be opened as HDF5 (%s)", path, err)
+            return None
+        ids = [i for i in ids if isinstance(i, str) and shard_name(i) == path.name]
+        if len(ids) != 1:
+            log.warning("%s: corrupt shard: no group whose video_id matches the file name", path)
+            return None
+        return ids[0]
+
+    # ---- listing
+
+    def videos(self, extractor: str) -> list[str]:
+        """Ids of the videos with a shard of ``extractor``, sorted (``status`` tells if one is valid)."""
+        files = self._shard_files(extractor)
+        known = {entry.get("shard"): vid for vid, entry in (self._load_index(extractor) or {}).items()}
+        ids = []
+        for path in files:
+            video_id = known.get(path.name) or video_id_from_shard_name(path.name) or self._video_id_in(path)
+            if video_id is not None:
+                ids.append(video_id)
+        return sorted(ids)
+
+    def extractors(self) -> list[str]:
+        """Names of the extractors with a folder holding shards or an index under ``root``."""
+        if not self.root.is_dir():
+            return []
+        names = []
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            if (folder / INDEX_FILE).exists() or _shard_files_in(folder):
+                names.append(folder.name)
+        return names
+
+    # ---- reading
+
+    def read(self, extractor: str, video_id: str, names: Sequence[str] | None = None) -> FeatureSet:
+        """The stored FeatureSet of one video; only the arrays in ``names`` when given."""
+        with self._open_group(extractor, video_id, names) as (path, group):
+            available = [name for name in _dataset_names(group) if name not in TIMELINE_DATASETS]
+            wanted = list(available if names is None else names)
+            self._check_names(path, wanted, available)
+            return FeatureSet(
+                time=_read_dataset(path, group, "time"),
+                frame_index=_read_dataset(path, group, "frame_index"),
+                mask=_read_dataset(path, group, "mask"),
+                arrays={name: _read_dataset(path, group, name) for name in wanted},
+                attrs=_feature_attrs_from_group(group),
+            )
+
+    @staticmethod
+    def _check_names(path: Path, wanted: Sequence[str], available: Sequence[str]) -> None:
+        missing = [name for name in wanted if name not in available]
+        if missing:
+            raise StoreError(
+                f"{path}: no array {missing[0]!r} in this shard (arrays: {', '.join(available)})"
+            )
+
+    def get(
+        self, extractor: str, video_id: str, name: str = "features"
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(time, values, mask)`` of one array of one video."""
+        with self._open_group(extractor, video_id, [name]) as (path, group):
+            available = _dataset_names(group)
+            self._check_names(path, [name], available)
+            return (
+                _read_dataset(path, group, "time"),
+                _read_dataset(path, group, name),
+                _read_dataset(path, group, "mask"),
+            )
+
+    def read_rows(self, extractor: str, video_id: str, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of one array (``time``/``frame_index``/``mask`` included); reads only
+        the chunks that hold them."""
+        with self._open_group(extractor, video_id, [name]) as (path, group):
+            if not isinstance(group.get(name), h5py.Dataset):
+                self._check_names(path, [name], _dataset_names(group))
+            n_rows = group[name].shape[0]
+            if not (0 <= int(start) <= int(stop) <= n_rows):
+                raise StoreError(f"{path}: rows {start}:{stop} of {name!r} are outside 0:{n_rows}")
+            return _read_dataset(path, group, name, slice(int(start), int(stop)))
+
+    def attrs(self, extractor: str, video_id: str) -> dict[str, Any]:
+        """Every attribute of a video's shard: the store's metadata (``library_versions`` as a dict)
+        and the FeatureSet attrs, decoded."""
+        with self._open_group(extractor, video_id, ()) as (_, group):
+            meta = {key: _plain(group.attrs[key]) for key in META_ATTRS if key in group.attrs}
+            features = _feature_attrs_from_group(group)
+        meta.pop("feature_attrs", None)
+        meta.pop("json_attrs", None)
+        meta["library_versions"] = json.loads(meta.get("library_versions", "{}"))
+        return {**meta, **features}
+
+    # ---- removing
+
+    def remove(self, extractor: str, video_id: str) -> None:
+        """Delete a video's shard and its index entry; nothing happens when there is none."""
+        path = self.shard_path(extractor, video_id)
+        if path.exists():
+            path.unlink(missing_ok=True)
+            _fsync_path(path.parent)
+        if not self._index_path(extractor).exists():
+            return
+        with self._index_lock(extractor):
+            videos = self._load_index(extractor)
+            if videos is not None and video_id in videos:
+                del videos[video_id]
+                self._save_index(extractor, videos)
+
+    def cleanup_temp(self, extractor: str, max_age_s: float = DEFAULT_TEMP_MAX_AGE_S) -> int:
+        """Remove temp files left by crashed writers; return how many were removed.
+
+        A temp file goes when its writer ran on this host and is no longer alive, or when it was
+        last modified more than ``max_age_s`` before this call (``0``: every temp file older than
+        the call, for a driver that knows no writer is running). Live writers keep their files.
+        """
+        folder = self.folder(extractor)
+        if not folder.is_dir():
+            return 0
+        deadline = time.time() - max_age_s
+        removed = 0
+        for path in folder.iterdir():
+            match = _TEMP_NAME.match(path.name)
+            if match is None:
+                continue
+            try:
+                too_old = path.stat().st_mtime < deadline
+            except FileNotFoundError:
+                continue  # its writer finished and renamed it meanwhile
+            if too_old or _writer_is_gone(int(match["pid"]), match["host"]):
+                path.unlink(missing_ok=True)
+                removed += 1
+                log.info("removed stale temp file %s", path)
+        return removed
