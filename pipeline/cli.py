@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="build the synthetic demo dataset (params: demo)")
     sub.add_parser("manifest", help="probe the dataset, write the manifest, failures and per-frame labels")
     sub.add_parser("faces", help="detect, track and align faces; crops into the store; QA contact sheets")
-    p = sub.add_parser("extract", help="run one registered extractor (audio, embedding or plug-in) over the manifest")
+    p = sub.add_parser("audio", help="one audio feature (logmel, mfcc, egemaps, vggish) for every manifest video")
+    p.add_argument("name", help="an audio extractor listed in audio.extractors")
+    p = sub.add_parser("embed", help="face embeddings of one backbone from the face crops")
+    p.add_argument("name", help="a face-embedding extractor listed in embed.backbones")
+    p = sub.add_parser("extract", help="run any registered extractor (e.g. a plug-in) over the manifest")
     p.add_argument("name", help="extractor name, see `avpipe extractors list`")
     p = sub.add_parser("extractors", help="inspect the extractor registry")
     p.add_argument("action", choices=["list"], help="list: every extractor with its input and origin")
@@ -87,6 +91,14 @@ def dispatch(args: argparse.Namespace) -> int:
         from stages import faces
 
         return faces.run(params)
+    if args.command == "audio":
+        from stages import audio
+
+        return audio.run(params, args.name)
+    if args.command == "embed":
+        from stages import embed
+
+        return embed.run(params, args.name)
     if args.command == "extract":
         from stages import extract
 
