@@ -256,3 +256,19 @@ def test_cuda_matches_cpu(checkpoint: Path, loaded: VggishExtractor, bunny_track
     gpu_extractor.setup("cuda")
     gpu = gpu_extractor.extract(bunny_track, timeline, CONTEXT).arrays["features"]
     assert np.allclose(cpu, gpu, atol=1e-3 * np.abs(cpu).max())
+
+
+def test_untrained_weights_are_seeded_and_clearly_flagged(caplog) -> None:
+    from pipeline.errors import ExtractorError
+    from pipeline.extractors.vggish_net import load_vggish
+
+    with caplog.at_level("WARNING"):
+        a = load_vggish("untrained:3")
+    assert "RANDOM weights" in caplog.text
+    b = load_vggish("untrained:3")
+    c = load_vggish("untrained:4")
+    first = next(iter(a.state_dict()))
+    assert torch.equal(a.state_dict()[first], b.state_dict()[first])
+    assert not torch.equal(a.state_dict()[first], c.state_dict()[first])
+    with pytest.raises(ExtractorError, match="untrained:<integer seed>"):
+        load_vggish("untrained:x")

@@ -219,8 +219,37 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
         )
 
 
+UNTRAINED_PREFIX = "untrained:"
+
+
+def untrained_seed(path: str | None, config_key: str) -> int | None:
+    """The seed of ``untrained:<seed>`` (seeded random weights, for the demo and plumbing tests), else None."""
+    if path is None or not path.startswith(UNTRAINED_PREFIX):
+        return None
+    text = path.removeprefix(UNTRAINED_PREFIX)
+    if not text.isdigit():
+        raise ExtractorError(f"{config_key}: {path!r} must be untrained:<integer seed>, e.g. untrained:0")
+    return int(text)
+
+
 def load_vggish(path: str | None, config_key: str = "extractors.vggish.checkpoint") -> Vggish:
-    """A Vggish in eval mode with the weights at ``path`` (clear ExtractorError otherwise)."""
+    """A Vggish in eval mode with the weights at ``path`` (clear ExtractorError otherwise).
+
+    ``untrained:<seed>`` builds the network with seeded random weights instead: its embeddings are random
+    projections of the log-mel patches, good for exercising the pipeline offline, not VGGish features.
+    """
+    seed = untrained_seed(path, config_key)
+    if seed is not None:
+        log.warning(
+            "%s is %r: VGGish runs with seeded RANDOM weights; the features are not VGGish embeddings. "
+            "%s",
+            config_key,
+            path,
+            missing_weights_message(config_key, WEIGHTS_FILE, None).split(". ", 1)[1],
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return Vggish().eval()
     file = check_weights_file(path, config_key, WEIGHTS_FILE)
     state = vggish_state_dict(load_torch_file(file, "VGGish checkpoint"), file)
     # Built on the meta device: random initialisation of 72 M parameters would be thrown away.
