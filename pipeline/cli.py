@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="train the configured model with k-fold cross-validation on cached features")
     sub.add_parser("evaluate", help="merge fold predictions, compute metrics.json and plot data")
     p = sub.add_parser("predict", help="write per-frame predictions per video as CSV")
-    p.add_argument("--out", default=None, help="output folder (default: train.output_dir/predictions)")
+    p.add_argument("--out", default=None, help="output folder (default: train.predictions_dir)")
     p.add_argument("--split", default=None, help="only videos of this split (default: all in the manifest)")
     return parser
 

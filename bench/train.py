@@ -1,0 +1,216 @@
+"""Training throughput: the window loader against the models' training steps (issue 6 target).
+
+    .venv/bin/python bench/train.py [--videos 40] [--frames 1500] [--steps 5] [--threads N] [--device auto]
+
+Synthetic videos with the feature sizes of the real extractors (fer-minixception 128 + 7 logits, mfcc 39,
+vggish 128, egemaps 25, logmel 64) are written to a temporary feature store and loaded the way the train
+stage loads them. Reported, at window 300 and batch 32:
+
+- store load: frames/s of reading every feature and label shard once per run;
+- loader: windows/s of the in-memory window gather (shuffled batches, standardised inputs, torch tensors);
+- training step (forward, masked losses, backward, optimizer step) windows/s of each preset's model, as
+  configured in presets/ (demo-sized) and, for lfan, with the paper's sizes;
+- the ratio loader / lfan step (target >= 20 on a 2-core CPU).
+
+Figures are wall-clock and noisy on a shared machine: run it on an idle one for numbers to quote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.config import TrainConfig, resolve_train_section
+from models.data import load_videos, resolve_inputs
+from models.inference import device_for
+from models.losses import MultiTaskLoss
+from models.registry import create_model
+from models.stats import compute_stats
+from models.table import FrameTable, WindowBatches
+from models.trainer import build_optimizer
+from pipeline.config import build_dataclass
+from pipeline.labels import LABELS_EXTRACTOR, FrameLabels
+from pipeline.store import FeatureStore
+from pipeline.types import FeatureSet, MaskValue, Timeline
+
+log = logging.getLogger("bench.train")
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = ("abaw2-lfan", "jca", "abaw4-mtl", "lstm-fusion")
+FEATURE_ARRAYS = {  # extractor -> {array: size}, the sizes of the real extractors
+    "fer-minixception": {"features": 128, "logits": 7},
+    "mfcc": {"features": 39},
+    "vggish": {"features": 128},
+    "egemaps": {"features": 25},
+    "logmel": {"features": 64},
+}
+PAPER_LFAN = {"visual_channels": [512, 256, 256, 128], "audio_channels": [32, 32, 32, 32], "modal_dim": 32}
+WINDOW, HOP, BATCH = 300, 200, 32
+
+
+def write_store(root: Path, n_videos: int, n_frames: int, seed: int = 0) -> list[str]:
+    """Random features and labels of ``n_videos`` videos of ``n_frames`` frames in a feature store."""
+    rng = np.random.default_rng(seed)
+    store = FeatureStore(root)
+    ids = []
+    for i in range(n_videos):
+        video_id = f"bench{i:03d}"
+        timeline = Timeline(time=np.arange(n_frames) / 25.0, frame_index=np.arange(n_frames))
+        mask = np.full(n_frames, MaskValue.VALID, dtype=np.uint8)
+        for extractor, arrays in FEATURE_ARRAYS.items():
+            values = {
+                name: rng.standard_normal((n_frames, dim)).astype(np.float32) for name, dim in arrays.items()
+            }
+            features = FeatureSet(timeline.time, timeline.frame_index, mask, values)
+            store.write(extractor, video_id, features, extractor_version="bench", params_hash="bench")
+        labels = FrameLabels.unlabeled(n_frames)
+        labels.valence_arousal[:] = rng.uniform(-1, 1, (n_frames, 2))
+        labels.expression[:] = rng.integers(0, 8, n_frames)
+        labels.action_units[:] = rng.integers(0, 2, (n_frames, 12))
+        store.write(
+            LABELS_EXTRACTOR,
+            video_id,
+            labels.to_feature_set(timeline),
+            extractor_version="1",
+            params_hash="b",
+        )
+        ids.append(video_id)
+    return ids
+
+
+def preset_config(name: str) -> TrainConfig:
+    return build_dataclass(TrainConfig, resolve_train_section({"preset": name}, REPO), "train")
+
+
+def loader_rate(table: FrameTable, config: TrainConfig, video_ids: list[str], min_seconds: float) -> float:
+    """Windows/s of shuffled batch gathering over every window of ``video_ids``."""
+    keys = [spec.key for spec in config.feature_specs]
+    inputs = compute_stats(table, video_ids).apply(table)
+    inputs = {key: inputs[key] for key in keys}
+    windows, _ = table.windows(video_ids, WINDOW, HOP)
+    targets = {task: table.labels[task] for task in config.tasks}
+    batches = WindowBatches(inputs, targets, windows, BATCH, shuffle=True)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < min_seconds:
+        for batch in batches:
+            count += batch.valid.shape[0]
+    return count / (time.perf_counter() - started)
+
+
+def step_rate(
+    config: TrainConfig,
+    table: FrameTable,
+    video_ids: list[str],
+    inputs_spec: list,
+    device: torch.device,
+    steps: int,
+) -> float:
+    """Windows/s of full training steps of the config's model at batch 32, window 300."""
+    model = create_model(
+        config.model.name, inputs=inputs_spec, tasks=config.tasks, window=WINDOW, **config.model.config
+    ).to(device)
+    optimizer = build_optimizer(model, config)
+    loss_fn = MultiTaskLoss(list(config.tasks), config.loss)
+    windows, _ = table.windows(video_ids, WINDOW, HOP)
+    inputs = {spec.key: table.features[spec.key] for spec in inputs_spec}
+    batches = WindowBatches(inputs, {t: table.labels[t] for t in config.tasks}, windows, BATCH, shuffle=True)
+    batch = batches.gather(np.arange(BATCH)).to(device)
+
+    def one_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = loss_fn(model(batch.inputs, batch.valid), batch.targets)
+        loss.backward()
+        optimizer.step()
+
+    one_step()  # warm-up: allocations, cuDNN autotuning
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    _synchronize(device)
+    return steps * BATCH / (time.perf_counter() - started)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--videos", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=5, help="timed training steps per model")
+    parser.add_argument("--loader-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda (auto adds CUDA figures when present)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = [torch.device("cpu")]
+    if args.device == "auto" and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    elif args.device != "auto":
+        devices = [device_for(args.device)]
+    results: dict[str, object] = {"window": WINDOW, "batch": BATCH, "torch_threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FeatureStore(Path(tmp) / "store")
+        ids = write_store(store.root, args.videos, args.frames)
+        lfan = preset_config("abaw2-lfan")
+        all_specs = [spec for name in PRESETS for spec in preset_config(name).feature_specs]
+        unique = list({spec.key: spec for spec in all_specs}.values())
+        started = time.perf_counter()
+        videos, _ = load_videos(store, unique, ids)
+        load_seconds = time.perf_counter() - started
+        inputs_spec = {spec.key: spec for spec in resolve_inputs(store, unique, ids[0])}
+        table = FrameTable(videos, list(inputs_spec))
+    n_frames = args.videos * args.frames
+    results["store_load_frames_per_s"] = n_frames / load_seconds
+    log.info(
+        "store load: %d videos x %d frames, %d inputs: %.0f frames/s",
+        args.videos,
+        args.frames,
+        len(unique),
+        n_frames / load_seconds,
+    )
+    loader = loader_rate(table, lfan, ids, args.loader_seconds)
+    results["loader_windows_per_s"] = loader
+    log.info("loader (abaw2-lfan inputs): %.0f windows/s", loader)
+    for device in devices:
+        rates = {}
+        for name in PRESETS:
+            config = preset_config(name)
+            specs = [inputs_spec[spec.key] for spec in config.feature_specs]
+            rates[name] = step_rate(config, table, ids, specs, device, args.steps)
+            log.info("[%s] %s training step: %.1f windows/s", device.type, name, rates[name])
+        paper = preset_config("abaw2-lfan")
+        paper.model.config = {**paper.model.config, **PAPER_LFAN}
+        specs = [inputs_spec[spec.key] for spec in paper.feature_specs]
+        rates["abaw2-lfan (paper sizes)"] = step_rate(
+            paper, table, ids, specs, device, max(1, args.steps // 2)
+        )
+        log.info(
+            "[%s] abaw2-lfan with paper sizes: %.1f windows/s", device.type, rates["abaw2-lfan (paper sizes)"]
+        )
+        ratio = loader / rates["abaw2-lfan"]
+        log.info("[%s] loader / lfan step = %.0fx (target >= 20x)", device.type, ratio)
+        results[device.type] = {"step_windows_per_s": rates, "loader_over_lfan": ratio}
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

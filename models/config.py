@@ -1,0 +1,321 @@
+"""The ``train`` section of params.yaml: a dataclass tree, plus presets that fill it.
+
+Torch-free on purpose: ``pipeline.params`` imports this module whenever params.yaml is validated.
+
+``train.preset`` names ``presets/<name>.yaml`` (next to params.yaml). ``resolve_train_section`` merges the
+explicit ``train.*`` keys over the preset's values, so ``dvc exp run -S train.preset=jca`` switches the whole
+recipe while ``-S train.epochs=5`` still overrides one value of it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+PRESETS_DIR = "presets"
+DEFAULT_FEATURE_ARRAY = "features"
+_PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Task(StrEnum):
+    """What a model predicts; the label arrays of the ``labels`` extractor."""
+
+    VA = "va"  # valence, arousal: regression in [-1, 1]
+    EXPR = "expr"  # 8-class expression
+    AU = "au"  # 12 binary action units
+
+
+class Modality(StrEnum):
+    """Which stream a feature belongs to; fusion models treat visual and audio inputs differently."""
+
+    AUTO = "auto"  # from the extractor registry: AUDIO extractors are audio, every other is visual
+    VISUAL = "visual"
+    AUDIO = "audio"
+
+
+class OptimizerName(StrEnum):
+    ADAM = "adam"
+    ADAMW = "adamw"
+    SGD = "sgd"
+
+
+class VALoss(StrEnum):
+    CCC = "ccc"  # 1 - CCC, per dimension (ABAW2/ABAW3 systems)
+    MSE = "mse"
+
+
+@dataclass
+class FeatureSpec:
+    """One model input: an array of one extractor's shards (``extractor:array`` in short form)."""
+
+    extractor: str
+    array: str = DEFAULT_FEATURE_ARRAY
+    modality: Modality = Modality.AUTO
+
+    def __post_init__(self) -> None:
+        if not self.extractor or ":" in self.extractor:
+            raise ConfigError("train.features", f"bad extractor name {self.extractor!r}")
+        if not self.array or ":" in self.array:
+            raise ConfigError("train.features", f"bad array name {self.array!r} of {self.extractor!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> FeatureSpec:
+        """``"mfcc"`` -> features of mfcc; ``"fer-minixception:logits"`` -> its ``logits`` array."""
+        extractor, _, array = text.partition(":")
+        return cls(extractor=extractor.strip(), array=array.strip() or DEFAULT_FEATURE_ARRAY)
+
+    @property
+    def key(self) -> str:
+        """The input's name in batches, checkpoints and model configs."""
+        return self.extractor if self.array == DEFAULT_FEATURE_ARRAY else f"{self.extractor}:{self.array}"
+
+
+@dataclass
+class ModelSpec:
+    """``name`` picks the model in ``models.registry``; its config class validates ``config``."""
+
+    name: str = "lfan"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.ADAM
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
+
+    def __post_init__(self) -> None:
+        _positive("train.optimizer.lr", self.lr)
+        for key in ("weight_decay", "momentum", "grad_clip"):
+            _non_negative(f"train.optimizer.{key}", getattr(self, key))
+
+
+@dataclass
+class PlateauConfig:
+    """ReduceLROnPlateau on the validation score (higher is better)."""
+
+    factor: float = 0.1
+    patience: int = 5
+    min_lr: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.factor < 1.0:
+            raise ConfigError("train.plateau.factor", f"must be in (0, 1), got {self.factor}")
+        _at_least("train.plateau.patience", self.patience, 0)
+        _non_negative("train.plateau.min_lr", self.min_lr)
+
+
+@dataclass
+class FoldConfig:
+    """k-fold cross-validation over the train + validation videos (grouped by subject).
+
+    With ``validation_as_fold`` the official validation set is fold 0 and the training videos are split
+    into the other k - 1 folds (ABAW2: 6 folds). ``run`` limits which folds are trained (all by default).
+    """
+
+    k: int = 6
+    seed: int = 0
+    validation_as_fold: bool = True
+    run: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        _at_least("train.folds.k", self.k, 1)
+        if self.k == 1 and not self.validation_as_fold:
+            raise ConfigError(
+                "train.folds.k", "k = 1 needs validation_as_fold: true (one fold = the validation set)"
+            )
+        for fold in self.run or []:
+            if not 0 <= fold < self.k:
+                raise ConfigError("train.folds.run", f"fold {fold} is outside 0..{self.k - 1}")
+
+    def folds_to_run(self) -> list[int]:
+        return sorted(set(self.run)) if self.run is not None else list(range(self.k))
+
+
+@dataclass
+class LossConfig:
+    """Per-task loss weights (multi-task training) and the valence/arousal loss."""
+
+    weights: dict[str, float] = field(default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0})
+    va: VALoss = VALoss.CCC
+
+    def __post_init__(self) -> None:
+        for name, weight in self.weights.items():
+            if name not in {t.value for t in Task}:
+                raise ConfigError(f"train.loss.weights.{name}", f"unknown task; tasks: {_task_names()}")
+            _non_negative(f"train.loss.weights.{name}", weight)
+
+    def weight(self, task: Task) -> float:
+        return float(self.weights.get(task.value, 1.0))
+
+
+@dataclass
+class TrainConfig:
+    """Everything the train, evaluate and predict stages need besides the store and the manifest."""
+
+    preset: str | None = None
+    features: list[FeatureSpec | str] = field(
+        default_factory=lambda: ["fer-minixception", "mfcc", "egemaps", "logmel"]
+    )
+    tasks: list[Task] = field(default_factory=lambda: [Task.VA])
+    window: int = 300
+    hop: int = 200
+    model: ModelSpec = field(default_factory=ModelSpec)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    batch_size: int = 32
+    epochs: int = 100
+    patience: int = 10  # early stopping: epochs without a better validation score
+    min_epochs: int = 1
+    plateau: PlateauConfig = field(default_factory=PlateauConfig)
+    folds: FoldConfig = field(default_factory=FoldConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+    seed: int = 0
+    output_dir: str = "data/train"
+    eval_dir: str = "data/evaluate"
+    predictions_dir: str = "data/predictions"  # avpipe predict writes <video>.csv here
+
+    def __post_init__(self) -> None:
+        self.features = [self._feature(item) for item in self.features]
+        if not self.features:
+            raise ConfigError(
+                "train.features", "must list at least one feature (extractor or extractor:array)"
+            )
+        keys = [spec.key for spec in self.feature_specs]
+        duplicates = sorted({key for key in keys if keys.count(key) > 1})
+        if duplicates:
+            raise ConfigError("train.features", f"{duplicates[0]!r} is listed twice")
+        if not self.tasks:
+            raise ConfigError("train.tasks", f"must list at least one task of {_task_names()}")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError("train.tasks", "lists a task twice")
+        _at_least("train.window", self.window, 1)
+        _at_least("train.hop", self.hop, 1)
+        if self.hop > self.window:
+            raise ConfigError(
+                "train.hop", f"must be <= window ({self.window}) so that every frame is predicted"
+            )
+        for key in ("batch_size", "epochs", "min_epochs"):
+            _at_least(f"train.{key}", getattr(self, key), 1)
+        _at_least("train.patience", self.patience, 0)
+        _at_least("train.threads", self.threads, 0)
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise ConfigError("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for key in ("output_dir", "eval_dir"):
+            if not getattr(self, key):
+                raise ConfigError(f"train.{key}", "must be a non-empty path")
+        if not self.model.name:
+            raise ConfigError("train.model.name", "must name a model")
+
+    @staticmethod
+    def _feature(item: FeatureSpec | str) -> FeatureSpec:
+        return FeatureSpec.parse(item) if isinstance(item, str) else item
+
+    @property
+    def feature_specs(self) -> list[FeatureSpec]:
+        """``features`` with the short string forms parsed (``__post_init__`` already did it)."""
+        return [self._feature(item) for item in self.features]
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def presets_dir(base_dir: Path) -> Path:
+    return Path(base_dir) / PRESETS_DIR
+
+
+def list_presets(base_dir: Path) -> list[str]:
+    """Names of the presets next to params.yaml (``presets/*.yaml``)."""
+    folder = presets_dir(base_dir)
+    return sorted(path.stem for path in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def read_preset(name: str, base_dir: Path) -> dict[str, Any]:
+    """The train keys of ``presets/<name>.yaml``; ConfigError("train.preset") when there is none."""
+    known = list_presets(base_dir)
+    if not isinstance(name, str) or not _PRESET_NAME.match(name) or name not in known:
+        listing = ", ".join(known) if known else f"none: {presets_dir(base_dir)} holds no .yaml file"
+        raise ConfigError("train.preset", f"unknown preset {name!r}; presets: {listing}")
+    path = presets_dir(base_dir) / f"{name}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError("train.preset", f"{path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError("train.preset", f"{path}: the top level must be a mapping of train keys")
+    if "preset" in data:
+        raise ConfigError("train.preset", f"{path}: a preset cannot name another preset")
+    return data
+
+
+def resolve_train_section(train_section: Any, base_dir: Path) -> dict[str, Any]:
+    """The ``train`` section with its preset applied: explicit keys over the preset's values.
+
+    Mappings merge key by key, other values (lists included) replace. When the explicit
+    ``model.name`` differs from the preset's, the preset's ``model.config`` is dropped: it belongs to
+    another model.
+    """
+    if train_section is None:
+        return {}
+    if not isinstance(train_section, Mapping):
+        raise ConfigError("train", f"must be a mapping of keys to values, got {type(train_section).__name__}")
+    explicit = dict(train_section)
+    name = explicit.get("preset")
+    if name is None:
+        return explicit
+    preset = read_preset(name, Path(base_dir))
+    explicit_model = explicit.get("model")
+    preset_model = preset.get("model")
+    if (
+        isinstance(explicit_model, Mapping)
+        and isinstance(preset_model, Mapping)
+        and "name" in explicit_model
+        and explicit_model["name"] != preset_model.get("name")
+    ):
+        preset = {**preset, "model": {key: v for key, v in preset_model.items() if key != "config"}}
+    return _deep_merge(preset, explicit)
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def _task_names() -> str:
+    return ", ".join(t.value for t in Task)
+
+
+def _at_least(key: str, value: int, low: int) -> None:
+    if value < low:
+        raise ConfigError(key, f"must be >= {low}, got {value}")
+
+
+def _positive(key: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(key, f"must be > 0, got {value}")
+
+
+def _non_negative(key: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(key, f"must be >= 0, got {value}")

@@ -1,0 +1,146 @@
+"""Reading the chosen features and the labels of videos from the store, joined on ``frame_index``.
+
+The first feature's timeline is the video's training timeline. Other features are looked up by frame
+index (they share it when extracted at the same ``dataset.fps``; rows they lack count as missing), and
+so are the labels, which the manifest stage stores on the native timeline. Feature sizes are read from
+the shards: a model learns them from ``resolve_inputs``, never from code.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from models.base import InputSpec
+from models.config import FeatureSpec, Modality
+from pipeline.errors import AvpipeError, ConfigError, ExtractorError, StoreError
+from pipeline.labels import LABELS_EXTRACTOR, FrameLabels
+from pipeline.registry import ExtractorRegistry, InputKind, default_registry
+from pipeline.store import FeatureStore
+from pipeline.types import MaskValue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class VideoData:
+    """One video on its training timeline: per-input features, their validity, the labels."""
+
+    video_id: str
+    time: np.ndarray  # (T,) float64
+    frame_index: np.ndarray  # (T,) int64
+    features: dict[str, np.ndarray]  # input key -> (T, D) float32
+    valid: dict[str, np.ndarray]  # input key -> (T,) bool: mask not MISSING and every value finite
+    labels: FrameLabels
+
+    def __len__(self) -> int:
+        return int(self.frame_index.shape[0])
+
+
+def resolve_inputs(store: FeatureStore, specs: Sequence[FeatureSpec], video_id: str) -> list[InputSpec]:
+    """Each feature's key, size (from ``video_id``'s shard) and modality (registry when ``auto``)."""
+    registry = None
+    inputs = []
+    for spec in specs:
+        _, values, _ = store.get(spec.extractor, video_id, spec.array)
+        dim = int(np.prod(values.shape[1:], dtype=np.int64)) if values.ndim > 1 else 1
+        if spec.modality is Modality.AUTO and registry is None:
+            registry = default_registry()  # imports the built-in extractor modules: only when needed
+        inputs.append(InputSpec(key=spec.key, dim=dim, modality=resolve_modality(spec, registry)))
+    return inputs
+
+
+def resolve_modality(spec: FeatureSpec, registry: ExtractorRegistry | None) -> Modality:
+    """``auto``: AUDIO extractors are audio, face/frame extractors visual (the extractor registry says)."""
+    if spec.modality is not Modality.AUTO:
+        return spec.modality
+    try:
+        cls = (registry or default_registry()).get(spec.extractor)
+    except ExtractorError:
+        raise ConfigError(
+            "train.features",
+            f"{spec.extractor!r} is not a registered extractor, so its modality is unknown; "
+            "give it as {extractor: ..., modality: visual|audio}",
+        ) from None
+    return Modality.AUDIO if cls.input_kind is InputKind.AUDIO else Modality.VISUAL
+
+
+def load_video(
+    store: FeatureStore,
+    specs: Sequence[FeatureSpec],
+    video_id: str,
+    with_labels: bool = True,
+    require_labels: bool = True,
+) -> VideoData:
+    """Read every feature of ``video_id`` and its labels; StoreError names the shard at fault.
+
+    Without ``with_labels`` (prediction), or when the labels shard is absent and not ``require_labels``
+    (test videos), every frame is unlabeled.
+    """
+    time = frame_index = None
+    features: dict[str, np.ndarray] = {}
+    valid: dict[str, np.ndarray] = {}
+    for spec in specs:
+        stored = store.read(spec.extractor, video_id, [spec.array])
+        values = np.asarray(stored.arrays[spec.array], dtype=np.float32).reshape(len(stored), -1)
+        ok = (stored.mask != MaskValue.MISSING) & np.all(np.isfinite(values), axis=1)
+        if frame_index is None:
+            time, frame_index = stored.time, stored.frame_index
+        elif not np.array_equal(stored.frame_index, frame_index):
+            rows, found = match_frames(stored.frame_index, frame_index)
+            values, ok = values[rows], ok[rows] & found
+        features[spec.key] = np.where(ok[:, None], values, 0.0).astype(np.float32)
+        valid[spec.key] = ok
+    assert time is not None and frame_index is not None
+    labels = FrameLabels.unlabeled(len(frame_index))
+    if with_labels and (require_labels or store.shard_path(LABELS_EXTRACTOR, video_id).exists()):
+        labels = read_labels(store, video_id, frame_index)
+    return VideoData(video_id, time, frame_index, features, valid, labels)
+
+
+def load_videos(
+    store: FeatureStore,
+    specs: Sequence[FeatureSpec],
+    video_ids: Iterable[str],
+    with_labels: bool = True,
+    require_labels: bool = True,
+) -> tuple[list[VideoData], dict[str, str]]:
+    """Every readable video, and ``{video id: why it was skipped}`` for the others (logged)."""
+    videos, skipped = [], {}
+    for video_id in tqdm(list(video_ids), desc="load features", unit="video", leave=False):
+        try:
+            videos.append(load_video(store, specs, video_id, with_labels, require_labels))
+        except AvpipeError as err:
+            skipped[video_id] = str(err)
+            log.warning("skipping video %s: %s", video_id, err)
+    return videos, skipped
+
+
+def match_frames(source: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each frame index in ``wanted``, its row in ``source`` (0 when absent) and whether it was found."""
+    order = np.argsort(source, kind="stable")
+    sorted_source = source[order]
+    positions = np.clip(np.searchsorted(sorted_source, wanted), 0, max(len(source) - 1, 0))
+    if len(source) == 0:
+        return np.zeros(len(wanted), dtype=np.int64), np.zeros(len(wanted), dtype=bool)
+    found = sorted_source[positions] == wanted
+    return np.where(found, order[positions], 0).astype(np.int64), found
+
+
+def read_labels(store: FeatureStore, video_id: str, frame_index: np.ndarray) -> FrameLabels:
+    """The video's labels at ``frame_index`` (unlabeled where the labels shard has no such frame)."""
+    stored = store.read(LABELS_EXTRACTOR, video_id)
+    for name in ("valence_arousal", "expression", "action_units"):
+        if name not in stored.arrays:
+            raise StoreError(f"{store.shard_path(LABELS_EXTRACTOR, video_id)}: labels shard lacks {name!r}")
+    labels = FrameLabels.from_feature_set(stored)
+    rows, found = match_frames(stored.frame_index, frame_index)
+    aligned = FrameLabels.unlabeled(len(frame_index))
+    aligned.valence_arousal[found] = labels.valence_arousal[rows[found]]
+    aligned.expression[found] = labels.expression[rows[found]]
+    aligned.action_units[found] = labels.action_units[rows[found]]
+    return aligned

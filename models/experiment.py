@@ -1,0 +1,162 @@
+"""The train stage's work: k-fold training on cached features; a checkpoint, log and predictions per fold.
+
+Output layout (``train.output_dir``)::
+
+    folds.json                  the fold plan (video ids per fold, test videos)
+    stats/<hash>.npz            standardisation statistics per training set (cache)
+    fold_<i>/model.pt           best checkpoint of fold i (self-contained, see models.checkpoint)
+    fold_<i>/log.csv            per-epoch losses, learning rate and validation metrics
+    fold_<i>/predictions.npz    per-frame predictions of fold i's validation videos and of the test videos
+    summary.json                config, inputs, per-fold best epoch and score, skipped videos, timings
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.base import InputSpec
+from models.checkpoint import config_summary, save_checkpoint
+from models.config import TrainConfig
+from models.data import load_videos, resolve_inputs
+from models.folds import FoldPlan, make_folds
+from models.inference import device_for, save_predictions
+from models.registry import validate_model_config
+from models.stats import cached_stats, stats_key
+from models.table import FrameTable
+from models.trainer import FoldTrainer
+from pipeline.errors import StoreError
+from pipeline.manifest import ManifestRow
+from pipeline.store import FeatureStore
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+FOLDS_FILE = "folds.json"
+CHECKPOINT_FILE = "model.pt"
+LOG_FILE = "log.csv"
+PREDICTIONS_FILE = "predictions.npz"
+
+
+def fold_dir(output_dir: str | Path, fold: int) -> Path:
+    return Path(output_dir) / f"fold_{fold}"
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, allow_nan=False, default=str) + "\n", encoding="utf-8")
+
+
+def read_summary(output_dir: str | Path) -> dict[str, Any]:
+    path = Path(output_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise StoreError(f"{path}: no training summary; run `avpipe train` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[ManifestRow]) -> dict[str, Any]:
+    """Train every fold of ``config.folds.folds_to_run()``; return (and write) the summary."""
+    started = time.perf_counter()
+    validate_model_config(config.model.name, config.model.config)  # fail before loading any data
+    out = Path(config.output_dir)
+    plan = make_folds(list(rows), config.folds)
+    _remove_previous_run(out)
+    write_json(out / FOLDS_FILE, plan.to_dict())
+    specs = config.feature_specs
+    pool, skipped = load_videos(store, specs, plan.pool)
+    test, skipped_test = load_videos(store, specs, plan.test, require_labels=False)
+    skipped.update(skipped_test)
+    videos = pool + test
+    if not pool:
+        raise StoreError(
+            f"{store.root}: no train/validation video has every feature of {[s.key for s in specs]}"
+        )
+    inputs = resolve_inputs(store, specs, pool[0].video_id)
+    table = FrameTable(videos, [spec.key for spec in inputs])
+    labels = {video.video_id: video.labels for video in videos}
+    timelines = {video.video_id: (video.frame_index, video.time) for video in videos}
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = device_for(config.device)
+    trainer = FoldTrainer(config, inputs, table, labels, device)
+    test_ids = [v for v in plan.test if v in labels]
+    load_seconds = time.perf_counter() - started
+    log.info(
+        "loaded %d videos (%d skipped) in %.1fs; training on %s",
+        len(videos),
+        len(skipped),
+        load_seconds,
+        device,
+    )
+    folds = [
+        _train_one(trainer, store, config, plan, fold, inputs, test_ids, timelines)
+        for fold in config.folds.folds_to_run()
+    ]
+    summary = {
+        "config": config_summary(config),
+        "inputs": [spec.to_dict() for spec in inputs],
+        "device": str(device),
+        "folds": folds,
+        "test": test_ids,
+        "skipped": skipped,
+        "load_seconds": round(load_seconds, 3),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def _remove_previous_run(out: Path) -> None:
+    """Folds of an earlier run must not be mixed into this one's evaluation or predictions."""
+    (out / SUMMARY_FILE).unlink(missing_ok=True)
+    for folder in out.glob("fold_*"):
+        if folder.is_dir():
+            shutil.rmtree(folder)
+
+
+def _train_one(
+    trainer: FoldTrainer,
+    store: FeatureStore,
+    config: TrainConfig,
+    plan: FoldPlan,
+    fold: int,
+    inputs: list[InputSpec],
+    test_ids: list[str],
+    timelines: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, Any]:
+    """Train fold ``fold``; write its checkpoint, log and predictions; return its summary entry."""
+    loaded = trainer.labels
+    train_ids = [v for v in plan.train_videos(fold) if v in loaded]
+    val_ids = [v for v in plan.folds[fold] if v in loaded]
+    if not train_ids or not val_ids:
+        raise StoreError(f"fold {fold}: no readable {'training' if not train_ids else 'validation'} video")
+    stats = cached_stats(
+        Path(config.output_dir) / "stats",
+        stats_key(store, config.feature_specs, inputs, train_ids),
+        trainer.table,
+        train_ids,
+    )
+    standardised = stats.apply(trainer.table)
+    directory = fold_dir(config.output_dir, fold)
+    result = trainer.train_fold(fold, standardised, train_ids, val_ids, log_path=directory / LOG_FILE)
+    predictions = trainer.predict(result.model, standardised, val_ids + test_ids)
+    save_predictions(directory / PREDICTIONS_FILE, predictions, timelines)
+    meta = {"best_epoch": result.best_epoch, "best_score": result.best_score, "train_videos": train_ids}
+    save_checkpoint(directory / CHECKPOINT_FILE, result.model, config, inputs, stats, fold, meta)
+    return {
+        "fold": fold,
+        "train_videos": train_ids,
+        "validation_videos": val_ids,
+        "best_epoch": result.best_epoch,
+        "best_score": result.best_score if result.best_score > float("-inf") else None,
+        "epochs_run": result.epochs_run,
+        "seconds": round(result.seconds, 3),
+    }

@@ -1,0 +1,131 @@
+"""``avpipe predict``: per-frame predictions of every fold model, merged, one CSV per video.
+
+Columns: ``frame_index, time`` (the feature timeline), then per trained task ``valence, arousal``;
+``expression`` (class index), ``expression_name`` and ``p_<class>`` probabilities; ``<AU>`` (0/1 at
+probability 0.5) and ``p_<AU>``. Valence/arousal of the folds are merged by CCC centering.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from models.checkpoint import LoadedModel, load_checkpoint
+from models.config import Task, TrainConfig
+from models.data import load_videos
+from models.experiment import CHECKPOINT_FILE, fold_dir, read_summary
+from models.inference import device_for, predict_videos
+from models.merge import merge_folds
+from models.metrics import AU_THRESHOLD
+from models.table import FrameTable
+from pipeline.errors import ConfigError, StoreError
+from pipeline.labels import AU_NAMES, EXPRESSION_NAMES, VA_NAMES
+from pipeline.manifest import ManifestRow, Split
+from pipeline.store import FeatureStore, shard_name
+
+log = logging.getLogger(__name__)
+
+
+def load_fold_models(output_dir: str | Path, device: torch.device) -> list[LoadedModel]:
+    """The checkpoints of the folds of the last training run; they agree on inputs, tasks and windows."""
+    summary = read_summary(output_dir)
+    paths = [fold_dir(output_dir, int(fold["fold"])) / CHECKPOINT_FILE for fold in summary["folds"]]
+    missing = [path for path in paths if not path.is_file()]
+    if missing or not paths:
+        raise StoreError(
+            f"{missing[0] if missing else output_dir}: checkpoint missing; run `avpipe train` again"
+        )
+    models = [load_checkpoint(path, device) for path in paths]
+    first = models[0]
+    for path, other in zip(paths[1:], models[1:], strict=True):
+        if (other.inputs, other.tasks, other.window, other.hop) != (
+            first.inputs,
+            first.tasks,
+            first.window,
+            first.hop,
+        ):
+            raise StoreError(f"{path}: trained with other inputs, tasks or windows than {paths[0]}; retrain")
+    return models
+
+
+def select_videos(rows: Sequence[ManifestRow], split: str | None) -> list[str]:
+    if split is None:
+        return [row.video_id for row in rows]
+    try:
+        wanted = Split(split)
+    except ValueError:
+        choices = ", ".join(s.value for s in Split)
+        raise ConfigError("--split", f"must be one of {choices}, got {split!r}") from None
+    return [row.video_id for row in rows if row.split is wanted]
+
+
+def run_prediction(
+    config: TrainConfig,
+    store: FeatureStore,
+    rows: Sequence[ManifestRow],
+    out_dir: str | Path | None = None,
+    split: str | None = None,
+) -> list[Path]:
+    """Predict every selected manifest video with every fold model; write and return the CSV paths."""
+    device = device_for(config.device)
+    models = load_fold_models(config.output_dir, device)
+    first = models[0]
+    out = Path(out_dir) if out_dir is not None else Path(config.predictions_dir)
+    videos, skipped = load_videos(store, first.features, select_videos(rows, split), with_labels=False)
+    if not videos:
+        raise StoreError(f"{store.root}: none of the selected videos has every feature the models need")
+    table = FrameTable(videos, [spec.key for spec in first.inputs])
+    video_ids = [video.video_id for video in videos]
+    per_fold = [
+        predict_videos(
+            m.model, m.stats.apply(table), table, video_ids, m.window, m.hop, config.batch_size, device
+        )
+        for m in tqdm(models, desc="predict", unit="fold", leave=False)
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for video in videos:
+        merged = merge_folds([fold[video.video_id] for fold in per_fold])
+        path = out / (shard_name(video.video_id)[: -len(".h5")] + ".csv")
+        write_prediction_csv(path, video.frame_index, video.time, merged, first.tasks)
+        written.append(path)
+    log.info("wrote %d prediction files to %s (%d videos skipped)", len(written), out, len(skipped))
+    return written
+
+
+def write_prediction_csv(
+    path: Path,
+    frame_index: np.ndarray,
+    time: np.ndarray,
+    prediction: Mapping[str, np.ndarray],
+    tasks: Sequence[Task],
+) -> None:
+    header = ["frame_index", "time"]
+    columns: list[list[str]] = [[str(int(i)) for i in frame_index], [f"{t:.4f}" for t in time]]
+    if Task.VA in tasks:
+        header += list(VA_NAMES)
+        columns += [[f"{v:.4f}" for v in prediction["va"][:, d]] for d in range(len(VA_NAMES))]
+    if Task.EXPR in tasks:
+        probabilities = prediction["expr"]
+        classes = np.argmax(probabilities, axis=1)
+        header += ["expression", "expression_name", *(f"p_{name}" for name in EXPRESSION_NAMES)]
+        columns += [[str(int(c)) for c in classes], [EXPRESSION_NAMES[c] for c in classes]]
+        columns += [[f"{p:.4f}" for p in probabilities[:, c]] for c in range(len(EXPRESSION_NAMES))]
+    if Task.AU in tasks:
+        probabilities = prediction["au"]
+        header += [*AU_NAMES, *(f"p_{name}" for name in AU_NAMES)]
+        columns += [[str(int(p >= AU_THRESHOLD)) for p in probabilities[:, u]] for u in range(len(AU_NAMES))]
+        columns += [[f"{p:.4f}" for p in probabilities[:, u]] for u in range(len(AU_NAMES))]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(zip(*columns, strict=True))
+    os.replace(tmp, path)

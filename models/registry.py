@@ -1,0 +1,53 @@
+"""The one model registry: ``create_model(name, inputs=..., tasks=..., window=..., **config)``.
+
+``config`` is the ``train.model.config`` mapping; it is validated by the model's config dataclass, so a
+wrong key or value is a ConfigError naming ``train.model.config.<key>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from models.base import InputSpec, ModelContext, SequenceModel
+from models.config import Task
+from models.jca import JCAModel
+from models.lfan import LFANModel
+from models.recurrent import RNNModel
+from models.tcn import TCNModel
+from models.transformer import TransformerModel
+from pipeline.config import build_dataclass
+from pipeline.errors import ConfigError
+
+MODELS: Mapping[str, type[SequenceModel]] = MappingProxyType(
+    {cls.name: cls for cls in (TCNModel, LFANModel, JCAModel, RNNModel, TransformerModel)}
+)
+
+
+def model_names() -> list[str]:
+    return sorted(MODELS)
+
+
+def model_class(name: str) -> type[SequenceModel]:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(
+            "train.model.name", f"unknown model {name!r}; models: {', '.join(model_names())}"
+        ) from None
+
+
+def validate_model_config(name: str, config: Mapping[str, Any] | None) -> Any:
+    """The model's config dataclass filled from ``config`` (ConfigError on bad keys or values)."""
+    return build_dataclass(model_class(name).config_class, config or {}, prefix="train.model.config")
+
+
+def create_model(
+    name: str, *, inputs: Sequence[InputSpec], tasks: Sequence[Task], window: int, **config: Any
+) -> SequenceModel:
+    """Build registered model ``name`` for these inputs (sizes from the store), tasks and window length."""
+    if not inputs:
+        raise ConfigError("train.features", "a model needs at least one input")
+    context = ModelContext(inputs=tuple(inputs), tasks=tuple(Task(t) for t in tasks), window=int(window))
+    return model_class(name)(context, validate_model_config(name, config))

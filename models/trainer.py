@@ -1,0 +1,214 @@
+"""Training one fold: epochs over shuffled windows, validation every epoch, ReduceLROnPlateau on the
+validation score, early stopping, the best epoch's weights kept (selection on validation CCC, or the
+ABAW score of the trained tasks in multi-task runs)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.base import InputSpec, SequenceModel
+from models.config import OptimizerName, TrainConfig
+from models.inference import VideoPrediction, predict_videos
+from models.losses import MultiTaskLoss
+from models.metrics import task_metrics
+from models.registry import create_model
+from models.table import FrameTable, WindowBatches
+from pipeline.labels import FrameLabels
+
+log = logging.getLogger(__name__)
+
+MIN_IMPROVEMENT = 1e-4  # a validation score must beat the best by this much to count as better
+LOG_METRICS = ("ccc_valence", "ccc_arousal", "ccc_mean", "f1_expr", "f1_au", "score")
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    seconds: float
+    model: SequenceModel  # holding the best epoch's weights
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # for libraries that use numpy's legacy global generator
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    opt = config.optimizer
+    params = model.parameters()
+    if opt.name is OptimizerName.SGD:
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    if opt.name is OptimizerName.ADAMW:
+        return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+
+
+def concat_labels(labels: Mapping[str, FrameLabels], video_ids: Sequence[str]) -> FrameLabels:
+    return FrameLabels(
+        valence_arousal=np.concatenate([labels[v].valence_arousal for v in video_ids]),
+        expression=np.concatenate([labels[v].expression for v in video_ids]),
+        action_units=np.concatenate([labels[v].action_units for v in video_ids]),
+    )
+
+
+def concat_predictions(
+    predictions: Mapping[str, VideoPrediction], video_ids: Sequence[str]
+) -> VideoPrediction:
+    tasks = predictions[video_ids[0]].keys()
+    return {task: np.concatenate([predictions[v][task] for v in video_ids]) for task in tasks}
+
+
+def split_metrics(
+    predictions: Mapping[str, VideoPrediction], labels: Mapping[str, FrameLabels], video_ids: Sequence[str]
+) -> dict[str, float]:
+    """Metrics over all frames of ``video_ids`` together."""
+    return task_metrics(concat_predictions(predictions, video_ids), concat_labels(labels, video_ids))
+
+
+class FoldTrainer:
+    """Trains models of one configuration on windows of a FrameTable (already loaded once per run)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        inputs: Sequence[InputSpec],
+        table: FrameTable,
+        labels: Mapping[str, FrameLabels],
+        device: torch.device,
+    ) -> None:
+        self.config = config
+        self.inputs = list(inputs)
+        self.table = table
+        self.labels = labels
+        self.device = device
+        self.loss = MultiTaskLoss(list(config.tasks), config.loss)
+
+    def build_model(self) -> SequenceModel:
+        return create_model(
+            self.config.model.name,
+            inputs=self.inputs,
+            tasks=self.config.tasks,
+            window=self.config.window,
+            **self.config.model.config,
+        )
+
+    def train_fold(
+        self,
+        fold: int,
+        inputs: Mapping[str, np.ndarray],
+        train_ids: Sequence[str],
+        val_ids: Sequence[str],
+        log_path: Path | None = None,
+    ) -> FoldResult:
+        """Train on ``train_ids``, select on ``val_ids``; ``inputs`` are standardised with train stats."""
+        cfg = self.config
+        seed_everything(cfg.seed + fold)
+        started = time.perf_counter()
+        windows, _ = self.table.windows(train_ids, cfg.window, cfg.hop)
+        windows = windows[self.table.labeled_windows(windows, cfg.tasks)]
+        if windows.shape[0] == 0:
+            raise ValueError(f"fold {fold}: the training videos have no labeled frame for {list(cfg.tasks)}")
+        targets = {task: self.table.labels[task] for task in cfg.tasks}
+        batches = WindowBatches(inputs, targets, windows, cfg.batch_size, shuffle=True, seed=cfg.seed + fold)
+        model = self.build_model().to(self.device)
+        optimizer = build_optimizer(model, cfg)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=cfg.plateau.factor,
+            patience=cfg.plateau.patience,
+            min_lr=cfg.plateau.min_lr,
+        )
+        best_score, best_epoch, best_state, stale = -math.inf, 0, copy.deepcopy(model.state_dict()), 0
+        history: list[dict[str, float]] = []
+        log.info("fold %d: %d training windows, %d validation videos", fold, windows.shape[0], len(val_ids))
+        for epoch in range(1, cfg.epochs + 1):
+            epoch_started = time.perf_counter()
+            losses = self._train_epoch(model, optimizer, batches)
+            metrics = self.validate(model, inputs, val_ids)
+            score = metrics["score"] if math.isfinite(metrics["score"]) else -math.inf
+            scheduler.step(score)
+            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **losses}
+            row.update({f"val_{k}": metrics[k] for k in LOG_METRICS if k in metrics})
+            row["seconds"] = time.perf_counter() - epoch_started
+            history.append(row)
+            if log_path is not None:
+                write_history(log_path, history)
+            if score > best_score + MIN_IMPROVEMENT:
+                best_score, best_epoch, stale = score, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                stale += 1
+            log.debug("fold %d epoch %d: loss %.4f, val score %.4f", fold, epoch, losses["train_loss"], score)
+            if stale > cfg.patience and epoch >= cfg.min_epochs:
+                log.info("fold %d: early stop at epoch %d (best %d)", fold, epoch, best_epoch)
+                break
+        model.load_state_dict(best_state)
+        seconds = time.perf_counter() - started
+        log.info(
+            "fold %d: best validation score %.4f at epoch %d (%.1fs)", fold, best_score, best_epoch, seconds
+        )
+        return FoldResult(fold, best_epoch, best_score, len(history), seconds, model, history)
+
+    def _train_epoch(
+        self, model: SequenceModel, optimizer: torch.optim.Optimizer, batches: WindowBatches
+    ) -> dict[str, float]:
+        model.train()
+        totals: dict[str, float] = {}
+        count = 0
+        for batch in batches:
+            batch = batch.to(self.device)
+            optimizer.zero_grad(set_to_none=True)
+            loss, parts = self.loss(model(batch.inputs, batch.valid), batch.targets)
+            loss.backward()
+            if self.config.optimizer.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), self.config.optimizer.grad_clip)
+            optimizer.step()
+            count += 1
+            totals["train_loss"] = totals.get("train_loss", 0.0) + float(loss.detach())
+            for task, value in parts.items():
+                totals[f"train_loss_{task}"] = totals.get(f"train_loss_{task}", 0.0) + value
+        return {name: value / max(count, 1) for name, value in totals.items()}
+
+    def predict(
+        self, model: SequenceModel, inputs: Mapping[str, np.ndarray], video_ids: Sequence[str]
+    ) -> dict[str, VideoPrediction]:
+        cfg = self.config
+        return predict_videos(
+            model, inputs, self.table, video_ids, cfg.window, cfg.hop, cfg.batch_size, self.device
+        )
+
+    def validate(
+        self, model: SequenceModel, inputs: Mapping[str, np.ndarray], video_ids: Sequence[str]
+    ) -> dict[str, float]:
+        return split_metrics(self.predict(model, inputs, video_ids), self.labels, video_ids)
+
+
+def write_history(path: Path, history: Sequence[Mapping[str, Any]]) -> None:
+    """The per-epoch log as CSV (rewritten whole each epoch: a crash leaves every finished epoch)."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in history:
+            writer.writerow({k: _fmt(v) for k, v in row.items()})
+
+
+def _fmt(value: Any) -> Any:
+    return f"{value:.6g}" if isinstance(value, float) else value

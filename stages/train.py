@@ -1,0 +1,32 @@
+"""DVC stage `train`: k-fold training of the configured model (``train`` params, with its preset) on the
+cached features; checkpoints, per-fold logs and held-out predictions under ``train.output_dir``."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from models.experiment import run_training
+from pipeline.manifest import read_manifest
+from pipeline.store import FeatureStore
+
+if TYPE_CHECKING:
+    from pipeline.params import Params
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params) -> int:
+    """The ``avpipe train`` command."""
+    store = FeatureStore(params.store.root)
+    summary = run_training(params.train, store, read_manifest(params.manifest.path))
+    for fold in summary["folds"]:
+        log.info(
+            "fold %d: best score %s at epoch %d of %d (%.1fs)",
+            fold["fold"],
+            "n/a" if fold["best_score"] is None else f"{fold['best_score']:.4f}",
+            fold["best_epoch"],
+            fold["epochs_run"],
+            fold["seconds"],
+        )
+    return 0
