@@ -7,12 +7,18 @@ worker, the index update on the driver as each video finishes, and the run repor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import os
+import resource
+import sys
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +27,23 @@ import numpy as np
 from distributed import WorkerPlugin, get_worker
 
 from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.errors import ExtractorError, MediaError, StoreError
+from pipeline.errors import AvpipeError, ExtractorError, StoreError
 from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
 from pipeline.manifest import ManifestRow
 from pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
-from pipeline.runner import Failure, RunReport, TaskOutcome, configure_worker_threads, open_client, resolve_device, run_tasks
+from pipeline.runner import (
+    GPU_RESOURCE,
+    ClusterInfo,
+    Failure,
+    RunReport,
+    TaskOutcome,
+    cluster_info,
+    configure_worker_threads,
+    open_client,
+    resolve_device,
+    run_tasks,
+    worker_device,
+)
 from pipeline.store import FeatureStore, ShardStatus
 from pipeline.types import FaceCrops, FeatureSet, Timeline, VideoContext
 
@@ -36,9 +54,14 @@ FACES_EXTRACTOR = "faces"
 
 @dataclass(frozen=True)
 class ExtractionJob:
-    """Everything a worker needs to process videos with one extractor (pickled once per run)."""
+    """Everything a worker needs to process videos with one extractor (pickled with every task).
+
+    ``extractor_class`` travels by reference (module and name), so the workers use exactly the class
+    the driver resolved, whichever registry it came from (built-in, plug-in or a caller's own).
+    """
 
     extractor: str
+    extractor_class: type[Extractor]
     config: Any
     params_hash: str
     params_json: str
@@ -46,36 +69,84 @@ class ExtractionJob:
     fps: float | None
     device: str
     torch_threads: int
+    plugin: str  # name of this run's ExtractorPlugin on the workers
+    needs_gpu: bool = False  # tasks ask for the GPU resource: only GPU workers load the model
 
 
 class ExtractorPlugin(WorkerPlugin):
-    """Holds one extractor instance per worker process; its models load on first use."""
+    """Holds one extractor instance per worker process, built (models loaded) when the plugin is
+    registered, so that start-up is paid once per worker and on all workers at the same time."""
 
     def __init__(self, job: ExtractionJob) -> None:
         self.job = job
         self._extractor: Extractor | None = None
+        self._worker_name: Any = None
+        self._lock: threading.Lock | None = None  # made on the worker: locks do not pickle
 
-    def setup(self, worker: Any) -> None:
-        configure_worker_threads(self.job.torch_threads)
+    async def setup(self, worker: Any) -> None:
+        self._worker_name = worker.name
+        self._lock = threading.Lock()
+        configure_worker_threads(self.job.torch_threads, import_torch=False)
+        if self.job.needs_gpu and not worker.state.total_resources.get(GPU_RESOURCE):
+            return  # GPU tasks never come to this worker: load nothing
+        try:
+            # Off the event loop, which must keep answering the scheduler while a model loads.
+            await asyncio.get_running_loop().run_in_executor(None, self.extractor)
+        except Exception as err:  # each task will meet the same error and report it per video
+            log.warning("worker %s could not set up %s: %s", worker.name, self.job.extractor, err)
+
+    def teardown(self, worker: Any) -> None:
+        # A long-lived cluster runs many stages: free this one's model before the next loads its own.
+        self._extractor = None
+        if "torch" in sys.modules:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def extractor(self) -> Extractor:
-        if self._extractor is None:
-            cls = default_registry().get(self.job.extractor)
-            extractor = cls(self.job.config)
-            extractor.setup(resolve_device(self.job.device))
-            self._extractor = extractor
-        return self._extractor
+        with self._lock or contextlib.nullcontext():
+            if self._extractor is None:
+                self._extractor = self._build()
+            return self._extractor
+
+    def _build(self) -> Extractor:
+        extractor = self.job.extractor_class(self.job.config)
+        if uses_device(self.job.extractor_class):
+            extractor.setup(self._device())
+            configure_worker_threads(self.job.torch_threads)  # setup imported torch: size its pool
+        else:
+            extractor.setup("cpu")
+        return extractor
+
+    def _device(self) -> str:
+        device = resolve_device(self.job.device)
+        if device != "cuda":
+            return device
+        import torch
+
+        chosen = worker_device(device, self._worker_name, torch.cuda.device_count())
+        log.info("worker %s uses %s", self._worker_name, chosen)
+        return chosen
 
 
-def plugin_name(job: ExtractionJob) -> str:
-    return f"avpipe-{job.extractor}-{job.params_hash}"
+def uses_device(cls: type[Extractor]) -> bool:
+    """Whether an extractor loads a model onto a device: it overrides ``setup``. Only those ask for
+    a GPU, so CPU features (logmel, mfcc, egemaps) never queue behind the GPU workers."""
+    return cls.setup is not Extractor.setup
 
 
 def extract_video(payload: dict[str, Any]) -> dict[str, Any]:
     """Worker task: compute one video's features and write its shard. Returns a small summary."""
     job: ExtractionJob = payload["job"]
-    plugin = get_worker().plugins[plugin_name(job)]
-    return process_video(plugin.extractor(), job, payload["video"], payload["fingerprint"])
+    worker = get_worker()
+    plugin = worker.plugins.get(job.plugin)
+    if plugin is None:
+        raise ExtractorError(
+            f"worker {worker.address} has no extractor plugin {job.plugin!r} (cluster restarted?)"
+        )
+    summary = process_video(plugin.extractor(), job, payload["video"], payload["fingerprint"])
+    return {**summary, "worker": worker.address}
 
 
 def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any], fingerprint: str) -> dict:
@@ -83,7 +154,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
     from pipeline.media import probe
     from pipeline.timeline import decode_audio, iter_frames, video_timeline
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), process_cpu_seconds()
     store = open_store(job.store)
     path = video["media_path"]
     kind = type(extractor).input_kind
@@ -120,7 +191,15 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         "n_frames": len(features),
         "valid_frames": valid,
         "seconds": time.perf_counter() - started,
+        "cpu_seconds": process_cpu_seconds() - cpu_started,
     }
+
+
+def process_cpu_seconds() -> float:
+    """CPU time of this worker process, its threads (decode-ahead) and its finished child processes
+    (ffprobe): what a video costs, whatever else competes for the machine."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def check_on_timeline(features: FeatureSet, timeline: Timeline, extractor: str, video_id: str) -> None:
@@ -138,10 +217,12 @@ def read_face_crops(store: FeatureStore, video_id: str, crop_size: int) -> FaceC
         shard = store.read(FACES_EXTRACTOR, video_id, names=[name])
     except StoreError as err:
         raise ExtractorError(
-            f"{video_id}: no aligned face crops of size {crop_size} in the faces store ({err}); run the faces "
-            f"stage first, with {crop_size} in extractors.faces.sizes"
+            f"{video_id}: no aligned face crops of size {crop_size} in the faces store ({err}); "
+            f"run the faces stage first, with {crop_size} in extractors.faces.sizes"
         ) from err
-    return FaceCrops(time=shard.time, frame_index=shard.frame_index, mask=shard.mask, crops=shard.arrays[name])
+    return FaceCrops(
+        time=shard.time, frame_index=shard.frame_index, mask=shard.mask, crops=shard.arrays[name]
+    )
 
 
 def open_store(cfg: StoreConfig) -> FeatureStore:
@@ -149,14 +230,18 @@ def open_store(cfg: StoreConfig) -> FeatureStore:
 
 
 def input_fingerprint(kind: InputKind, store: FeatureStore, row: ManifestRow) -> str:
-    """What the extractor's input depends on: the media file, or for FACES the face shard it reads."""
-    if kind is InputKind.FACES:
-        try:
-            attrs = store.attrs(FACES_EXTRACTOR, row.video_id)
-        except StoreError:
-            return "no-faces-shard"
-        return f"faces:{attrs.get('params_hash')}:{attrs.get('media_fingerprint')}"
-    return media_fingerprint(row.media_path)
+    """What the extractor's input depends on: the media file, or for FACES the face shard it reads.
+
+    Raises MediaError (unreadable media) or ExtractorError (no faces shard) for a video that cannot run.
+    """
+    if kind is not InputKind.FACES:
+        return media_fingerprint(row.media_path)
+    try:
+        attrs = store.attrs(FACES_EXTRACTOR, row.video_id)
+    except StoreError as err:
+        reason = f"{row.video_id}: no usable faces shard, run the faces stage first ({err})"
+        raise ExtractorError(reason) from err
+    return f"faces:{attrs.get('params_hash')}:{attrs.get('media_fingerprint')}"
 
 
 def run_extractor(
@@ -169,12 +254,19 @@ def run_extractor(
     registry: ExtractorRegistry | None = None,
     client: Any = None,
 ) -> RunReport:
-    """Extract ``name`` for every manifest row not already stored with the same parameters."""
+    """Extract ``name`` for every manifest row not already stored with the same parameters.
+
+    Runs on ``client`` when given, else on the cluster ``runner_cfg`` describes. Every bad video
+    becomes one row of ``report.failures``; the other videos complete. Safe to kill at any moment
+    and re-run: finished shards are kept and skipped, unfinished ones are recomputed.
+    """
+    started = time.perf_counter()
     registry = registry or default_registry()
     cls = registry.get(name)
     cls(config).preflight()
     job = ExtractionJob(
         extractor=name,
+        extractor_class=cls,
         config=config,
         params_hash=params_hash({"config": config, "fps": fps}, cls.version),
         params_json=params_json({"config": config, "fps": fps}),
@@ -182,46 +274,121 @@ def run_extractor(
         fps=fps,
         device=runner_cfg.device,
         torch_threads=runner_cfg.torch_threads,
+        plugin=f"avpipe-{name}-{uuid.uuid4().hex[:12]}",
     )
     store = open_store(store_cfg)
     store.cleanup_temp(name)
     report = RunReport(stage=name)
-    tasks = []
-    for row in rows:
-        try:
-            fingerprint = input_fingerprint(cls.input_kind, store, row)
-        except MediaError as err:
-            report.failures.append(Failure(row.video_id, name, str(err)))
-            continue
-        if store.status(name, row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
-            report.skipped += 1
-            continue
-        video = {"video_id": row.video_id, "media_path": row.media_path, "subject_position": row.subject_position}
-        tasks.append((row.video_id, {"job": job, "video": video, "fingerprint": fingerprint}))
+    tasks = pending_tasks(job, cls.input_kind, store, rows, report)
     log.info("%s: %d videos to extract, %d already stored", name, len(tasks), report.skipped)
-
-    def on_done(outcome: TaskOutcome) -> None:
-        if outcome.ok:
-            store.record(name, outcome.key)
-            report.done += 1
-            report.frames += outcome.result["n_frames"]
-        else:
-            report.failures.append(Failure(outcome.key, name, outcome.reason or "unknown error"))
-
-    started = time.perf_counter()
     if tasks:
-        ctx = contextlib.nullcontext(client) if client is not None else open_client(runner_cfg)
+        ctx = contextlib.nullcontext(client) if client is not None else open_client(runner_cfg, len(tasks))
+        opening = time.perf_counter()
         with ctx as active:
-            active.register_plugin(ExtractorPlugin(job), name=plugin_name(job))
-            report.workers = len(active.scheduler_info().get("workers", {}))
-            run_tasks(active, extract_video, tasks, desc=name, on_done=on_done)
-    report.seconds = time.perf_counter() - started
+            report.startup_seconds = time.perf_counter() - opening
+            run_on_cluster(active, job, tasks, store, report)
+        store.cleanup_temp(name)  # what workers killed during this run left behind
+    report.failures.sort(key=lambda f: (f.video, f.reason))
     report.failed = len(report.failures)
+    report.seconds = time.perf_counter() - started
     return report
 
 
+def pending_tasks(
+    job: ExtractionJob, kind: InputKind, store: FeatureStore, rows: list[ManifestRow], report: RunReport
+) -> list[tuple[str, dict[str, Any]]]:
+    """One task per video not stored yet, longest first; counts the skipped ones in ``report``."""
+    tasks = []
+    for row in sorted(rows, key=lambda r: -max(r.duration, 0.0)):
+        try:
+            fingerprint = input_fingerprint(kind, store, row)
+        except AvpipeError as err:
+            report.failures.append(Failure(row.video_id, job.extractor, str(err)))
+            continue
+        if store.status(job.extractor, row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
+            report.skipped += 1
+            continue
+        video = {
+            "video_id": row.video_id,
+            "media_path": row.media_path,
+            "subject_position": row.subject_position,
+        }
+        tasks.append((row.video_id, {"job": job, "video": video, "fingerprint": fingerprint}))
+    return tasks
+
+
+def run_on_cluster(
+    client: Any,
+    job: ExtractionJob,
+    tasks: list[tuple[str, dict[str, Any]]],
+    store: FeatureStore,
+    report: RunReport,
+) -> None:
+    """Register the extractor plugin, run the tasks, record each finished video in the index at once."""
+    info = cluster_info(client)
+    resources = task_resources(job, info)
+    report.workers, report.gpu_workers = info.workers, info.gpu_workers
+    report.cluster, report.dashboard = info.address, info.dashboard
+    report.device = describe_device(job, resources)
+    if resources is not None:
+        device = "cuda" if job.device == "auto" else job.device
+        job = dataclasses.replace(job, device=device, needs_gpu=True)
+        tasks = [(key, {**payload, "job": job}) for key, payload in tasks]
+
+    def on_done(outcome: TaskOutcome) -> None:
+        if not outcome.ok:
+            report.failures.append(Failure(outcome.key, job.extractor, outcome.reason or "unknown error"))
+            return
+        try:
+            store.record(job.extractor, outcome.key)
+        except StoreError as err:  # the shard went bad between the write and now: recompute next run
+            report.failures.append(Failure(outcome.key, job.extractor, str(err)))
+            return
+        result = outcome.result
+        report.done += 1
+        report.frames += result["n_frames"]
+        report.worker_seconds += result["seconds"]
+        report.worker_cpu_seconds += result["cpu_seconds"]
+        report.videos_per_worker[result["worker"]] = report.videos_per_worker.get(result["worker"], 0) + 1
+
+    registering = time.perf_counter()
+    client.register_plugin(ExtractorPlugin(job), name=job.plugin)  # workers import the extractor here
+    submitted = time.perf_counter()
+    report.startup_seconds += submitted - registering
+    try:
+        run_tasks(client, extract_video, tasks, desc=job.extractor, on_done=on_done, resources=resources)
+    finally:
+        report.processing_seconds = time.perf_counter() - submitted
+        with contextlib.suppress(Exception):  # best effort: the cluster may be gone already
+            client.unregister_worker_plugin(job.plugin)
+
+
+def task_resources(job: ExtractionJob, info: ClusterInfo) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when the extractor runs a model, the device allows a GPU and the cluster has GPU
+    workers; None otherwise. Asking for ``cuda`` on a cluster without GPU workers is an error."""
+    if not uses_device(job.extractor_class) or job.device == "cpu":
+        return None
+    if info.gpu_workers:
+        return {GPU_RESOURCE: 1}
+    if job.device.startswith("cuda"):
+        raise AvpipeError(
+            f"runner.device is {job.device!r}, but none of the {info.workers} Dask workers advertises a GPU "
+            f"(start GPU workers with `dask worker --resources {GPU_RESOURCE}=1`, or set runner.device: auto)"
+        )
+    return None
+
+
+def describe_device(job: ExtractionJob, resources: dict[str, float] | None) -> str:
+    if not uses_device(job.extractor_class):
+        return "cpu"
+    if resources is not None:
+        return f"{job.device if job.device != 'auto' else 'cuda'} (GPU workers)"
+    return job.device
+
+
 def write_report(report: RunReport, reports_dir: str | Path) -> Path:
-    """``<reports>/<stage>.json`` (counts, speed) and ``<reports>/<stage>_failures.csv`` (video, stage, reason)."""
+    """``<reports>/<stage>.json`` (counts, speed, times) and ``<reports>/<stage>_failures.csv``
+    (video, stage, reason; a header only when nothing failed)."""
     reports_dir = Path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"{report.stage}.json"

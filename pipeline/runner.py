@@ -5,16 +5,27 @@ The default is a LocalCluster of worker *processes* (``runner.n_workers`` x ``ru
 ``dask worker``, or dask-jobqueue on SLURM: docs/SCALING.md). Per-process state that is expensive to
 build (an extractor with its model) lives in a Dask ``WorkerPlugin`` so that it is built once per
 worker, on the worker, and never shipped with every task.
+
+GPUs are Dask *resources*: a worker started with ``--resources GPU=1`` (or a LocalCluster worker on a
+machine with visible GPUs) advertises one, and a task that needs a GPU asks for ``{"GPU": 1}``, so each
+GPU runs one such task at a time while CPU-only tasks go to any worker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import importlib.util
 import logging
+import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -23,6 +34,12 @@ from pipeline.config import RunnerConfig
 from pipeline.errors import AvpipeError
 
 log = logging.getLogger(__name__)
+
+GPU_RESOURCE = "GPU"
+# Thread pools sized before a worker process imports numpy/torch/OpenCV (dask's own default is 1).
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+NVIDIA_GPU_FOLDER = Path("/proc/driver/nvidia/gpus")
+CONNECT_TIMEOUT = "30s"
 
 
 @dataclass
@@ -53,7 +70,10 @@ def describe_error(err: BaseException) -> str:
         return str(err)
     name = type(err).__name__
     if name == "KilledWorker":
-        return "the worker process died while processing this video (out of memory or killed)"
+        return (
+            "the worker process died each time it processed this video (out of memory or killed); "
+            "see the worker logs"
+        )
     return f"{name}: {err}"
 
 
@@ -68,14 +88,44 @@ def resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def configure_worker_threads(torch_threads: int) -> None:
-    """Keep each worker process to its share of the cores (torch, OpenCV and BLAS pools)."""
-    try:
-        import torch
+def worker_device(requested: str, worker_name: Any, gpu_count: int) -> str:
+    """The device one worker process uses for ``runner.device`` (``auto`` already resolved).
 
-        torch.set_num_threads(torch_threads)
-    except ImportError:
-        pass
+    A bare ``cuda`` on a machine with several GPUs spreads LocalCluster workers (named 0, 1, ...)
+    over them; workers of other clusters see the GPUs their launcher gave them (CUDA_VISIBLE_DEVICES).
+    """
+    if requested != "cuda" or gpu_count < 2:
+        return requested
+    try:
+        index = int(worker_name)
+    except (TypeError, ValueError):
+        return requested
+    return f"cuda:{index % gpu_count}"
+
+
+def visible_gpu_count() -> int:
+    """NVIDIA GPUs this process may use, without importing torch (the driver stays light)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    if not NVIDIA_GPU_FOLDER.is_dir():
+        return 0
+    return sum(1 for _ in NVIDIA_GPU_FOLDER.iterdir())
+
+
+def configure_worker_threads(torch_threads: int, import_torch: bool = True) -> None:
+    """Keep each worker process to its share of the cores (torch, OpenCV and BLAS pools).
+
+    With ``import_torch=False`` torch is only configured when something already imported it, so a
+    worker that never needs torch does not pay its import.
+    """
+    if import_torch or "torch" in sys.modules:
+        try:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        except ImportError:
+            pass
     try:
         import cv2
 
@@ -84,42 +134,109 @@ def configure_worker_threads(torch_threads: int) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the driver knows about the cluster it runs on."""
+
+    address: str
+    workers: int
+    gpu_workers: int
+    dashboard: str | None
+
+
+def cluster_info(client: Any) -> ClusterInfo:
+    """Workers, GPU workers (those advertising the ``GPU`` resource) and the dashboard link."""
+    info = client.scheduler_info(n_workers=-1)
+    workers = info.get("workers", {})
+    gpu_workers = sum(1 for w in workers.values() if w.get("resources", {}).get(GPU_RESOURCE, 0) > 0)
+    return ClusterInfo(
+        address=str(info.get("address", "")),
+        workers=len(workers),
+        gpu_workers=gpu_workers,
+        dashboard=_dashboard_link(client),
+    )
+
+
+def _dashboard_link(client: Any) -> str | None:
+    try:
+        return client.dashboard_link
+    except (KeyError, AttributeError):
+        return None
+
+
 @contextlib.contextmanager
-def open_client(cfg: RunnerConfig) -> Iterator[Any]:
-    """A Dask client on the configured cluster; a LocalCluster is closed again on exit."""
+def open_client(cfg: RunnerConfig, max_workers: int | None = None) -> Iterator[Any]:
+    """A Dask client on the configured cluster; a LocalCluster is closed again on exit.
+
+    ``max_workers`` caps the LocalCluster (no point starting 8 processes for 3 videos).
+    """
+    if cfg.scheduler_address:
+        with _remote_client(cfg.scheduler_address) as client:
+            yield client
+        return
+    with _local_client(cfg, max_workers) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _remote_client(address: str) -> Iterator[Any]:
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as err:
+        raise AvpipeError(
+            f"runner.scheduler_address: cannot reach the Dask scheduler at {address}: {err}"
+        ) from err
+    try:
+        info = cluster_info(client)
+        if info.workers == 0:
+            log.warning("the Dask cluster at %s has no workers yet; tasks wait until one joins", address)
+        log.info(
+            "connected to Dask cluster %s: %d workers (%d with a GPU), dashboard %s",
+            address,
+            info.workers,
+            info.gpu_workers,
+            info.dashboard or "not available",
+        )
+        yield client
+    finally:
+        client.close()
+
+
+@contextlib.contextmanager
+def _local_client(cfg: RunnerConfig, max_workers: int | None) -> Iterator[Any]:
+    import dask
     from distributed import Client, LocalCluster
 
-    if cfg.scheduler_address:
-        try:
-            client = Client(cfg.scheduler_address, timeout="30s")
-        except OSError as err:
-            raise AvpipeError(
-                f"runner.scheduler_address: cannot reach the Dask scheduler at {cfg.scheduler_address}: {err}"
-            ) from err
-        log.info("connected to Dask cluster %s (%d workers)", cfg.scheduler_address, _n_workers(client))
-        try:
-            yield client
-        finally:
-            client.close()
-        return
-    cluster = LocalCluster(
-        n_workers=cfg.n_workers,
-        threads_per_worker=cfg.threads_per_worker,
-        processes=True,
-        memory_limit=cfg.memory_limit,
-        dashboard_address=":0",
-    )
+    n_workers = cfg.n_workers if max_workers is None else max(1, min(cfg.n_workers, max_workers))
+    gpus = visible_gpu_count() if cfg.device != "cpu" else 0
+    threads = {name: str(cfg.torch_threads) for name in THREAD_ENV_VARS}
+    # pre-spawn-environ reaches the worker before it imports numpy/torch; nanny.environ would be too late.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": threads}):
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=cfg.threads_per_worker,
+            processes=True,
+            memory_limit=cfg.memory_limit,
+            dashboard_address=":0",
+            resources={GPU_RESOURCE: 1} if gpus else None,
+        )
     client = Client(cluster)
-    log.info("Dask LocalCluster: %d workers, dashboard %s", cfg.n_workers, client.dashboard_link)
     try:
+        log.info(
+            "Dask LocalCluster: %d worker processes x %d threads, %d torch threads each%s; dashboard %s%s",
+            n_workers,
+            cfg.threads_per_worker,
+            cfg.torch_threads,
+            f", sharing {gpus} GPUs" if gpus else "",
+            client.dashboard_link,
+            "" if importlib.util.find_spec("bokeh") else " (install bokeh>=3.1 to serve it)",
+        )
         yield client
     finally:
         client.close()
         cluster.close()
-
-
-def _n_workers(client: Any) -> int:
-    return len(client.scheduler_info().get("workers", {}))
 
 
 def run_tasks(
@@ -132,37 +249,70 @@ def run_tasks(
 ) -> list[TaskOutcome]:
     """Run ``fn(payload)`` for every ``(key, payload)`` on the cluster; never raises for a task's error.
 
-    ``on_done`` is called on the driver as each task finishes (in completion order), so the caller
-    can record finished work at once: a driver killed later loses nothing already done.
+    Tasks start in the order given (the caller puts long videos first so that the last ones to finish
+    are short). ``on_done`` is called on the driver as each task finishes (in completion order), so
+    the caller can record finished work at once: a driver killed later loses nothing already done.
+    Losing the cluster itself (scheduler gone) is not a per-video failure: it raises AvpipeError.
     """
     from distributed import as_completed
 
     if not tasks:
         return []
+    run_id = time.time_ns()
     futures = {}
-    for key, payload in tasks:
-        future = client.submit(fn, payload, key=f"{desc}-{key}-{time.time_ns()}", pure=False, resources=resources)
+    for position, (key, payload) in enumerate(tasks):
+        future = client.submit(
+            fn,
+            payload,
+            key=f"{desc}-{key}-{run_id}",
+            pure=False,
+            resources=resources,
+            priority=len(tasks) - position,
+        )
         futures[future] = key
     outcomes: list[TaskOutcome] = []
-    with tqdm(total=len(futures), desc=desc, unit="video") as bar:
-        for future in as_completed(futures):
-            key = futures[future]
-            try:
-                outcome = TaskOutcome(key=key, result=future.result())
-            except Exception as err:  # noqa: BLE001 - every failure becomes a report row
-                log.debug("task %s failed:\n%s", key, "".join(traceback.format_exception(err)))
-                outcome = TaskOutcome(key=key, reason=describe_error(err))
-                log.warning("%s: %s failed: %s", desc, key, outcome.reason)
-            outcomes.append(outcome)
-            if on_done is not None:
-                on_done(outcome)
-            bar.update(1)
+    try:
+        with tqdm(total=len(futures), desc=desc, unit="video") as bar:
+            for future in as_completed(futures):
+                outcome = _outcome(futures[future], future, desc)
+                outcomes.append(outcome)
+                if on_done is not None:
+                    on_done(outcome)
+                bar.update(1)
+                if not outcome.ok:
+                    bar.set_postfix(failed=sum(1 for o in outcomes if not o.ok))
+    finally:
+        # A driver leaving early (Ctrl-C, error) must not leave its tasks running on a shared cluster.
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            client.cancel(pending)
     return outcomes
+
+
+def _outcome(key: str, future: Any, desc: str) -> TaskOutcome:
+    try:
+        return TaskOutcome(key=key, result=future.result())
+    except (asyncio.CancelledError, concurrent.futures.CancelledError) as err:
+        raise AvpipeError(
+            f"{desc}: the Dask cluster cancelled the task of {key!r} (scheduler lost or shut down): {err}"
+        ) from err
+    except Exception as err:  # every failure becomes a report row
+        log.debug("task %s failed:\n%s", key, "".join(traceback.format_exception(err)))
+        outcome = TaskOutcome(key=key, reason=describe_error(err))
+        log.warning("%s: %s failed: %s", desc, key, outcome.reason)
+        return outcome
 
 
 @dataclass
 class RunReport:
-    """What a stage did: counts, speed, and the failures (docs/SCALING.md)."""
+    """What a stage did: counts, speed, time, and the failures (docs/SCALING.md).
+
+    ``seconds`` is the whole stage (checks, cluster start, tasks); ``processing_seconds`` the span from
+    the first task submitted to the last one finished, which ``frames_per_second`` is measured over.
+    ``worker_seconds`` sums the time workers spent inside tasks (compare with ``processing_seconds``
+    x ``workers`` to see how busy the workers were); ``worker_cpu_seconds`` the CPU time they used
+    meanwhile (below ``worker_seconds`` when other programs compete for the cores, or a GPU works).
+    """
 
     stage: str
     done: int = 0
@@ -170,18 +320,29 @@ class RunReport:
     failed: int = 0
     frames: int = 0
     seconds: float = 0.0
+    processing_seconds: float = 0.0
+    startup_seconds: float = 0.0
+    worker_seconds: float = 0.0
+    worker_cpu_seconds: float = 0.0
     workers: int = 0
+    gpu_workers: int = 0
+    device: str = ""
+    cluster: str = ""
+    dashboard: str | None = None
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    videos_per_worker: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
 
     @property
     def frames_per_second(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        return self.frames / self.processing_seconds if self.processing_seconds > 0 else 0.0
 
     def summary(self) -> str:
         return (
-            f"{self.stage}: {self.done} done, {self.skipped} skipped (already stored), {self.failed} failed; "
-            f"{self.frames} frames in {self.seconds:.1f} s ({self.frames_per_second:.1f} frames/s) "
-            f"on {self.workers} workers"
+            f"{self.stage}: {self.done} done, {self.skipped} skipped (already stored), "
+            f"{self.failed} failed; {self.frames} frames in {self.processing_seconds:.1f} s "
+            f"({self.frames_per_second:.1f} frames/s) on {self.workers} workers; "
+            f"stage took {self.seconds:.1f} s"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,7 +352,17 @@ class RunReport:
             "skipped": self.skipped,
             "failed": self.failed,
             "frames": self.frames,
-            "seconds": round(self.seconds, 3),
             "frames_per_second": round(self.frames_per_second, 2),
+            "seconds": round(self.seconds, 3),
+            "processing_seconds": round(self.processing_seconds, 3),
+            "startup_seconds": round(self.startup_seconds, 3),
+            "worker_seconds": round(self.worker_seconds, 3),
+            "worker_cpu_seconds": round(self.worker_cpu_seconds, 3),
             "workers": self.workers,
+            "gpu_workers": self.gpu_workers,
+            "device": self.device,
+            "cluster": self.cluster,
+            "dashboard": self.dashboard,
+            "started": self.started,
+            "videos_per_worker": dict(sorted(self.videos_per_worker.items())),
         }
