@@ -1,0 +1,1 @@
+"""Example avpipe plug-in package (see docs/EXTENDING.md)."""
