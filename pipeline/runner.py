@@ -221,6 +221,8 @@ def _local_client(cfg: RunnerConfig, max_workers: int | None) -> Iterator[Any]:
             memory_limit=cfg.memory_limit,
             dashboard_address=":0",
             resources={GPU_RESOURCE: 1} if gpus else None,
+            # Also as the nanny's own env, which wins over any distributed.nanny.environ setting.
+            env=threads,
         )
     client = Client(cluster)
     try:
