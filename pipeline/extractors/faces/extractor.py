@@ -1,0 +1,221 @@
+"""The registered ``faces`` extractor: frames in, aligned crops and face metadata out (docs/FACES.md).
+
+Stored arrays per video (one row per timeline frame):
+
+- ``crops_<size>`` (T, S, S, 3) uint8 RGB, one array per configured size;
+- ``boxes`` (T, 4) float32 x1, y1, x2, y2 and ``landmarks`` (T, 5, 2) float32, full-resolution px,
+  NaN where no face is stored;
+- ``prob`` (T,) float32, the O-net face probability (0 where none);
+- ``mask``: MaskValue VALID (whole-frame detection), TRACKED (local search between detections),
+  HELD (missing policy "hold": the last face repeated), MISSING.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import ExtractorError, MediaError
+from pipeline.extractors.faces.config import CropMode, FacesConfig, MissingPolicy
+from pipeline.registry import Extractor, InputKind, register_extractor
+from pipeline.types import FeatureSet, Frame, MaskValue, Timeline, VideoContext
+
+if TYPE_CHECKING:
+    from pipeline.extractors.faces.track import Observation
+
+log = logging.getLogger(__name__)
+
+
+@register_extractor
+class FacesExtractor(Extractor):
+    name = "faces"
+    version = "1"
+    input_kind = InputKind.FRAMES
+    config_class = FacesConfig
+    description = (
+        "MTCNN face detection + tracking; 5-point aligned crops (crops_<size>), boxes, landmarks, prob"
+    )
+
+    def __init__(self, config: FacesConfig | None = None) -> None:
+        super().__init__(config)
+        self._cascade: Any = None
+
+    @property
+    def feature_dim(self) -> int:
+        return 0
+
+    def preflight(self) -> None:
+        try:
+            from pipeline.extractors.faces.detect import MtcnnCascade
+        except ImportError as err:
+            raise ExtractorError(f"faces: facenet-pytorch (MTCNN weights) cannot be imported: {err}") from err
+        missing = MtcnnCascade.weights_present()
+        if missing:
+            raise ExtractorError(
+                f"faces: facenet-pytorch's MTCNN weights are missing: {', '.join(map(str, missing))}"
+            )
+
+    def setup(self, device: str) -> None:
+        from pipeline.extractors.faces.detect import MtcnnCascade
+
+        self._cascade = MtcnnCascade(device, self.config.thresholds, half=self.config.half)
+        log.debug("faces: MTCNN on %s", device)
+
+    def extract(self, source: Iterable[Frame], timeline: Timeline, context: VideoContext) -> FeatureSet:
+        if self._cascade is None:
+            self.setup("cpu")
+        rows = FaceRows.allocate(len(timeline), self.config)
+        n = 0
+        for n, (frame, observation) in enumerate(self.observe(source, timeline, context), start=1):
+            rows.put(n - 1, frame.image, observation)
+        if n != len(timeline):
+            raise MediaError(context.media_path, f"decoded {n} frames, but its timeline has {len(timeline)}")
+        return FeatureSet(
+            time=timeline.time,
+            frame_index=timeline.frame_index,
+            mask=rows.mask,
+            arrays=rows.arrays(),
+            attrs=self.describe(context),
+        )
+
+    def observe(
+        self, source: Iterable[Frame], timeline: Timeline, context: VideoContext
+    ) -> Iterator[tuple[Frame, Observation]]:
+        """(frame, Observation) for every frame of the timeline, in order (the streaming core)."""
+        from pipeline.extractors.faces.prefetch import prefetched
+        from pipeline.extractors.faces.select import rule_for_video
+        from pipeline.extractors.faces.track import FaceTracker, TrackerSettings
+
+        cfg = self.config
+        try:
+            rule = rule_for_video(cfg.selection, context.subject_position)
+        except ValueError as err:
+            raise ExtractorError(f"{context.video_id}: {err}") from None
+        frames = prefetched(_on_timeline(source, timeline, context), cfg.prefetch_frames)
+        threads = self.search_threads()
+        if threads == 1:
+            yield from FaceTracker(self._cascade, TrackerSettings.from_config(cfg), rule).run(frames)
+            return
+        with ThreadPoolExecutor(
+            threads, thread_name_prefix="avpipe-faces", initializer=_one_torch_thread
+        ) as pool:
+            yield from FaceTracker(self._cascade, TrackerSettings.from_config(cfg), rule, pool).run(frames)
+
+    def search_threads(self) -> int:
+        """Threads searching intervals in parallel: ``threads``, or torch's thread count (what the
+        runner gives each worker) when 0. The networks are too small for torch's own threads to help."""
+        if self.config.threads > 0:
+            return self.config.threads
+        import torch
+
+        return max(1, torch.get_num_threads())
+
+    def describe(self, context: VideoContext) -> dict[str, Any]:
+        from pipeline.extractors.faces.align import template
+        from pipeline.extractors.faces.select import rule_for_video
+
+        cfg = self.config
+        attrs: dict[str, Any] = {
+            "sizes": list(cfg.sizes),
+            "crop_mode": cfg.crop_mode.value,
+            "selection": rule_for_video(cfg.selection, context.subject_position).value,
+            "missing_policy": cfg.missing.value,
+            "detector": "mtcnn (facenet-pytorch weights)",
+        }
+        if cfg.crop_mode is CropMode.ALIGNED:
+            attrs["template"] = template(cfg.largest_size).round(4).tolist()
+        else:
+            attrs["box_margin"] = cfg.box_margin
+        return attrs
+
+
+def _one_torch_thread() -> None:
+    """Each search thread runs its networks on one core: the parallelism is across intervals. With
+    torch's OpenMP backend this setting is per thread, so the caller's own setting is untouched."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _on_timeline(source: Iterable[Frame], timeline: Timeline, context: VideoContext) -> Iterator[Frame]:
+    """The decoded frames, checked against the timeline (and one another) as they come."""
+    shape = None
+    for row, frame in enumerate(source):
+        if row >= len(timeline):
+            raise MediaError(
+                context.media_path, f"decoding gave more frames than its {len(timeline)}-frame timeline"
+            )
+        if int(frame.index) != int(timeline.frame_index[row]):
+            raise MediaError(
+                context.media_path,
+                f"decoded frame {row} is source frame {frame.index}, "
+                f"the timeline says {timeline.frame_index[row]}",
+            )
+        image = frame.image
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise MediaError(context.media_path, f"frame {frame.index} is not RGB uint8 (got {image.shape})")
+        if shape is not None and image.shape != shape:
+            raise MediaError(
+                context.media_path,
+                f"the picture size changes at frame {frame.index} ({shape[1]}x{shape[0]} -> "
+                f"{image.shape[1]}x{image.shape[0]}); re-encode it at one size",
+            )
+        shape = image.shape
+        yield frame
+
+
+@dataclass
+class FaceRows:
+    """The per-frame output arrays of one video, filled row by row."""
+
+    config: FacesConfig
+    crops: dict[int, np.ndarray]
+    boxes: np.ndarray
+    landmarks: np.ndarray
+    prob: np.ndarray
+    mask: np.ndarray
+    _last: int | None = None  # row of the last stored face (missing policy "hold")
+
+    @classmethod
+    def allocate(cls, n: int, config: FacesConfig) -> FaceRows:
+        return cls(
+            config=config,
+            crops={s: np.zeros((n, s, s, 3), np.uint8) for s in config.sizes},
+            boxes=np.full((n, 4), np.nan, np.float32),
+            landmarks=np.full((n, 5, 2), np.nan, np.float32),
+            prob=np.zeros((n,), np.float32),
+            mask=np.full((n,), MaskValue.MISSING, np.uint8),
+        )
+
+    def put(self, row: int, image: np.ndarray, observation: Observation) -> None:
+        if observation.box is not None:
+            for size, crop in self._crops(image, observation).items():
+                self.crops[size][row] = crop
+            self.boxes[row] = observation.box
+            self.landmarks[row] = observation.landmarks
+            self.prob[row] = observation.prob
+            self.mask[row] = observation.status
+            self._last = row
+        elif self.config.missing is MissingPolicy.HOLD and self._last is not None:
+            for crops in self.crops.values():
+                crops[row] = crops[self._last]
+            self.boxes[row] = self.boxes[self._last]
+            self.landmarks[row] = self.landmarks[self._last]
+            self.mask[row] = MaskValue.HELD  # prob stays 0: nothing was detected on this frame
+
+    def _crops(self, image: np.ndarray, observation: Observation) -> dict[int, np.ndarray]:
+        from pipeline.extractors.faces.align import aligned_crops, box_crops
+
+        if self.config.crop_mode is CropMode.BOX:
+            return box_crops(image, observation.box, self.config.sizes, self.config.box_margin)
+        return aligned_crops(image, observation.landmarks, self.config.sizes)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {f"crops_{size}": crops for size, crops in self.crops.items()}
+        out.update(boxes=self.boxes, landmarks=self.landmarks, prob=self.prob)
+        return out

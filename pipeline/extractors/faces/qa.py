@@ -1,0 +1,163 @@
+"""QA you can look at: a contact sheet of sampled crops with their times, over a confidence strip.
+
+The sheet is built from a stored face shard (only the sampled crop rows are read), so it shows what
+the embedding stage will actually get. Tile borders and the strip's background use the mask colours:
+green detected, blue tracked, orange held, grey missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.errors import StoreError
+from pipeline.store import FeatureStore
+from pipeline.types import MaskValue
+
+EXTRACTOR = "faces"
+MASK_COLOURS = {  # RGB
+    MaskValue.MISSING: (150, 150, 150),
+    MaskValue.VALID: (40, 170, 60),
+    MaskValue.TRACKED: (50, 110, 220),
+    MaskValue.HELD: (240, 150, 30),
+}
+BACKGROUND = (255, 255, 255)
+INK = (20, 20, 20)
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass(frozen=True)
+class SheetLayout:
+    """Sizes of the contact sheet, in pixels of the PNG."""
+
+    tiles: int = 24
+    columns: int = 8
+    tile: int = 112
+    border: int = 3
+    label: int = 16
+    header: int = 26
+    strip: int = 100
+
+
+@dataclass(frozen=True)
+class SheetData:
+    """What a sheet shows: the whole video's time/mask/prob and the sampled rows' crops."""
+
+    title: str
+    time: np.ndarray  # (T,)
+    mask: np.ndarray  # (T,)
+    prob: np.ndarray  # (T,)
+    rows: np.ndarray  # (n,) sampled row numbers
+    crops: np.ndarray  # (n, S, S, 3) uint8
+
+
+def sample_rows(n_frames: int, tiles: int) -> np.ndarray:
+    """Evenly spread row numbers, first and last included."""
+    if n_frames <= 0:
+        return np.zeros(0, np.int64)
+    return np.unique(np.linspace(0, n_frames - 1, num=min(tiles, n_frames)).round().astype(np.int64))
+
+
+def load_sheet_data(store: FeatureStore, video_id: str, layout: SheetLayout = SheetLayout()) -> SheetData:
+    """Read the shard's timeline, probabilities and the crops of the sampled rows (largest size)."""
+    shard = store.read(EXTRACTOR, video_id, names=["prob"])
+    sizes = shard.attrs.get("sizes")
+    if not sizes:
+        raise StoreError(f"{store.shard_path(EXTRACTOR, video_id)}: face shard has no 'sizes' attribute")
+    name = f"crops_{max(int(s) for s in sizes)}"
+    rows = sample_rows(len(shard), layout.tiles)
+    crops = [store.read_rows(EXTRACTOR, video_id, name, int(r), int(r) + 1)[0] for r in rows]
+    size = max(int(s) for s in sizes)
+    stacked = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+    return SheetData(video_id, shard.time, shard.mask, shard.arrays["prob"], rows, stacked)
+
+
+def render_sheet(data: SheetData, layout: SheetLayout = SheetLayout()) -> np.ndarray:
+    """The contact sheet as an RGB uint8 image."""
+    cell_w = layout.tile + 2 * layout.border
+    cell_h = cell_w + layout.label
+    n_rows = max(1, -(-len(data.rows) // layout.columns))
+    width = layout.columns * cell_w
+    height = layout.header + n_rows * cell_h + layout.strip
+    sheet = np.full((height, width, 3), BACKGROUND, np.uint8)
+    _put_text(sheet, _title(data), (4, layout.header - 8), 0.45)
+    for k, (row, crop) in enumerate(zip(data.rows, data.crops, strict=True)):
+        x = (k % layout.columns) * cell_w
+        y = layout.header + (k // layout.columns) * cell_h
+        colour = MASK_COLOURS.get(MaskValue(int(data.mask[row])), INK)
+        sheet[y : y + cell_w, x : x + cell_w] = colour
+        tile = cv2.resize(crop, (layout.tile, layout.tile), interpolation=cv2.INTER_AREA)
+        sheet[
+            y + layout.border : y + layout.border + layout.tile,
+            x + layout.border : x + cell_w - layout.border,
+        ] = tile
+        _put_text(sheet, f"{data.time[row]:.2f}s", (x + 4, y + cell_h - 4), 0.4)
+    _draw_strip(sheet[height - layout.strip :], data)
+    return sheet
+
+
+def _title(data: SheetData) -> str:
+    n = len(data.mask)
+    found = int(np.count_nonzero(np.isin(data.mask, (MaskValue.VALID, MaskValue.TRACKED))))
+    rate = found / n if n else 0.0
+    return f"{data.title}: {n} frames, face found on {found} ({rate:.1%})"
+
+
+def _draw_strip(strip: np.ndarray, data: SheetData) -> None:
+    """The face probability as a line over time (0 to 1, grid at 0.5), the mask as a colour bar
+    under it, and the colour legend."""
+    height, width = strip.shape[:2]
+    n = len(data.mask)
+    left, top, bar, legend = 30, 6, 12, 16
+    plot_h = height - top - bar - legend - 4
+    for value, label in ((1.0, "1"), (0.5, ".5"), (0.0, "0")):
+        y = top + round((1 - value) * plot_h)
+        strip[y, left:] = (200, 200, 200)
+        _put_text(strip, label, (4, y + 4), 0.35)
+    if n == 0:
+        return
+    plot_w = width - left - 2
+    columns = np.minimum((np.arange(plot_w) * n) // plot_w, n - 1)
+    prob = np.clip(np.nan_to_num(data.prob[columns], nan=0.0), 0.0, 1.0)
+    ys = (top + (1 - prob) * plot_h).round().astype(np.int32)
+    points = np.stack([left + np.arange(plot_w, dtype=np.int32), ys], axis=1)
+    cv2.polylines(strip, [points.reshape(-1, 1, 2)], isClosed=False, color=INK, thickness=1)
+    bar_top = top + plot_h + 3
+    for value, colour in MASK_COLOURS.items():
+        strip[bar_top : bar_top + bar, left : left + plot_w][:, data.mask[columns] == value] = colour
+    x = left
+    for value, colour in MASK_COLOURS.items():
+        strip[height - 12 : height - 4, x : x + 8] = colour
+        name = {MaskValue.VALID: "detected"}.get(value, value.name.lower())
+        _put_text(strip, name, (x + 11, height - 4), 0.35)
+        x += 90
+    _put_text(strip, f"face prob, {data.time[0]:.1f}s to {data.time[-1]:.1f}s", (x + 10, height - 4), 0.35)
+
+
+def _put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float) -> None:
+    cv2.putText(image, text, origin, FONT, scale, INK, 1, cv2.LINE_AA)
+
+
+def write_contact_sheet(
+    store: FeatureStore, video_id: str, path: str | Path, layout: SheetLayout = SheetLayout()
+) -> Path:
+    """Render the sheet of one stored video to a PNG at ``path`` (folders created)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image = render_sheet(load_sheet_data(store, video_id, layout), layout)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{out}: cannot write the contact sheet PNG")
+    tmp.replace(out)
+    return out
+
+
+def detection_summary(mask: np.ndarray) -> dict[str, float | int]:
+    """Frame counts per mask value and the detection rate (detected or tracked over all frames)."""
+    counts = {v.name.lower(): int(np.count_nonzero(mask == v)) for v in MaskValue}
+    n = int(mask.shape[0])
+    found = counts["valid"] + counts["tracked"]
+    return {"frames": n, **counts, "detection_rate": round(found / n, 4) if n else 0.0}

@@ -1,0 +1,85 @@
+"""DVC stage `faces`: face crops of every manifest video into the store, QA sheets, summary metrics.
+
+Outputs besides the shards (``<store.root>/faces/``): ``data/qa/faces/<video>.png`` contact sheets
+and ``<runner.reports>/faces_metrics.json`` (detection rate per video, frames per second) for
+``dvc metrics show``; the run report and failures CSV come from ``pipeline.extract.write_report``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import StoreError
+from pipeline.extract import FACES_EXTRACTOR, open_store, run_extractor, write_report
+from pipeline.extractors.faces.qa import detection_summary, write_contact_sheet
+from pipeline.manifest import ManifestRow, read_manifest
+from pipeline.params import Params
+from pipeline.runner import RunReport
+from pipeline.store import FeatureStore, shard_name
+
+log = logging.getLogger(__name__)
+
+QA_DIR = Path("data/qa/faces")
+METRICS_FILE = "faces_metrics.json"
+
+
+def run(params: Params, qa_dir: str | Path = QA_DIR) -> int:
+    """Extract faces for every manifest video, then write the QA sheets and the metrics JSON."""
+    rows = read_manifest(params.manifest.path)
+    report = run_extractor(
+        FACES_EXTRACTOR,
+        params.extractor_config(FACES_EXTRACTOR),
+        rows,
+        params.store,
+        params.runner,
+        fps=params.dataset.fps,
+    )
+    write_report(report, params.runner.reports)
+    log.info("%s", report.summary())
+    for failure in report.failures:
+        log.warning("failed: %s: %s", failure.video, failure.reason)
+    metrics = write_qa(open_store(params.store), rows, report, Path(qa_dir), Path(params.runner.reports))
+    log.info(
+        "faces: mean detection rate %.3f over %d videos", metrics["mean_detection_rate"], metrics["videos"]
+    )
+    return 1 if report.failures and params.runner.fail_on_error else 0
+
+
+def write_qa(
+    store: FeatureStore, rows: list[ManifestRow], report: RunReport, qa_dir: Path, reports_dir: Path
+) -> dict[str, Any]:
+    """One contact sheet per stored video and the stage metrics; returns the metrics written."""
+    per_video: dict[str, Any] = {}
+    for row in rows:
+        try:
+            _, _, mask = store.get(FACES_EXTRACTOR, row.video_id, "prob")
+            write_contact_sheet(store, row.video_id, qa_dir / sheet_name(row.video_id))
+        except StoreError as err:  # failed this run: its reason is in the failures report
+            log.debug("no QA for %s: %s", row.video_id, err)
+            continue
+        per_video[row.video_id] = detection_summary(mask)
+    rates = [v["detection_rate"] for v in per_video.values()]
+    metrics = {
+        "videos": len(per_video),
+        "failed": report.failed,
+        "frames_extracted": report.frames,
+        "frames_per_second": round(report.frames_per_second, 2),
+        "mean_detection_rate": round(sum(rates) / len(rates), 4) if rates else 0.0,
+        "min_detection_rate": min(rates) if rates else 0.0,
+        "per_video": per_video,
+    }
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    path = reports_dir / METRICS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return metrics
+
+
+def sheet_name(video_id: str) -> str:
+    """``<video>.png``, with the store's file-name escaping for ids that need it."""
+    return shard_name(video_id).removesuffix(".h5") + ".png"
