@@ -1,11 +1,12 @@
 # The two commands of the README. Each installs what it needs first (scripts/setup.sh).
+# DVC stages call `avpipe`: the venv's bin goes first on PATH.
 .PHONY: setup demo test lint bench
 
 setup:
 	./scripts/setup.sh
 
 demo: setup
-	.venv/bin/dvc repro
+	PATH="$(CURDIR)/.venv/bin:$$PATH" .venv/bin/dvc repro
 
 test: setup
 	.venv/bin/python -m pytest -q

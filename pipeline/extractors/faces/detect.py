@@ -111,13 +111,13 @@ class FrameSums:
         self.top, self.left = top, left
         self.region_h, self.region_w = bottom - top, right - left
         depth = cv2.CV_32S if self.region_h * self.region_w <= INT32_MAX_PIXELS else cv2.CV_64F
-        self.sums = cv2.integral(np.ascontiguousarray(frame[top:bottom, left:right]), sdepth=depth)
+        self.sums = cv2.integral(frame[top:bottom, left:right], sdepth=depth)
 
     def _rows(self, bounds: np.ndarray) -> np.ndarray:
-        return np.clip(bounds - self.top, 0, self.region_h)
+        return np.minimum(np.maximum(bounds - self.top, 0), self.region_h)
 
     def _cols(self, bounds: np.ndarray) -> np.ndarray:
-        return np.clip(bounds - self.left, 0, self.region_w)
+        return np.minimum(np.maximum(bounds - self.left, 0), self.region_w)
 
     def resample(
         self, top: int, bottom: int, left: int, right: int, out_h: int, out_w: int, rows: slice, cols: slice
@@ -148,16 +148,17 @@ class FrameSums:
         """Each rectangle [top:bottom, left:right] area-resampled to (size, size), in one vectorised
         gather: (N, 3, size, size) float32."""
         grid = np.arange(size)
-        r0, r1 = (
-            self._rows(b)[:, :, None] for b in _pool_bounds(grid, (bottom - top)[:, None], size, top[:, None])
-        )
-        c0, c1 = (
-            self._cols(b)[:, None, :]
-            for b in _pool_bounds(grid, (right - left)[:, None], size, left[:, None])
-        )
-        sums = self.sums
-        total = sums[r1, c1] - sums[r0, c1] - sums[r1, c0] + sums[r0, c0]  # (N, size, size, 3)
-        area = np.maximum((r1 - r0) * (c1 - c0), 1).astype(np.float32)
+        r0, r1 = (self._rows(b) for b in _pool_bounds(grid, (bottom - top)[:, None], size, top[:, None]))
+        c0, c1 = (self._cols(b) for b in _pool_bounds(grid, (right - left)[:, None], size, left[:, None]))
+        # Flat indices into the (H + 1) * (W + 1) rows of 3 channel sums: one fast take per corner.
+        row_len = self.sums.shape[1]
+        flat = self.sums.reshape(-1, 3)
+
+        def corner(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            return np.take(flat, rows[:, :, None] * row_len + cols[:, None, :], axis=0)
+
+        total = corner(r1, c1) - corner(r0, c1) - corner(r1, c0) + corner(r0, c0)  # (N, size, size, 3)
+        area = np.maximum((r1 - r0)[:, :, None] * (c1 - c0)[:, None, :], 1).astype(np.float32)
         return (total.astype(np.float32) / area[..., None]).transpose(0, 3, 1, 2)
 
 
