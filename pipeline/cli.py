@@ -62,12 +62,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    logging.getLogger("distributed").setLevel(logging.WARNING)
+    quiet_dask_logs(logging.DEBUG if args.verbose else logging.WARNING)
     try:
         return dispatch(args)
     except AvpipeError as err:
         log.error("%s", err)
         return 2
+
+
+def quiet_dask_logs(level: int) -> None:
+    """Dask's scheduler and nanny log every connection at INFO; our own progress bar says enough."""
+    import distributed  # noqa: F401 - importing it sets up its loggers, which we then quiet
+
+    for name in list(logging.root.manager.loggerDict):
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(level)
 
 
 def dispatch(args: argparse.Namespace) -> int:
