@@ -242,11 +242,8 @@ class MtcnnCascade:
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
         self.thresholds = tuple(float(t) for t in thresholds)
         try:
-            # channels-last: oneDNN's fast path for these small convolutions (2x on a CPU, same outputs
-            # up to float rounding).
             self.pnet, self.rnet, self.onet = (
-                net().to(self.device, self.dtype, memory_format=torch.channels_last).eval()
-                for net in (PNet, RNet, ONet)
+                net().to(self.device, self.dtype).eval() for net in (PNet, RNet, ONet)
             )
         except (OSError, RuntimeError) as err:
             raise ExtractorError(f"cannot load facenet-pytorch's MTCNN weights: {err}") from err
@@ -421,8 +418,7 @@ class MtcnnCascade:
         return cand.take(torch.as_tensor(order, device=self.device)), self._to_net(crops)
 
     def _to_net(self, pixels: np.ndarray) -> torch.Tensor:
-        batch = _normalise(torch.from_numpy(pixels).to(self.device)).to(self.dtype)
-        return batch.contiguous(memory_format=torch.channels_last)
+        return _normalise(torch.from_numpy(pixels).to(self.device)).to(self.dtype)
 
 
 def _empty_candidates(device: torch.device) -> _Candidates:

@@ -25,6 +25,8 @@ from pipeline.types import Frame, MaskValue
 
 log = logging.getLogger(__name__)
 
+SHRINK_ALLOWANCE = 0.7
+
 
 @dataclass(frozen=True)
 class Observation:
@@ -121,7 +123,8 @@ class FaceTracker:
         is_key = [(first_position + i) % every == 0 for i in range(len(pending))]
         is_key[-1] = is_key[-1] or final
         key_slots = [i for i, key in enumerate(is_key) if key]
-        key_obs, last_box = self._detect_keyframes([pending[i] for i in key_slots], last_box)
+        tracked = None if last_key is None else last_key[1].box
+        key_obs, last_box = self._detect_keyframes([pending[i] for i in key_slots], last_box, tracked)
         starts = [0] + [slot + 1 for slot in key_slots[:-1]]
         rights = [(pending[slot], obs) for slot, obs in zip(key_slots, key_obs, strict=True)]
         lefts = [last_key, *rights[:-1]]
@@ -135,10 +138,10 @@ class FaceTracker:
         return _Batch(inners, filled, rights, last_box)
 
     def _detect_keyframes(
-        self, keyframes: list[Frame], last_box: np.ndarray | None
+        self, keyframes: list[Frame], last_box: np.ndarray | None, tracked: np.ndarray | None
     ) -> tuple[list[Observation], np.ndarray | None]:
         pyramid = self.pyramid_for(keyframes[0].image)
-        whole = Search(None, pyramid.coarse_scales(self.settings.detect_max_side))
+        whole = Search(None, self._keyframe_scales(pyramid, tracked))
         found = self.cascade.detect([f.image for f in keyframes], [whole] * len(keyframes))
         observations = []
         size = (pyramid.width, pyramid.height)
@@ -147,6 +150,18 @@ class FaceTracker:
             last_box = obs.box if obs.box is not None else last_box
             observations.append(obs)
         return observations, last_box
+
+    def _keyframe_scales(self, pyramid: Pyramid, tracked: np.ndarray | None) -> tuple[float, ...]:
+        """Pyramid levels of a keyframe's whole-frame search. While a face of size F is tracked, the
+        ``largest`` and ``track`` rules cannot switch to a face much smaller than F, so only the
+        levels that find faces from about F / 2 up are needed: those the local search uses, computed
+        over the whole frame (a fraction of the cost). Other rules, and no track, get every level."""
+        coarse = pyramid.coarse_scales(self.settings.detect_max_side)
+        if tracked is None or self.rule not in (Selection.LARGEST, Selection.TRACK):
+            return coarse
+        # The face may shrink before the next keyframes: plan for 70 % of its size.
+        side = SHRINK_ALLOWANCE * float(max(tracked[2] - tracked[0], tracked[3] - tracked[1]))
+        return pyramid.scales_for_face(side, self.settings.track_scale_limit, self.settings.detect_max_side)
 
     def _between(
         self,
