@@ -19,3 +19,4 @@ bench: setup
 	.venv/bin/python bench/audio.py
 	.venv/bin/python bench/embed.py
 	.venv/bin/python bench/train.py
+	.venv/bin/python bench/scale.py
