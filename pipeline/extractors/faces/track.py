@@ -6,7 +6,9 @@ buffers them (``batch_keyframes`` intervals at a time, so that keyframes are det
 batched call) and predicts the face's box on each by interpolating the two keyframe boxes. The
 cascade then runs only in a window around that prediction and only on the pyramid levels where a
 face of that size is found; the face that overlaps the prediction continues the track. A frame whose
-local search loses the face gets a whole-frame search of its own (re-detection).
+local search loses the face gets a whole-frame search of its own (re-detection). Intervals are
+independent once their keyframes are known: with a thread pool they are searched in parallel while
+the caller's thread detects the next batch's keyframes.
 """
 
 from __future__ import annotations
@@ -124,23 +126,28 @@ class FaceTracker:
         is_key[-1] = is_key[-1] or final
         key_slots = [i for i, key in enumerate(is_key) if key]
         tracked = None if last_key is None else last_key[1].box
-        key_obs, last_box = self._detect_keyframes([pending[i] for i in key_slots], last_box, tracked)
+        pyramid = self.pyramid_for(pending[0].image)
+        key_obs, last_box = self._detect_keyframes(
+            [pending[i] for i in key_slots], pyramid, last_box, tracked
+        )
         starts = [0] + [slot + 1 for slot in key_slots[:-1]]
         rights = [(pending[slot], obs) for slot, obs in zip(key_slots, key_obs, strict=True)]
         lefts = [last_key, *rights[:-1]]
         inners = [pending[start:slot] for start, slot in zip(starts, key_slots, strict=True)]
+        jobs = [(pyramid, *args) for args in zip(inners, lefts, rights, strict=True)]
         if self.pool is None:
-            filled: list = [self._between(*args) for args in zip(inners, lefts, rights, strict=True)]
+            filled: list = [self._between(*job) for job in jobs]
         else:
-            filled = [
-                self.pool.submit(self._between, *args) for args in zip(inners, lefts, rights, strict=True)
-            ]
+            filled = [self.pool.submit(self._between, *job) for job in jobs]
         return _Batch(inners, filled, rights, last_box)
 
     def _detect_keyframes(
-        self, keyframes: list[Frame], last_box: np.ndarray | None, tracked: np.ndarray | None
+        self,
+        keyframes: list[Frame],
+        pyramid: Pyramid,
+        last_box: np.ndarray | None,
+        tracked: np.ndarray | None,
     ) -> tuple[list[Observation], np.ndarray | None]:
-        pyramid = self.pyramid_for(keyframes[0].image)
         whole = Search(None, self._keyframe_scales(pyramid, tracked))
         found = self.cascade.detect([f.image for f in keyframes], [whole] * len(keyframes))
         observations = []
@@ -154,7 +161,7 @@ class FaceTracker:
     def _keyframe_scales(self, pyramid: Pyramid, tracked: np.ndarray | None) -> tuple[float, ...]:
         """Pyramid levels of a keyframe's whole-frame search. While a face of size F is tracked, the
         ``largest`` and ``track`` rules cannot switch to a face much smaller than F, so only the
-        levels that find faces from about F / 2 up are needed: those the local search uses, computed
+        levels that find faces from about F / 3 up are needed: those the local search uses, computed
         over the whole frame (a fraction of the cost). Other rules, and no track, get every level."""
         coarse = pyramid.coarse_scales(self.settings.detect_max_side)
         if tracked is None or self.rule not in (Selection.LARGEST, Selection.TRACK):
@@ -165,18 +172,18 @@ class FaceTracker:
 
     def _between(
         self,
+        pyramid: Pyramid,
         inner: list[Frame],
         left: tuple[Frame, Observation] | None,
         right: tuple[Frame, Observation],
     ) -> list[Observation]:
-        """Observations of the frames strictly between two keyframes."""
+        """Observations of the frames strictly between two keyframes (runs on the pool's threads)."""
         if not inner:
             return []
         left_box = None if left is None else left[1].box
         predicted = predict_boxes(left_box, right[1].box, len(inner))
         if predicted is None:
             return [MISSING] * len(inner)
-        pyramid = self.pyramid_for(inner[0].image)
         searches = [self._local_search(pyramid, box) for box in predicted]
         found = self.cascade.detect([f.image for f in inner], searches)
         observations = [
