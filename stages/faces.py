@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import StoreError
-from pipeline.extract import FACES_EXTRACTOR, open_store, run_extractor, write_report
+from pipeline.extract import FACES_EXTRACTOR, open_store
 from pipeline.extractors.faces.qa import detection_summary, write_contact_sheet
-from pipeline.manifest import ManifestRow, read_manifest
+from pipeline.manifest import ManifestRow
 from pipeline.params import Params
 from pipeline.runner import RunReport
 from pipeline.store import FeatureStore, shard_name
+from stages.extract import exit_code, extract_and_report
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +30,12 @@ METRICS_FILE = "faces_metrics.json"
 
 def run(params: Params, qa_dir: str | Path = QA_DIR) -> int:
     """Extract faces for every manifest video, then write the QA sheets and the metrics JSON."""
-    rows = read_manifest(params.manifest.path)
-    report = run_extractor(
-        FACES_EXTRACTOR,
-        params.extractor_config(FACES_EXTRACTOR),
-        rows,
-        params.store,
-        params.runner,
-        fps=params.dataset.fps,
-    )
-    write_report(report, params.runner.reports)
-    log.info("%s", report.summary())
-    for failure in report.failures:
-        log.warning("failed: %s: %s", failure.video, failure.reason)
+    rows, report = extract_and_report(params, FACES_EXTRACTOR)
     metrics = write_qa(open_store(params.store), rows, report, Path(qa_dir), Path(params.runner.reports))
     log.info(
         "faces: mean detection rate %.3f over %d videos", metrics["mean_detection_rate"], metrics["videos"]
     )
-    return 1 if report.failures and params.runner.fail_on_error else 0
+    return exit_code(params, report)
 
 
 def write_qa(
