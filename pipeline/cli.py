@@ -22,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Every command reads params.yaml (validated once) and accepts --set key=value overrides.",
     )
     parser.add_argument("--version", action="version", version=f"avpipe {__version__}")
-    parser.add_argument("-p", "--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    parser.add_argument(
+        "-p", "--params", default="params.yaml", help="parameters file (default: params.yaml)"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -37,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="build the synthetic demo dataset (params: demo)")
     sub.add_parser("manifest", help="probe the dataset, write the manifest, failures and per-frame labels")
     sub.add_parser("faces", help="detect, track and align faces; crops into the store; QA contact sheets")
-    p = sub.add_parser("audio", help="one audio feature (logmel, mfcc, egemaps, vggish) for every manifest video")
+    p = sub.add_parser(
+        "audio", help="one audio feature (logmel, mfcc, egemaps, vggish) for every manifest video"
+    )
     p.add_argument("name", help="an audio extractor listed in audio.extractors")
     p = sub.add_parser("embed", help="face embeddings of one backbone from the face crops")
     p.add_argument("name", help="a face-embedding extractor listed in embed.backbones")

@@ -24,7 +24,7 @@ from pipeline.errors import ConfigError
 DEFAULT_PARAMS = "params.yaml"
 
 
-class Compression(str, enum.Enum):
+class Compression(enum.StrEnum):
     NONE = "none"
     LZF = "lzf"
     GZIP = "gzip"
@@ -197,7 +197,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         for depth, part in enumerate(path[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(".".join(path[: depth + 1]), "is a value, not a section; cannot set a key in it")
+                raise ConfigError(
+                    ".".join(path[: depth + 1]), "is a value, not a section; cannot set a key in it"
+                )
             node = child
         node[path[-1]] = value
     return data

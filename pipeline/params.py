@@ -62,7 +62,10 @@ def load_params(
     params = build_dataclass(Params, data, prefix="")
     registry = registry or default_registry()
     params.extractors = {name: _extractor_config(registry, name, cfg) for name, cfg in raw_extractors.items()}
-    for key, names in (("audio.extractors", params.audio.extractors), ("embed.backbones", params.embed.backbones)):
+    for key, names in (
+        ("audio.extractors", params.audio.extractors),
+        ("embed.backbones", params.embed.backbones),
+    ):
         for name in names:
             try:
                 registry.get(name)

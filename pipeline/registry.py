@@ -17,7 +17,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -38,7 +38,7 @@ BUILTIN_MODULES = (
 )
 
 
-class InputKind(str, Enum):
+class InputKind(StrEnum):
     """What an extractor consumes for one video."""
 
     FRAMES = "frames"  # an iterator of decoded Frame objects on the video timeline
@@ -94,7 +94,8 @@ class ExtractorRegistry:
         known = self.classes.get(cls.name)
         if known is not None and known is not cls:
             raise ExtractorError(
-                f"extractor name {cls.name!r} is registered twice: by {self.origins[cls.name]} and by {origin}"
+                f"extractor name {cls.name!r} is registered twice: "
+                f"by {self.origins[cls.name]} and by {origin}"
             )
         self.classes[cls.name] = cls
         self.origins[cls.name] = origin
@@ -151,10 +152,13 @@ def default_registry(builtin_modules: tuple[str, ...] = BUILTIN_MODULES) -> Extr
         try:
             cls = ep.load()
         except Exception as err:  # a broken plug-in must not hide the others
-            raise ExtractorError(f"plug-in entry point {ep.name!r} ({ep.value}) failed to load: {err}") from err
+            raise ExtractorError(
+                f"plug-in entry point {ep.name!r} ({ep.value}) failed to load: {err}"
+            ) from err
         if getattr(cls, "name", None) != ep.name:
             raise ExtractorError(
-                f"plug-in entry point {ep.name!r} points to {ep.value}, whose name is {getattr(cls, 'name', None)!r}"
+                f"plug-in entry point {ep.name!r} points to {ep.value}, "
+                f"whose name is {getattr(cls, 'name', None)!r}"
             )
         registry.add(cls, origin=f"entry point {ep.value}")
     return registry

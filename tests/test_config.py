@@ -62,11 +62,11 @@ def test_bad_values_name_the_key(data, key, fragment):
 
 
 def test_value_checks_in_sections():
-    with pytest.raises(ConfigError, match="runner.n_workers"):
+    with pytest.raises(ConfigError, match=r"runner.n_workers"):
         build_dataclass(RunnerConfig, {"n_workers": 0}, prefix="runner")
-    with pytest.raises(ConfigError, match="runner.scheduler_address"):
+    with pytest.raises(ConfigError, match=r"runner.scheduler_address"):
         build_dataclass(RunnerConfig, {"scheduler_address": "localhost"}, prefix="runner")
-    with pytest.raises(ConfigError, match="store.chunk_frames"):
+    with pytest.raises(ConfigError, match=r"store.chunk_frames"):
         build_dataclass(StoreConfig, {"chunk_frames": -1}, prefix="store")
 
 
@@ -78,5 +78,5 @@ def test_overrides_are_yaml_values():
     assert data == {"runner": {"n_workers": 4}, "new": {"key": "x"}}
     with pytest.raises(ConfigError):
         parse_override("no-equals-sign")
-    with pytest.raises(ConfigError, match="runner.n_workers"):
+    with pytest.raises(ConfigError, match=r"runner.n_workers"):
         apply_overrides({"runner": {"n_workers": 2}}, ["runner.n_workers.x=1"])

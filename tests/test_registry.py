@@ -62,9 +62,9 @@ def test_create_extractor_builds_config_from_kwargs():
 
 
 def test_bad_config_names_the_key():
-    with pytest.raises(ConfigError, match="extractors.constant.widht"):
+    with pytest.raises(ConfigError, match=r"extractors.constant.widht"):
         create_extractor("constant", registry=make_registry(), widht=3)
-    with pytest.raises(ConfigError, match="extractors.constant.width"):
+    with pytest.raises(ConfigError, match=r"extractors.constant.width"):
         create_extractor("constant", registry=make_registry(), width=0)
 
 

@@ -223,7 +223,7 @@ UNTRAINED_PREFIX = "untrained:"
 
 
 def untrained_seed(path: str | None, config_key: str) -> int | None:
-    """The seed of ``untrained:<seed>`` (seeded random weights, for the demo and plumbing tests), else None."""
+    """The seed of ``untrained:<seed>`` (seeded random weights, for demo and plumbing tests), or None."""
     if path is None or not path.startswith(UNTRAINED_PREFIX):
         return None
     text = path.removeprefix(UNTRAINED_PREFIX)
@@ -241,8 +241,7 @@ def load_vggish(path: str | None, config_key: str = "extractors.vggish.checkpoin
     seed = untrained_seed(path, config_key)
     if seed is not None:
         log.warning(
-            "%s is %r: VGGish runs with seeded RANDOM weights; the features are not VGGish embeddings. "
-            "%s",
+            "%s is %r: VGGish runs with seeded RANDOM weights; the features are not VGGish embeddings. %s",
             config_key,
             path,
             missing_weights_message(config_key, WEIGHTS_FILE, None).split(". ", 1)[1],
