@@ -19,13 +19,25 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 TINY = {
-    "demo": {"n_clips": 3, "min_seconds": 3.0, "max_seconds": 4.0, "width": 320, "height": 240,
-             "validation_clips": 1},
+    "demo": {
+        "n_clips": 3,
+        "min_seconds": 3.0,
+        "max_seconds": 4.0,
+        "width": 320,
+        "height": 240,
+        "validation_clips": 1,
+    },
     "runner": {"n_workers": 1},
     "audio": {"extractors": ["logmel", "mfcc"]},
     "embed": {"backbones": ["fer-minixception"]},
-    "train": {"features": ["fer-minixception", "mfcc", "logmel"], "epochs": 2, "min_epochs": 1,
-              "window": 50, "hop": 25, "folds": {"k": 2}},
+    "train": {
+        "features": ["fer-minixception", "mfcc", "logmel"],
+        "epochs": 2,
+        "min_epochs": 1,
+        "window": 50,
+        "hop": 25,
+        "folds": {"k": 2},
+    },
 }
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("git") is None, reason="needs git")]
@@ -61,8 +73,16 @@ def project(tmp_path_factory) -> Path:
 
 def test_repro_runs_every_stage_then_nothing_then_only_what_changed(project: Path) -> None:
     first = dvc(project, "repro")
-    for stage in ("demo", "manifest", "faces", "audio@logmel", "audio@mfcc", "embed@fer-minixception",
-                  "train", "evaluate"):
+    for stage in (
+        "demo",
+        "manifest",
+        "faces",
+        "audio@logmel",
+        "audio@mfcc",
+        "embed@fer-minixception",
+        "train",
+        "evaluate",
+    ):
         assert f"Running stage '{stage}'" in first, first
 
     rows = (project / "data/manifest.csv").read_text().splitlines()
