@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,22 +175,23 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         info=info,
         subject_position=video.get("subject_position"),
     )
-    features = extractor.extract(source, timeline, context)
-    check_on_timeline(features, timeline, job.extractor, video["video_id"])
-    store.write(
+    counts = {"rows": 0, "valid": 0}
+    produced = extractor.extract_blocks(source, timeline, context)
+    blocks = checked_blocks(produced, timeline, job.extractor, counts)
+    store.write_blocks(
         job.extractor,
         video["video_id"],
-        features,
+        blocks,
+        len(timeline),
         extractor_version=type(extractor).version,
         params_hash=job.params_hash,
         params_json=job.params_json,
         media_fingerprint=fingerprint,
         library_versions=library_versions(),
     )
-    valid = int(np.count_nonzero(features.mask))
     return {
-        "n_frames": len(features),
-        "valid_frames": valid,
+        "n_frames": counts["rows"],
+        "valid_frames": counts["valid"],
         "seconds": time.perf_counter() - started,
         "cpu_seconds": process_cpu_seconds() - cpu_started,
     }
@@ -202,13 +204,24 @@ def process_cpu_seconds() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def check_on_timeline(features: FeatureSet, timeline: Timeline, extractor: str, video_id: str) -> None:
-    """An extractor must return its features on the timeline it was given: anything else is a bug."""
-    if len(features) != len(timeline) or not np.array_equal(features.frame_index, timeline.frame_index):
-        raise ExtractorError(
-            f"extractor {extractor!r} returned {len(features)} frames for {video_id!r}, "
-            f"not the {len(timeline)} frames of its timeline"
-        )
+def checked_blocks(
+    blocks: Iterator[FeatureSet], timeline: Timeline, extractor: str, counts: dict[str, int]
+) -> Iterator[FeatureSet]:
+    """Pass the blocks on, checking that they follow ``timeline`` row for row; count rows and valid ones.
+
+    An extractor must return its features on the timeline it was given: anything else is a bug (and the
+    store refuses a shard whose row count differs from the timeline's).
+    """
+    for block in blocks:
+        start, stop = counts["rows"], counts["rows"] + len(block)
+        if stop > len(timeline) or not np.array_equal(block.frame_index, timeline.frame_index[start:stop]):
+            raise ExtractorError(
+                f"extractor {extractor!r} returned rows {start}..{stop} that are not those of its "
+                f"{len(timeline)}-frame timeline"
+            )
+        counts["rows"] = stop
+        counts["valid"] += int(np.count_nonzero(block.mask))
+        yield block
 
 
 def read_face_crops(store: FeatureStore, video_id: str, crop_size: int) -> FaceCrops:

@@ -77,6 +77,14 @@ class Extractor(ABC):
     def setup(self, device: str) -> None:  # noqa: B027 - optional hook, most extractors need nothing
         """Load models once per worker process before the first ``extract``."""
 
+    def extract_blocks(self, source: Any, timeline: Timeline, context: VideoContext) -> Iterator[FeatureSet]:
+        """The features as consecutive blocks of rows, so that a long video never sits in memory whole.
+
+        The runner stores what this yields. The default is one block, ``extract``'s result; extractors
+        with large per-frame outputs (face crops) override it.
+        """
+        yield self.extract(source, timeline, context)
+
     @abstractmethod
     def extract(self, source: Any, timeline: Timeline, context: VideoContext) -> FeatureSet:
         """Compute the features of one video on ``timeline`` (the returned set uses its time and indices)."""

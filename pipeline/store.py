@@ -24,7 +24,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
@@ -447,20 +447,38 @@ class FeatureStore:
         (the last rename wins; each shard is complete). The index is not touched: the driver calls
         ``record`` when the task is reported done.
         """
+        return self.write_blocks(
+            extractor,
+            video_id,
+            [features],
+            len(features),
+            extractor_version=extractor_version,
+            params_hash=params_hash,
+            params_json=params_json,
+            media_fingerprint=media_fingerprint,
+            library_versions=library_versions,
+        )
+
+    def write_blocks(
+        self,
+        extractor: str,
+        video_id: str,
+        blocks: Iterable[FeatureSet],
+        n_frames: int,
+        *,
+        extractor_version: str,
+        params_hash: str,
+        params_json: str = "{}",
+        media_fingerprint: str = "",
+        library_versions: dict[str, str] | None = None,
+    ) -> Path:
+        """``write`` for a video produced as consecutive blocks of rows (same arrays in each block).
+
+        Only one block is in memory at a time, so a long video costs no more memory than a short one.
+        The shard still appears only when every block is written; the attributes of the last block
+        are stored. If the blocks stop early or raise, nothing becomes visible.
+        """
         final = self.shard_path(extractor, video_id)
-        columns = _columns(final, features)
-        attrs = {
-            "video_id": video_id,
-            "extractor": extractor,
-            "extractor_version": str(extractor_version),
-            "params_hash": str(params_hash),
-            "params_json": str(params_json),
-            "media_fingerprint": str(media_fingerprint),
-            "n_frames": len(features),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "library_versions": json.dumps({**fingerprint.library_versions(), **(library_versions or {})}),
-            **_feature_attrs_to_hdf5(final, features.attrs),
-        }
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(_temp_name(final.name[: -len(SHARD_SUFFIX)]))
         try:
@@ -469,9 +487,23 @@ class FeatureStore:
                     {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "extractor": extractor}
                 )
                 group = h5.create_group(group_name(video_id))
-                for column in columns:
-                    self._create_dataset(group, column)
-                group.attrs.update(attrs)
+                feature_attrs = self._write_rows(final, group, blocks, n_frames)
+                group.attrs.update(
+                    {
+                        "video_id": video_id,
+                        "extractor": extractor,
+                        "extractor_version": str(extractor_version),
+                        "params_hash": str(params_hash),
+                        "params_json": str(params_json),
+                        "media_fingerprint": str(media_fingerprint),
+                        "n_frames": n_frames,
+                        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "library_versions": json.dumps(
+                            {**fingerprint.library_versions(), **(library_versions or {})}
+                        ),
+                        **_feature_attrs_to_hdf5(final, feature_attrs),
+                    }
+                )
                 h5.flush()
             _fsync_path(tmp)
             os.replace(tmp, final)
@@ -479,20 +511,57 @@ class FeatureStore:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_path(final.parent)
-        log.debug("wrote %s (%d frames)", final, len(features))
+        log.debug("wrote %s (%d frames)", final, n_frames)
         return final
 
-    def _create_dataset(self, group: h5py.Group, column: _Column) -> None:
-        dset = group.create_dataset(column.name, data=column.data, **self._storage_options(column.data))
+    def _write_rows(
+        self, final: Path, group: h5py.Group, blocks: Iterable[FeatureSet], n_frames: int
+    ) -> dict[str, Any]:
+        """Create the datasets from the first block, fill them block by block; the last block's attrs."""
+        written, attrs, names = 0, None, None
+        for block in blocks:
+            columns = _columns(final, block)
+            if names is None:
+                names = [c.name for c in columns]
+                for column in columns:
+                    self._create_dataset(group, column, n_frames)
+            elif [c.name for c in columns] != names:
+                raise StoreError(
+                    f"{final}: a block has arrays {[c.name for c in columns]}, the first had {names}"
+                )
+            rows = len(block)
+            if written + rows > n_frames:
+                raise StoreError(f"{final}: blocks hold more than the {n_frames} rows announced")
+            for column in columns:
+                dset = group[column.name]
+                if column.data.dtype != dset.dtype or column.data.shape[1:] != dset.shape[1:]:
+                    raise StoreError(
+                        f"{final}: array {column.name!r} changes dtype or shape between blocks "
+                        f"({column.data.dtype}{column.data.shape[1:]} vs {dset.dtype}{dset.shape[1:]})"
+                    )
+                if rows:
+                    dset[written : written + rows] = column.data
+            written += rows
+            attrs = block.attrs
+        if names is None or written != n_frames:
+            raise StoreError(f"{final}: {written} rows were written, {n_frames} were announced")
+        return attrs or {}
+
+    def _create_dataset(self, group: h5py.Group, column: _Column, n_frames: int) -> None:
+        shape = (n_frames, *column.data.shape[1:])
+        options = self._storage_options(np.empty((0,), column.data.dtype), shape)
+        dset = group.create_dataset(column.name, shape=shape, dtype=column.data.dtype, **options)
         if column.numpy_dtype is not None:
             dset.attrs["numpy_dtype"] = column.numpy_dtype
 
-    def _storage_options(self, data: np.ndarray) -> dict[str, Any]:
-        if data.size == 0:
+    def _storage_options(self, data: np.ndarray, shape: tuple[int, ...]) -> dict[str, Any]:
+        """Chunking and compression for a dataset of ``shape`` with ``data``'s dtype."""
+        size = int(np.prod(shape))
+        if size == 0:
             return {}  # HDF5 cannot chunk a dimension of length 0; nothing to compress anyway
-        row_bytes = data.itemsize * (data.size // data.shape[0])
-        rows = min(self.chunk_frames, data.shape[0], max(1, MAX_CHUNK_BYTES // row_bytes))
-        options: dict[str, Any] = {"chunks": (rows, *data.shape[1:]), "fletcher32": True}
+        row_bytes = data.itemsize * (size // shape[0])
+        rows = min(self.chunk_frames, shape[0], max(1, MAX_CHUNK_BYTES // row_bytes))
+        options: dict[str, Any] = {"chunks": (rows, *shape[1:]), "fletcher32": True}
         if self.compression is Compression.NONE:
             return options
         if self.compression is Compression.GZIP:

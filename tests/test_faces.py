@@ -233,6 +233,23 @@ def test_hold_policy_repeats_the_last_face(decoded, gap_faces) -> None:
     np.testing.assert_array_equal(held.mask[found], gap_faces.mask[found])
 
 
+@pytest.mark.parametrize("missing", ["black", "hold"])
+def test_blocks_give_the_rows_of_the_whole_video(decoded, missing) -> None:
+    """What the stage stores (blocks of rows, the hold policy carried across block boundaries) equals
+    the one-piece result."""
+    timeline, frames = decoded["gap"]
+    whole = run_faces(decoded, "gap", missing=missing)
+    extractor = FacesExtractor(FacesConfig(missing=missing, block_frames=7))
+    context = VideoContext(video_id="gap", media_path="gap.mp4")
+    blocks = list(extractor.extract_blocks(iter(frames), timeline, context))
+    assert {len(b) for b in blocks[:-1]} == {7} and 0 < len(blocks[-1]) <= 7
+    assert np.array_equal(np.concatenate([b.frame_index for b in blocks]), timeline.frame_index)
+    assert np.array_equal(np.concatenate([b.mask for b in blocks]), whole.mask)
+    for name, array in whole.arrays.items():
+        joined = np.concatenate([b.arrays[name] for b in blocks])
+        assert np.array_equal(joined, array, equal_nan=array.dtype.kind == "f"), name
+
+
 def test_detecting_every_frame_finds_the_same_faces(decoded, carphone_faces) -> None:
     every = run_faces(decoded, "carphone", detect_every=1)
     assert (every.mask == MaskValue.VALID).all()

@@ -55,6 +55,7 @@ class FacesConfig:
     half: bool = False  # fp16 networks on CUDA (ignored on CPU)
     prefetch_frames: int = 8  # frames decoded ahead on a background thread; 0 decodes inline
     threads: int = 0  # intervals searched in parallel; 0: torch's thread count (runner.torch_threads)
+    block_frames: int = 256  # rows handed to the store at a time: memory does not grow with video length
 
     def __post_init__(self) -> None:
         self.sizes = list(self.sizes)
@@ -75,6 +76,7 @@ class FacesConfig:
         _check_min("track_scale_limit", self.track_scale_limit, 12.0)
         _check_int("batch_keyframes", self.batch_keyframes, 1)
         _check_int("prefetch_frames", self.prefetch_frames, 0)
+        _check_int("block_frames", self.block_frames, 1)
         _check_int("threads", self.threads, 0)
 
     def _check_sizes(self) -> None:

@@ -83,6 +83,37 @@ class FacesExtractor(Extractor):
             attrs=self.describe(context),
         )
 
+    def extract_blocks(
+        self, source: Iterable[Frame], timeline: Timeline, context: VideoContext
+    ) -> Iterator[FeatureSet]:
+        """``extract`` in blocks of ``block_frames`` rows: memory stays flat whatever the video's length."""
+        if self._cascade is None:
+            self.setup("cpu")
+        total, block, start, n = len(timeline), None, 0, 0
+        held: FaceRows | None = None
+        for n, (frame, observation) in enumerate(self.observe(source, timeline, context), start=1):
+            if block is None:
+                start = n - 1
+                block = FaceRows.allocate(min(self.config.block_frames, total - start), self.config, held)
+            block.put(n - 1 - start, frame.image, observation)
+            if n - start == len(block.mask):
+                yield self._block(block, timeline, start, context)
+                held, block = block, None
+        if n != total:
+            raise MediaError(context.media_path, f"decoded {n} frames, but its timeline has {total}")
+        if total == 0:
+            yield self._block(FaceRows.allocate(0, self.config), timeline, 0, context)
+
+    def _block(self, rows: FaceRows, timeline: Timeline, start: int, context: VideoContext) -> FeatureSet:
+        stop = start + len(rows.mask)
+        return FeatureSet(
+            time=timeline.time[start:stop],
+            frame_index=timeline.frame_index[start:stop],
+            mask=rows.mask,
+            arrays=rows.arrays(),
+            attrs=self.describe(context),
+        )
+
     def observe(
         self, source: Iterable[Frame], timeline: Timeline, context: VideoContext
     ) -> Iterator[tuple[Frame, Observation]]:
@@ -181,8 +212,10 @@ class FaceRows:
     mask: np.ndarray
     _last: int | None = None  # row of the last stored face (missing policy "hold")
 
+    _previous: FaceRows | None = None  # the block before this one (its last face can be held over)
+
     @classmethod
-    def allocate(cls, n: int, config: FacesConfig) -> FaceRows:
+    def allocate(cls, n: int, config: FacesConfig, previous: FaceRows | None = None) -> FaceRows:
         return cls(
             config=config,
             crops={s: np.zeros((n, s, s, 3), np.uint8) for s in config.sizes},
@@ -190,6 +223,23 @@ class FaceRows:
             landmarks=np.full((n, 5, 2), np.nan, np.float32),
             prob=np.zeros((n,), np.float32),
             mask=np.full((n,), MaskValue.MISSING, np.uint8),
+            _previous=previous.last_face() if previous is not None else None,
+        )
+
+    def last_face(self) -> FaceRows | None:
+        """A one-row FaceRows holding this block's last stored face (for the "hold" policy), or None."""
+        source = self if self._last is not None else self._previous
+        if source is None or source._last is None:
+            return None
+        row = source._last
+        return FaceRows(
+            config=self.config,
+            crops={s: c[row : row + 1].copy() for s, c in source.crops.items()},
+            boxes=source.boxes[row : row + 1].copy(),
+            landmarks=source.landmarks[row : row + 1].copy(),
+            prob=np.zeros((1,), np.float32),
+            mask=source.mask[row : row + 1].copy(),
+            _last=0,
         )
 
     def put(self, row: int, image: np.ndarray, observation: Observation) -> None:
@@ -201,11 +251,14 @@ class FaceRows:
             self.prob[row] = observation.prob
             self.mask[row] = observation.status
             self._last = row
-        elif self.config.missing is MissingPolicy.HOLD and self._last is not None:
-            for crops in self.crops.values():
-                crops[row] = crops[self._last]
-            self.boxes[row] = self.boxes[self._last]
-            self.landmarks[row] = self.landmarks[self._last]
+        elif self.config.missing is MissingPolicy.HOLD:
+            source, last = (self, self._last) if self._last is not None else (self._previous, 0)
+            if source is None:
+                return
+            for size, crops in self.crops.items():
+                crops[row] = source.crops[size][last]
+            self.boxes[row] = source.boxes[last]
+            self.landmarks[row] = source.landmarks[last]
             self.mask[row] = MaskValue.HELD  # prob stays 0: nothing was detected on this frame
 
     def _crops(self, image: np.ndarray, observation: Observation) -> dict[int, np.ndarray]:
