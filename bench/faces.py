@@ -15,10 +15,10 @@ Reported, on the same frames:
   face and ours stores one, target >= 99 %); landmark distance to naive (mean over the 5 points per
   frame; median target <= 2 px).
 
-``--long`` instead makes a 10-minute 720p video and runs the streaming core (detect, track, align,
-rows appended to an HDF5 file as they come) while sampling the process's RSS: the peak must not
-grow with the video's length. Figures are wall-clock and noisy on a shared machine: the load average
-is printed with them.
+``--long`` instead runs the stage's own per-video path (``pipeline.extract.process_video``: decode,
+detect/track/align, the shard written block by block) on a 2-minute and a 10-minute 720p video,
+sampling the process's RSS: the peak must not grow with the video's length. Figures are wall-clock
+and noisy on a shared machine: the load average is printed with them.
 """
 
 from __future__ import annotations
@@ -246,54 +246,45 @@ def rss_bytes() -> int:
 
 
 def long_video_memory(args: argparse.Namespace, folder: Path) -> None:
-    """Stream a 10-minute 720p video through detect/track/align; RSS at 10 points along the way."""
-    import h5py
+    """The real stage path (decode, detect/track/align, shard written block by block) on a short and a
+    10-minute 720p video in one run: the peak RSS of the long one must not exceed the short one's."""
     import torch
 
+    from pipeline.config import StoreConfig
+    from pipeline.extract import ExtractionJob, process_video
     from pipeline.extractors.faces import FacesConfig, FacesExtractor
-    from pipeline.extractors.faces.extractor import FaceRows
-    from pipeline.timeline import iter_frames, video_timeline
-    from pipeline.types import VideoContext
 
     torch.set_num_threads(args.threads)  # as a worker with torch_threads = --threads
     seconds = args.seconds if args.seconds_given else 600.0
-    path = make_video(folder, seconds, 0.0, preset="ultrafast")
-    timeline = video_timeline(path)
     config = FacesConfig()
     extractor = FacesExtractor(config)
     extractor.setup(args.device)
-    checkpoints = set(np.linspace(0, len(timeline) - 1, 11).round().astype(int)[1:])
-    samples: list[tuple[int, float]] = []
-    peak = PeakSampler()
-    chunk = 256
-    rows = FaceRows.allocate(chunk, config)
-    started = time.perf_counter()
-    with peak, h5py.File(folder / "long.h5", "w") as h5:
-        out = {name: _growable(h5, name, array) for name, array in rows.arrays().items()}
-        context = VideoContext("long", str(path))
-        for n, (frame, obs) in enumerate(extractor.observe(iter_frames(path), timeline, context)):
-            rows.put(n % chunk, frame.image, obs)
-            if n % chunk == chunk - 1 or n == len(timeline) - 1:
-                _append(out, rows.arrays(), n % chunk + 1)
-            if n in checkpoints:
-                samples.append((n + 1, rss_bytes() / 2**20))
-    elapsed = time.perf_counter() - started
-    print(
-        f"long video: {path.name}, {len(timeline)} frames 1280x720 ({seconds / 60:.1f} min), "
-        f"{elapsed:.0f} s, {len(timeline) / elapsed:.1f} frames/s"
+    job = ExtractionJob(
+        extractor="faces",
+        extractor_class=FacesExtractor,
+        config=config,
+        params_hash="bench",
+        params_json="{}",
+        store=StoreConfig(root=str(folder / "store")),
+        fps=None,
+        device=args.device,
+        torch_threads=args.threads,
+        plugin="bench",  # no Dask here: process_video is called directly
     )
-    for frames, mib in samples:
-        print(f"  after {frames:6d} frames: RSS {mib:7.1f} MiB")
-    first, last = samples[0][1], samples[-1][1]
-    print(
-        f"  peak RSS while streaming: {peak.peak / 2**20:.1f} MiB; "
-        f"growth from 10 % to 100 % of the video: {last - first:+.1f} MiB"
-    )
-    per_frame = sum(s * s * 3 for s in config.sizes) + 4 * 4 + 40 + 4 + 1
-    print(
-        f"  (extract() returns a FeatureSet holding all rows: {per_frame / 1024:.1f} KiB/frame, "
-        f"{per_frame * len(timeline) / 2**20:.0f} MiB for this video, until the store writes it)"
-    )
+    peaks = []
+    for length in (seconds / 5, seconds):
+        path = make_video(folder, length, 0.0, preset="ultrafast")
+        video = {"video_id": f"long-{length:.0f}s", "media_path": str(path), "subject_position": None}
+        with PeakSampler() as peak:
+            started = time.perf_counter()
+            summary = process_video(extractor, job, video, fingerprint="bench")
+            elapsed = time.perf_counter() - started
+        peaks.append(peak.peak / 2**20)
+        print(
+            f"{length / 60:4.1f} min 720p: {summary['n_frames']} frames stored in {elapsed:.0f} s "
+            f"({summary['n_frames'] / elapsed:.1f} frames/s), peak RSS {peaks[-1]:.0f} MiB"
+        )
+    print(f"peak RSS, long / short video: {peaks[1] / peaks[0]:.2f}x (target: no growth, ~1.0x)")
 
 
 class PeakSampler:

@@ -213,7 +213,9 @@ def _local_client(cfg: RunnerConfig, max_workers: int | None) -> Iterator[Any]:
     gpus = visible_gpu_count() if cfg.device != "cpu" else 0
     threads = {name: str(cfg.torch_threads) for name in THREAD_ENV_VARS}
     # pre-spawn-environ reaches the worker before it imports numpy/torch; nanny.environ would be too late.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": threads}):
+    # Dask's own defaults (MALLOC_TRIM_THRESHOLD_, which keeps freed frame buffers from piling up) stay.
+    environ = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **threads}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=cfg.threads_per_worker,
