@@ -157,17 +157,16 @@ def run_naive(path: Path, sizes: list[int], threads: int, device: str, limit: in
     return Run(len(found), clock.wall, clock.cpu, np.stack(marks), np.asarray(found))
 
 
-def run_ours(path: Path, store_root: Path, device: str, half: bool, threads: int) -> Run:
-    """The face stage on one video as a worker runs it: decode -> crops stored."""
+def faces_worker(config, store_root: Path, device: str, threads: int) -> tuple:
+    """A face extractor and its job, set up as a Dask worker would have them (no Dask: the bench calls
+    ``process_video`` directly)."""
     import torch
 
     from pipeline.config import StoreConfig
-    from pipeline.extract import ExtractionJob, process_video
-    from pipeline.extractors.faces import FacesConfig, FacesExtractor
-    from pipeline.store import FeatureStore
+    from pipeline.extract import ExtractionJob
+    from pipeline.extractors.faces import FacesExtractor
 
     torch.set_num_threads(threads)  # as the runner's configure_worker_threads does
-    config = FacesConfig(half=half)
     extractor = FacesExtractor(config)
     extractor.setup(device)
     job = ExtractionJob(
@@ -182,6 +181,16 @@ def run_ours(path: Path, store_root: Path, device: str, half: bool, threads: int
         torch_threads=threads,
         plugin="bench",
     )
+    return extractor, job
+
+
+def run_ours(path: Path, store_root: Path, device: str, half: bool, threads: int) -> Run:
+    """The face stage on one video as a worker runs it: decode -> crops stored."""
+    from pipeline.extract import process_video
+    from pipeline.extractors.faces import FacesConfig
+    from pipeline.store import FeatureStore
+
+    extractor, job = faces_worker(FacesConfig(half=half), store_root, device, threads)
     with Clock() as clock:
         process_video(extractor, job, {"video_id": "bench", "media_path": str(path)}, "bench")
     stored = FeatureStore(store_root).read("faces", "bench", names=["landmarks"])
@@ -248,29 +257,11 @@ def rss_bytes() -> int:
 def long_video_memory(args: argparse.Namespace, folder: Path) -> None:
     """The real stage path (decode, detect/track/align, shard written block by block) on a short and a
     10-minute 720p video in one run: the peak RSS of the long one must not exceed the short one's."""
-    import torch
+    from pipeline.extract import process_video
+    from pipeline.extractors.faces import FacesConfig
 
-    from pipeline.config import StoreConfig
-    from pipeline.extract import ExtractionJob, process_video
-    from pipeline.extractors.faces import FacesConfig, FacesExtractor
-
-    torch.set_num_threads(args.threads)  # as a worker with torch_threads = --threads
     seconds = args.seconds if args.seconds_given else 600.0
-    config = FacesConfig()
-    extractor = FacesExtractor(config)
-    extractor.setup(args.device)
-    job = ExtractionJob(
-        extractor="faces",
-        extractor_class=FacesExtractor,
-        config=config,
-        params_hash="bench",
-        params_json="{}",
-        store=StoreConfig(root=str(folder / "store")),
-        fps=None,
-        device=args.device,
-        torch_threads=args.threads,
-        plugin="bench",  # no Dask here: process_video is called directly
-    )
+    extractor, job = faces_worker(FacesConfig(), folder / "store", args.device, args.threads)
     peaks = []
     for length in (seconds / 5, seconds):
         path = make_video(folder, length, 0.0, preset="ultrafast")
