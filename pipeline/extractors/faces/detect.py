@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -247,14 +246,6 @@ class MtcnnCascade:
             )
         except (OSError, RuntimeError) as err:
             raise ExtractorError(f"cannot load facenet-pytorch's MTCNN weights: {err}") from err
-
-    @staticmethod
-    def weights_present() -> list[Path]:
-        """The weight files facenet-pytorch ships; the ones missing from its install."""
-        import facenet_pytorch
-
-        folder = Path(facenet_pytorch.__file__).parent / "data"
-        return [p for p in (folder / f"{n}.pt" for n in ("pnet", "rnet", "onet")) if not p.is_file()]
 
     @torch.inference_mode()
     def detect(self, frames: Sequence[np.ndarray], searches: Sequence[Search]) -> list[Faces]:

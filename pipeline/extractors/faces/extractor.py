@@ -12,10 +12,12 @@ Stored arrays per video (one row per timeline frame):
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +31,20 @@ if TYPE_CHECKING:
     from pipeline.extractors.faces.track import Observation
 
 log = logging.getLogger(__name__)
+
+MTCNN_WEIGHT_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
+
+
+def missing_mtcnn_weights() -> list[str]:
+    """The MTCNN weight files absent from facenet-pytorch's install (all of it when not installed).
+
+    Found through the import system without running the package, whose ``__init__`` imports torch.
+    """
+    spec = importlib.util.find_spec("facenet_pytorch")
+    if spec is None or spec.origin is None:
+        return ["facenet-pytorch is not installed (scripts/setup.sh installs it with --no-deps)"]
+    folder = Path(spec.origin).parent / "data"
+    return [str(folder / name) for name in MTCNN_WEIGHT_FILES if not (folder / name).is_file()]
 
 
 @register_extractor
@@ -50,15 +66,11 @@ class FacesExtractor(Extractor):
         return 0
 
     def preflight(self) -> None:
-        try:
-            from pipeline.extractors.faces.detect import MtcnnCascade
-        except ImportError as err:
-            raise ExtractorError(f"faces: facenet-pytorch (MTCNN weights) cannot be imported: {err}") from err
-        missing = MtcnnCascade.weights_present()
+        """Check facenet-pytorch and its MTCNN weights are installed, without importing torch: the
+        driver stays light and the workers load the networks (``setup``)."""
+        missing = missing_mtcnn_weights()
         if missing:
-            raise ExtractorError(
-                f"faces: facenet-pytorch's MTCNN weights are missing: {', '.join(map(str, missing))}"
-            )
+            raise ExtractorError(f"faces: facenet-pytorch's MTCNN weights are missing: {', '.join(missing)}")
 
     def setup(self, device: str) -> None:
         from pipeline.extractors.faces.detect import MtcnnCascade
