@@ -493,3 +493,46 @@ def test_run_extractor_stores_the_same_features_for_videos_with_and_without_audi
         for name in ("features", "functionals"):
             assert np.array_equal(stored.arrays[name], direct.arrays[name])
     assert store.read("egemaps", bunny.path.stem).attrs["feature_names"][0] == "Loudness_sma3"
+
+
+def test_audio_stage_reads_streams_with_pyav_without_running_ffprobe(
+    bunny: Media, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting ffprobe once per video was most of an audio stage's cost on short clips."""
+    from pipeline import media as media_module
+    from pipeline.config import StoreConfig
+    from pipeline.errors import MediaError
+    from pipeline.extract import ExtractionJob, process_video
+    from pipeline.fingerprint import media_fingerprint, params_hash, params_json
+    from pipeline.store import FeatureStore
+    from tests.media_factory import make_audio_only
+
+    def no_ffprobe(path: Path) -> dict:
+        raise AssertionError(f"ffprobe was run on {path}")
+
+    monkeypatch.setattr(media_module, "_run_ffprobe", no_ffprobe)
+    config = LogMelConfig()
+    job = ExtractionJob(
+        extractor="logmel",
+        extractor_class=LogMelExtractor,
+        config=config,
+        params_hash=params_hash({"config": config, "fps": None}, LogMelExtractor.version),
+        params_json=params_json({"config": config, "fps": None}),
+        store=StoreConfig(root=str(tmp_path / "features")),
+        fps=None,
+        device="cpu",
+        torch_threads=1,
+        plugin="in-process",
+    )
+    video = {"video_id": "bunny", "media_path": str(bunny.path)}
+    summary = process_video(LogMelExtractor(config), job, video, media_fingerprint(bunny.path))
+    assert summary["n_frames"] == len(bunny.timeline)
+    stored = FeatureStore(job.store.root).read("logmel", "bunny")
+    direct = extract(LogMelExtractor(config), bunny)
+    assert np.array_equal(stored.time, bunny.timeline.time)
+    assert np.array_equal(stored.arrays["features"], direct.arrays["features"])
+
+    speech = make_audio_only(tmp_path / "speech only.m4a", seconds=1.0)
+    video = {"video_id": "speech only", "media_path": str(speech)}
+    with pytest.raises(MediaError, match="no video stream"):
+        process_video(LogMelExtractor(config), job, video, media_fingerprint(speech))
