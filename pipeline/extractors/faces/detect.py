@@ -1,4 +1,4 @@
-"""MTCNN face detection with facenet-pytorch's P/R/O-nets and shipped weights, made cheap.
+"""MTCNN face detection with facenet-pytorch's shipped weights (in ``nets``), made cheap.
 
 facenet-pytorch resamples the full frame to every pyramid level with ``F.interpolate(mode="area")``
 and crops the R/O-net inputs the same way. Area resampling is a box mean, so all of it can be read
@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
 
-from pipeline.errors import ExtractorError
+from pipeline.extractors.faces.nets import load_mtcnn
+from pipeline.extractors.faces.nms import batched_nms
 
 log = logging.getLogger(__name__)
 
@@ -235,17 +235,10 @@ class MtcnnCascade:
         thresholds: Sequence[float] = (0.6, 0.7, 0.7),
         half: bool = False,
     ) -> None:
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-
         self.device = torch.device(device)
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
         self.thresholds = tuple(float(t) for t in thresholds)
-        try:
-            self.pnet, self.rnet, self.onet = (
-                net().to(self.device, self.dtype).eval() for net in (PNet, RNet, ONet)
-            )
-        except (OSError, RuntimeError) as err:
-            raise ExtractorError(f"cannot load facenet-pytorch's MTCNN weights: {err}") from err
+        self.pnet, self.rnet, self.onet = (net.to(self.device, self.dtype) for net in load_mtcnn())
 
     @torch.inference_mode()
     def detect(self, frames: Sequence[np.ndarray], searches: Sequence[Search]) -> list[Faces]:

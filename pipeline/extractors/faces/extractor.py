@@ -12,18 +12,17 @@ Stored arrays per video (one row per timeline frame):
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pipeline.errors import ExtractorError, MediaError
 from pipeline.extractors.faces.config import CropMode, FacesConfig, MissingPolicy
+from pipeline.extractors.faces.weights import missing_mtcnn_weights
 from pipeline.registry import Extractor, InputKind, register_extractor
 from pipeline.types import FeatureSet, Frame, MaskValue, Timeline, VideoContext
 
@@ -31,20 +30,6 @@ if TYPE_CHECKING:
     from pipeline.extractors.faces.track import Observation
 
 log = logging.getLogger(__name__)
-
-MTCNN_WEIGHT_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
-
-
-def missing_mtcnn_weights() -> list[str]:
-    """The MTCNN weight files absent from facenet-pytorch's install (all of it when not installed).
-
-    Found through the import system without running the package, whose ``__init__`` imports torch.
-    """
-    spec = importlib.util.find_spec("facenet_pytorch")
-    if spec is None or spec.origin is None:
-        return ["facenet-pytorch is not installed (scripts/setup.sh installs it with --no-deps)"]
-    folder = Path(spec.origin).parent / "data"
-    return [str(folder / name) for name in MTCNN_WEIGHT_FILES if not (folder / name).is_file()]
 
 
 @register_extractor
