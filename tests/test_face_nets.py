@@ -56,9 +56,14 @@ def random_boxes(rng: np.random.Generator, n: int, integer: bool) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("threshold", [0.5, 0.7])
-def test_batched_nms_keeps_what_torchvision_keeps(seed: int, threshold: float) -> None:
+@pytest.mark.parametrize("by_rows", [False, True], ids=["matrix", "rows"])
+def test_batched_nms_keeps_what_torchvision_keeps(
+    seed: int, threshold: float, by_rows: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from torchvision.ops import batched_nms as reference
 
+    if by_rows:  # the path for many boxes, forced here on few
+        monkeypatch.setattr("pipeline.extractors.faces.nms.MATRIX_MAX_BOXES", 0)
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 300))
     boxes = torch.from_numpy(random_boxes(rng, n, integer=seed % 2 == 0))
