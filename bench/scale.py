@@ -1,6 +1,7 @@
 """Scale-out benchmark: demo videos through faces + audio on 1 worker process, then on 2 (docs/SCALING.md).
 
     .venv/bin/python bench/scale.py                       # 8 demo clips, faces logmel mfcc egemaps
+    .venv/bin/python bench/scale.py --seconds 8 --size 320x240 --repeats 3   # smaller clips, best of 3
     .venv/bin/python bench/scale.py --workers 1 2 4 --out data/reports/scale.json
     .venv/bin/python bench/scale.py --dataset data/demo    # an existing Aff-Wild2-layout dataset
 
@@ -87,8 +88,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--videos", type=int, default=8, help="demo clips to build / videos to use (default 8)"
     )
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each demo clip (default 8 s)")
-    parser.add_argument("--size", default="320x240", help="demo frame size WxH (default 320x240)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="length of each demo clip (default: the demo's own, 10-16 s)",
+    )
+    parser.add_argument("--size", default=None, help="demo frame size WxH (default: the demo's own, 480x360)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker (default 1)")
     parser.add_argument("--extractors", nargs="+", default=list(DEFAULT_EXTRACTORS))
@@ -108,16 +114,14 @@ def build_dataset(args: argparse.Namespace, work: Path) -> Path:
         return Path(args.dataset)
     from pipeline.demo import DemoConfig, build_demo_dataset
 
-    width, height = (int(v) for v in args.size.lower().split("x"))
-    cfg = DemoConfig(
-        root=str(work / "demo"),
-        n_clips=args.videos,
-        min_seconds=args.seconds,
-        max_seconds=args.seconds,
-        width=width,
-        height=height,
-        validation_clips=0,
-    )
+    shape = {}
+    if args.seconds is not None:
+        shape.update(min_seconds=args.seconds, max_seconds=args.seconds)
+    if args.size is not None:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        shape.update(width=width, height=height)
+    # The clips `avpipe demo` makes (same generator and defaults); one row per file: 8 files, 8 tasks.
+    cfg = DemoConfig(root=str(work / "demo"), n_clips=args.videos, validation_clips=0, **shape)
     return build_demo_dataset(cfg)
 
 

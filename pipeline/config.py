@@ -55,6 +55,9 @@ class RunnerConfig:
     fail_on_error: bool = False  # exit non-zero when any video failed
     reports: str = "data/reports"
     memory_limit: str = "auto"
+    # Dask's statistical profiler in every LocalCluster worker (the dashboard's Profile page): it samples
+    # every thread's stack each 10 ms, CPU taken from the extraction. Off unless you want that page.
+    worker_profile: bool = False
 
     def __post_init__(self) -> None:
         for key in ("n_workers", "threads_per_worker", "torch_threads"):

@@ -216,7 +216,12 @@ def _local_client(cfg: RunnerConfig, max_workers: int | None) -> Iterator[Any]:
     # Only the thread counts: Dask's default MALLOC_TRIM_THRESHOLD_=65536 is left out on purpose. Trimming
     # after every freed 720p frame halved the face stage's speed (108 -> 55 frames/s), and without it the
     # peak RSS still levels off (1.61 GB after 1 min of 720p, 1.63 GB after 10 min: bench/faces.py --long).
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": threads}):
+    settings = {
+        "distributed.nanny.pre-spawn-environ": threads,
+        # The nannies hand the driver's Dask config to the worker processes they start.
+        "distributed.worker.profile.enabled": cfg.worker_profile,
+    }
+    with dask.config.set(settings):
         cluster = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=cfg.threads_per_worker,

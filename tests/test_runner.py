@@ -209,6 +209,23 @@ def test_local_cluster_workers_get_the_torch_thread_count_and_a_dashboard(caplog
     assert link.startswith("http://") and any(link in m for m in caplog.messages)
 
 
+def _profiler_state(dask_worker) -> tuple[bool, bool]:
+    import dask
+
+    # The worker's periodic callback that samples thread stacks exists only when profiling is on.
+    return dask.config.get(
+        "distributed.worker.profile.enabled"
+    ), "profile-cycle" in dask_worker.periodic_callbacks
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_local_cluster_workers_profile_only_when_asked(enabled: bool) -> None:
+    cfg = RunnerConfig(n_workers=1, device="cpu", worker_profile=enabled)
+    with open_client(cfg) as client:
+        states = client.run(_profiler_state)
+    assert list(states.values()) == [(enabled, enabled)]
+
+
 # --------------------------------------------------------------------------- run_extractor without a cluster
 
 
