@@ -132,7 +132,7 @@ class VideoContext:
 
     video_id: str
     media_path: str
-    info: MediaInfo | None = None
+    info: MediaInfo | None = None  # the ffprobe description: FRAMES extractors only (None for AUDIO, FACES)
     subject_position: str | None = None  # "left" | "right" when two annotated people share the video
 
 
