@@ -163,7 +163,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         crops = read_face_crops(store, video["video_id"], getattr(job.config, "crop_size", 112))
         info, timeline, source = None, crops.timeline, crops
     elif kind is InputKind.FRAMES:
-        info = probe(path)  # the display rotation, which only ffprobe reports reliably
+        info = probe(path)  # the display rotation iter_frames applies, read as the manifest read it
         timeline = video_timeline(path, fps=job.fps, info=info)
         source = iter_frames(path, fps=job.fps, info=info)
     else:
