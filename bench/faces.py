@@ -169,18 +169,8 @@ def faces_worker(config, store_root: Path, device: str, threads: int) -> tuple:
     torch.set_num_threads(threads)  # as the runner's configure_worker_threads does
     extractor = FacesExtractor(config)
     extractor.setup(device)
-    job = ExtractionJob(
-        extractor="faces",
-        extractor_class=FacesExtractor,
-        config=config,
-        params_hash="bench",
-        params_json="{}",
-        store=StoreConfig(root=str(store_root)),
-        fps=None,
-        device=device,
-        torch_threads=threads,
-        plugin="bench",
-    )
+    store = StoreConfig(root=str(store_root))
+    job = ExtractionJob.create("faces", FacesExtractor, config, store, device=device, torch_threads=threads)
     return extractor, job
 
 

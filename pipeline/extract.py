@@ -73,6 +73,33 @@ class ExtractionJob:
     plugin: str  # name of this run's ExtractorPlugin on the workers
     needs_gpu: bool = False  # tasks ask for the GPU resource: only GPU workers load the model
 
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        extractor_class: type[Extractor],
+        config: Any,
+        store: StoreConfig,
+        fps: float | None = None,
+        device: str = "cpu",
+        torch_threads: int = 1,
+        plugin: str = "in-process",
+    ) -> ExtractionJob:
+        """A job whose parameter hash and JSON are derived from ``config`` and ``fps``, as stored."""
+        described = {"config": config, "fps": fps}
+        return cls(
+            extractor=name,
+            extractor_class=extractor_class,
+            config=config,
+            params_hash=params_hash(described, extractor_class.version),
+            params_json=params_json(described),
+            store=store,
+            fps=fps,
+            device=device,
+            torch_threads=torch_threads,
+            plugin=plugin,
+        )
+
 
 class ExtractorPlugin(WorkerPlugin):
     """Holds one extractor instance per worker process, built (models loaded) when the plugin is
@@ -280,13 +307,11 @@ def run_extractor(
     registry = registry or default_registry()
     cls = registry.get(name)
     cls(config).preflight()
-    job = ExtractionJob(
-        extractor=name,
-        extractor_class=cls,
-        config=config,
-        params_hash=params_hash({"config": config, "fps": fps}, cls.version),
-        params_json=params_json({"config": config, "fps": fps}),
-        store=store_cfg,
+    job = ExtractionJob.create(
+        name,
+        cls,
+        config,
+        store_cfg,
         fps=fps,
         device=runner_cfg.device,
         torch_threads=runner_cfg.torch_threads,

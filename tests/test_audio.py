@@ -503,7 +503,7 @@ def test_audio_stage_reads_streams_with_pyav_without_running_ffprobe(
     from pipeline.config import StoreConfig
     from pipeline.errors import MediaError
     from pipeline.extract import ExtractionJob, process_video
-    from pipeline.fingerprint import media_fingerprint, params_hash, params_json
+    from pipeline.fingerprint import media_fingerprint
     from pipeline.store import FeatureStore
     from tests.media_factory import make_audio_only
 
@@ -512,17 +512,8 @@ def test_audio_stage_reads_streams_with_pyav_without_running_ffprobe(
 
     monkeypatch.setattr(media_module, "_run_ffprobe", no_ffprobe)
     config = LogMelConfig()
-    job = ExtractionJob(
-        extractor="logmel",
-        extractor_class=LogMelExtractor,
-        config=config,
-        params_hash=params_hash({"config": config, "fps": None}, LogMelExtractor.version),
-        params_json=params_json({"config": config, "fps": None}),
-        store=StoreConfig(root=str(tmp_path / "features")),
-        fps=None,
-        device="cpu",
-        torch_threads=1,
-        plugin="in-process",
+    job = ExtractionJob.create(
+        "logmel", LogMelExtractor, config, StoreConfig(root=str(tmp_path / "features"))
     )
     video = {"video_id": "bunny", "media_path": str(bunny.path)}
     summary = process_video(LogMelExtractor(config), job, video, media_fingerprint(bunny.path))

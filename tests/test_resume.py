@@ -21,7 +21,7 @@ import yaml
 from pipeline.config import StoreConfig
 from pipeline.extract import ExtractionJob, process_video
 from pipeline.extractors.audio import LogMelConfig, LogMelExtractor
-from pipeline.fingerprint import media_fingerprint, params_hash, params_json
+from pipeline.fingerprint import media_fingerprint
 from pipeline.manifest import ManifestRow, write_manifest
 from pipeline.params import load_params
 from pipeline.store import FeatureStore, ShardStatus
@@ -54,18 +54,7 @@ def reference(dataset: list[ManifestRow], tmp_path_factory: pytest.TempPathFacto
     """Every video computed in this process, without Dask: what any run must reproduce."""
     store_cfg = StoreConfig(root=str(tmp_path_factory.mktemp("reference")))
     config = LogMelConfig()
-    job = ExtractionJob(
-        extractor=EXTRACTOR,
-        extractor_class=LogMelExtractor,
-        config=config,
-        params_hash=params_hash({"config": config, "fps": None}, LogMelExtractor.version),
-        params_json=params_json({"config": config, "fps": None}),
-        store=store_cfg,
-        fps=None,
-        device="cpu",
-        torch_threads=1,
-        plugin="in-process",
-    )
+    job = ExtractionJob.create(EXTRACTOR, LogMelExtractor, config, store_cfg)
     extractor = LogMelExtractor(config)
     for row in dataset:
         video = {"video_id": row.video_id, "media_path": row.media_path}
