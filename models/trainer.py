@@ -154,7 +154,17 @@ class FoldTrainer:
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 stale += 1
-            log.debug("fold %d epoch %d: loss %.4f, val score %.4f", fold, epoch, losses["train_loss"], score)
+            log.info(
+                "fold %d epoch %d/%d: loss %.4f, val score %.4f (best %.4f at %d), %.1fs",
+                fold,
+                epoch,
+                cfg.epochs,
+                losses["train_loss"],
+                score,
+                best_score,
+                best_epoch,
+                row["seconds"],
+            )
             if stale > cfg.patience and epoch >= cfg.min_epochs:
                 log.info("fold %d: early stop at epoch %d (best %d)", fold, epoch, best_epoch)
                 break

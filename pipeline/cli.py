@@ -19,54 +19,75 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="avpipe",
         description="Audio-visual feature extraction and training for continuous emotion recognition. "
-        "Every command reads params.yaml (validated once) and accepts --set key=value overrides.",
+        "Every command reads params.yaml (validated once) and accepts --set key=value overrides, "
+        "before or after the command name.",
     )
     parser.add_argument("--version", action="version", version=f"avpipe {__version__}")
-    parser.add_argument(
-        "-p", "--params", default="params.yaml", help="parameters file (default: params.yaml)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one parameter, e.g. --set runner.n_workers=4 (repeatable; VALUE is read as YAML)",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_common_options(parser, default=True)
+    # The same options after the sub-command (``avpipe faces --set k=v``); SUPPRESS keeps the values
+    # given before it when they are not repeated after it.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common_options(common, default=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("demo", help="build the synthetic demo dataset (params: demo)")
-    sub.add_parser("manifest", help="probe the dataset, write the manifest, failures and per-frame labels")
-    sub.add_parser("faces", help="detect, track and align faces; crops into the store; QA contact sheets")
-    p = sub.add_parser(
-        "audio", help="one audio feature (logmel, mfcc, egemaps, vggish) for every manifest video"
-    )
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[common])
+
+    command("demo", "build the synthetic demo dataset (params: demo)")
+    command("manifest", "probe the dataset, write the manifest, failures and per-frame labels")
+    command("faces", "detect, track and align faces; crops into the store; QA contact sheets")
+    p = command("audio", "one audio feature (logmel, mfcc, egemaps, vggish) for every manifest video")
     p.add_argument("name", help="an audio extractor listed in audio.extractors")
-    p = sub.add_parser("embed", help="face embeddings of one backbone from the face crops")
+    p = command("embed", "face embeddings of one backbone from the face crops")
     p.add_argument("name", help="a face-embedding extractor listed in embed.backbones")
-    p = sub.add_parser("extract", help="run any registered extractor (e.g. a plug-in) over the manifest")
+    p = command("extract", "run any registered extractor (e.g. a plug-in) over the manifest")
     p.add_argument("name", help="extractor name, see `avpipe extractors list`")
-    p = sub.add_parser("extractors", help="inspect the extractor registry")
+    p = command("extractors", "inspect the extractor registry")
     p.add_argument("action", choices=["list"], help="list: every extractor with its input and origin")
-    p = sub.add_parser("config", help="show the validated configuration")
+    p = command("config", "show the validated configuration")
     p.add_argument("action", choices=["show"], help="show: print the resolved parameters as YAML")
-    sub.add_parser("train", help="train the configured model with k-fold cross-validation on cached features")
-    sub.add_parser("evaluate", help="merge fold predictions, compute metrics.json and plot data")
-    p = sub.add_parser("predict", help="write per-frame predictions per video as CSV")
+    command(
+        "train-config",
+        "write the resolved train params (preset + overrides, results.dir/train_params.yaml) and the "
+        "list of shards train reads (results.train_inputs)",
+    )
+    command("train", "train the configured model with k-fold cross-validation on cached features")
+    command("evaluate", "merge fold predictions; metrics and plot data (train.eval_dir, results.dir)")
+    p = command("predict", "write per-frame predictions per video as CSV")
     p.add_argument("--out", default=None, help="output folder (default: train.predictions_dir)")
     p.add_argument("--split", default=None, help="only videos of this split (default: all in the manifest)")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
+def _add_common_options(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    def unset(value: object) -> object:
+        return value if default else argparse.SUPPRESS
+
+    parser.add_argument(
+        "-p", "--params", default=unset("params.yaml"), help="parameters file (default: params.yaml)"
     )
-    quiet_dask_logs(logging.DEBUG if args.verbose else logging.WARNING)
+    parser.add_argument(
+        "--set",
+        dest="overrides" if default else "more_overrides",
+        action="append",
+        default=[] if default else argparse.SUPPRESS,
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. --set runner.n_workers=4 (repeatable; VALUE is read as YAML)",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=unset(False), help="debug logging of avpipe"
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    args.overrides = [*args.overrides, *getattr(args, "more_overrides", [])]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging(args.verbose)
     try:
         return dispatch(args)
     except AvpipeError as err:
@@ -74,13 +95,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def quiet_dask_logs(level: int) -> None:
-    """Dask's scheduler and nanny log every connection at INFO; our own progress bar says enough."""
+# Our own loggers; -v turns DEBUG on for these only, other libraries stay at INFO or above.
+OWN_LOGGERS = ("avpipe", "pipeline", "models", "stages")
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
+    logging.captureWarnings(True)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    quiet_dask_logs()
+
+
+# What closing a LocalCluster logs about workers it is shutting down on purpose: an ERROR traceback of a
+# heartbeat that raced the scheduler's exit, and the nanny's "still alive ... killing" warning.
+SHUTDOWN_NOISE = (
+    "Failed to communicate with scheduler during heartbeat",
+    "Worker process still alive after",
+    "Heartbeat to scheduler failed",
+)
+
+
+class DaskShutdownFilter(logging.Filter):
+    """Drops Dask's shutdown noise; its other warnings (memory, lost workers) still show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not any(message.startswith(noise) for noise in SHUTDOWN_NOISE)
+
+
+def quiet_dask_logs() -> None:
+    """Dask's scheduler and nanny log every connection at INFO: only its warnings and errors show."""
     import distributed  # noqa: F401 - importing it sets up its loggers, which we then quiet
 
     for name in list(logging.root.manager.loggerDict):
         if name == "distributed" or name.startswith("distributed."):
-            logging.getLogger(name).setLevel(level)
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.WARNING)
+            if not any(isinstance(f, DaskShutdownFilter) for f in logger.filters):
+                logger.addFilter(DaskShutdownFilter())
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -116,6 +171,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from stages import extract
 
         return extract.run(params, args.name)
+    if args.command == "train-config":
+        from stages import train_config
+
+        return train_config.run(params)
     if args.command == "train":
         from stages import train
 

@@ -37,6 +37,9 @@ class StoreConfig:
     root: str = "data/features"
     compression: Compression = Compression.LZF
     chunk_frames: int = 256
+    # A shard records the dataset its video came from; one from another dataset is only replaced
+    # when this is true (two datasets sharing a store and a video id would silently mix otherwise).
+    replace_other_dataset: bool = False
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
@@ -69,6 +72,34 @@ class RunnerConfig:
             raise ConfigError(
                 "runner.scheduler_address", f"must look like tcp://host:8786, got {self.scheduler_address!r}"
             )
+
+
+@dataclass
+class ResultsConfig:
+    """Small files for git and DVC experiments: headline metrics, plot data, the resolved train params."""
+
+    dir: str = "results"
+    plot_points: int = 500  # per video and dimension in the prediction plots (evenly spaced frames)
+    train_inputs: str = "data/train_inputs.json"
+
+    def __post_init__(self) -> None:
+        if self.plot_points < 2:
+            raise ConfigError("results.plot_points", f"must be >= 2, got {self.plot_points}")
+        for key in ("dir", "train_inputs"):
+            if not getattr(self, key):
+                raise ConfigError(f"results.{key}", "must be a non-empty path")
+
+    @property
+    def train_params(self) -> Path:
+        return Path(self.dir) / "train_params.yaml"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return Path(self.dir) / "metrics"
+
+    @property
+    def plots_dir(self) -> Path:
+        return Path(self.dir) / "plots"
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pipeline.config import (
     DEFAULT_PARAMS,
     AudioStageConfig,
     EmbedStageConfig,
+    ResultsConfig,
     RunnerConfig,
     StoreConfig,
     apply_overrides,
@@ -37,6 +38,7 @@ class Params:
     embed: EmbedStageConfig = field(default_factory=EmbedStageConfig)
     extractors: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
 
     def extractor_config(self, name: str, registry: ExtractorRegistry | None = None) -> Any:
         """The validated config of extractor ``name`` (its defaults when params has no section)."""
@@ -55,7 +57,7 @@ def load_params(
     data = apply_overrides(read_params(path), overrides)
     base_dir = Path(path).resolve().parent
     if "train" in data:
-        data["train"] = resolve_train_section(data["train"], base_dir)
+        data["train"] = resolve_train_section(drop_unset(data["train"]), base_dir)
     raw_extractors = data.pop("extractors", None) or {}
     if not isinstance(raw_extractors, dict):
         raise ConfigError("extractors", "must be a mapping of extractor name to its parameters")
@@ -80,3 +82,15 @@ def _extractor_config(registry: ExtractorRegistry, name: str, section: Any) -> A
     except ExtractorError as err:
         raise ConfigError(f"extractors.{name}", str(err)) from None
     return build_dataclass(cls.config_class, section, prefix=f"extractors.{name}")
+
+
+def drop_unset(section: Any) -> Any:
+    """``section`` without its null values, at any depth: in ``train`` a null key means "the preset's value".
+
+    params.yaml lists every train key (most of them null) so that ``dvc exp run -S train.<key>=<value>``
+    finds the key: DVC refuses to set a key the file does not have.
+    """
+    if not isinstance(section, dict):
+        return section
+    kept = {key: drop_unset(value) for key, value in section.items() if value is not None}
+    return {key: value for key, value in kept.items() if value != {} or not isinstance(section[key], dict)}

@@ -25,7 +25,6 @@ import secrets
 import socket
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -58,7 +57,7 @@ META_ATTRS = (
     "params_json",
     "media_fingerprint",
     "n_frames",
-    "created",
+    "dataset",
     "library_versions",
     "feature_attrs",
     "json_attrs",
@@ -440,6 +439,7 @@ class FeatureStore:
         params_json: str = "{}",
         media_fingerprint: str = "",
         library_versions: dict[str, str] | None = None,
+        dataset: str = "",
     ) -> Path:
         """Write (or replace) the shard of one video atomically and return its path.
 
@@ -457,6 +457,7 @@ class FeatureStore:
             params_json=params_json,
             media_fingerprint=media_fingerprint,
             library_versions=library_versions,
+            dataset=dataset,
         )
 
     def write_blocks(
@@ -471,6 +472,7 @@ class FeatureStore:
         params_json: str = "{}",
         media_fingerprint: str = "",
         library_versions: dict[str, str] | None = None,
+        dataset: str = "",
     ) -> Path:
         """``write`` for a video produced as consecutive blocks of rows (same arrays in each block).
 
@@ -497,7 +499,8 @@ class FeatureStore:
                         "params_json": str(params_json),
                         "media_fingerprint": str(media_fingerprint),
                         "n_frames": n_frames,
-                        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                        # No write time: identical inputs and parameters give byte-identical shards.
+                        "dataset": str(dataset),
                         "library_versions": json.dumps(
                             {**fingerprint.library_versions(), **(library_versions or {})}
                         ),
@@ -615,6 +618,23 @@ class FeatureStore:
         if media_fingerprint is not None and stored_media != media_fingerprint:
             return ShardStatus.STALE
         return ShardStatus.STORED
+
+    def check_dataset(self, extractor: str, video_id: str, dataset: str, replace: bool = False) -> None:
+        """StoreError unless the video's shard may be replaced by one from ``dataset``: there is none, it
+        names no dataset (or a corrupt one), it comes from ``dataset``, or ``replace`` says so."""
+        path = self.shard_path(extractor, video_id)
+        if replace or not dataset or not path.exists():
+            return
+        try:
+            stored = str(self.attrs(extractor, video_id).get("dataset", ""))
+        except StoreError:
+            return
+        if stored and stored != dataset:
+            raise StoreError(
+                f"{path}: video {video_id!r} is stored from dataset {stored}, not from {dataset}; not "
+                "replacing it (two datasets with this video id share store.root: use another "
+                "store.root, or set store.replace_other_dataset: true to replace it)"
+            )
 
     # ---- index
 

@@ -7,14 +7,16 @@ import logging
 from pipeline.extract import run_extractor, write_report
 from pipeline.manifest import ManifestRow, read_manifest
 from pipeline.params import Params
+from pipeline.results import stage_metrics, write_stage_metrics
 from pipeline.runner import RunReport
 
 log = logging.getLogger(__name__)
 
 
 def run(params: Params, name: str) -> int:
-    """Extract ``name`` for every manifest video; report failures; exit 1 only if runner.fail_on_error."""
+    """Extract ``name`` for every manifest video; write its report, failures and headline metrics."""
     _, report = extract_and_report(params, name)
+    write_stage_metrics(params.results, name, stage_metrics(report))
     return exit_code(params, report)
 
 
@@ -37,5 +39,25 @@ def extract_and_report(params: Params, name: str) -> tuple[list[ManifestRow], Ru
 
 
 def exit_code(params: Params, report: RunReport) -> int:
-    """0 unless some video failed and ``runner.fail_on_error`` asks for a failing exit."""
-    return 1 if report.failures and params.runner.fail_on_error else 0
+    """1 when nothing is stored at the end: the manifest was empty, or every video failed. Otherwise 0,
+    unless some video failed and ``runner.fail_on_error`` asks for a failing exit."""
+    stored = report.done + report.skipped
+    if stored == 0:
+        why = f"all {report.failed} videos failed" if report.failed else "the manifest lists no video"
+        log.error(
+            "%s: nothing extracted: %s (%s/%s_failures.csv)",
+            report.stage,
+            why,
+            params.runner.reports,
+            report.stage,
+        )
+        return 1
+    if report.failures and params.runner.fail_on_error:
+        log.error(
+            "%s: %d of %d videos failed (runner.fail_on_error)",
+            report.stage,
+            report.failed,
+            stored + report.failed,
+        )
+        return 1
+    return 0

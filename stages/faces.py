@@ -1,8 +1,9 @@
 """DVC stage `faces`: face crops of every manifest video into the store, QA sheets, summary metrics.
 
 Outputs besides the shards (``<store.root>/faces/``): ``data/qa/faces/<video>.png`` contact sheets
-and ``<runner.reports>/faces_metrics.json`` (detection rate per video, frames per second) for
-``dvc metrics show``; the run report and failures CSV come from ``pipeline.extract.write_report``.
+and ``<runner.reports>/faces_metrics.json`` (detection rate per video, frames per second); the headline
+(videos, failures, speed, mean and lowest detection rate) goes to ``<results.dir>/metrics/faces.json``
+for ``dvc metrics``; the run report and failures CSV come from ``pipeline.extract.write_report``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pipeline.extract import FACES_EXTRACTOR, open_store
 from pipeline.extractors.faces.qa import detection_summary, write_contact_sheet
 from pipeline.manifest import ManifestRow
 from pipeline.params import Params
+from pipeline.results import stage_metrics, write_stage_metrics
 from pipeline.runner import RunReport
 from pipeline.store import FeatureStore, shard_name
 from stages.extract import exit_code, extract_and_report
@@ -35,6 +37,8 @@ def run(params: Params, qa_dir: str | Path = QA_DIR) -> int:
     log.info(
         "faces: mean detection rate %.3f over %d videos", metrics["mean_detection_rate"], metrics["videos"]
     )
+    headline = {key: metrics[key] for key in ("mean_detection_rate", "min_detection_rate")}
+    write_stage_metrics(params.results, FACES_EXTRACTOR, {**stage_metrics(report), **headline})
     return exit_code(params, report)
 
 

@@ -145,7 +145,7 @@ def test_round_trip_of_every_dtype_and_attr(tmp_path):
     )
     assert meta["n_frames"] == n and meta["extractor_version"] == "1"
     assert meta["library_versions"]["torch"] == "9" and meta["library_versions"]["h5py"] == h5py.__version__
-    assert meta["created"].endswith("+00:00") and meta["sizes"] == [112, 48]
+    assert "created" not in meta and meta["sizes"] == [112, 48]
     assert path == store.shard_path("feat", "unicode é/clip 1") and path.parent == tmp_path / "feat"
 
 
@@ -226,8 +226,8 @@ def test_write_rejects_bad_input_with_the_shard_path(tmp_path):
     short.arrays["late"] = np.zeros(3)  # changed after the FeatureSet checked its rows
     with pytest.raises(StoreError, match=r"'late' has shape \(3,\), expected 4 rows"):
         write(store, "x", short)
-    with pytest.raises(StoreError, match="'created' collides"):
-        write(store, "x", feature_set(4, created="yesterday"))
+    with pytest.raises(StoreError, match="'dataset' collides"):
+        write(store, "x", feature_set(4, dataset="mine"))
     with pytest.raises(StoreError, match="'blob' cannot be stored"):
         write(store, "x", feature_set(4, blob=object()))
     with pytest.raises(StoreError, match="non-empty string"):
@@ -595,3 +595,27 @@ def test_library_versions_names_the_stack_and_extras():
     assert versions["python"] == ".".join(map(str, sys.version_info[:3]))
     assert versions["avpipe"] and versions["hdf5"] == h5py.version.hdf5_version
     assert versions["pyyaml"][0].isdigit() and versions["no-such-distribution-avpipe"] == "not installed"
+
+
+def test_identical_rewrite_gives_identical_bytes(tmp_path: Path) -> None:
+    """Same features, same parameters: the same bytes (DVC sees the shard unchanged)."""
+    store = FeatureStore(tmp_path)
+    first = write(store, "clip", feature_set(300, sizes=[112, 48]), dataset="/data/a").read_bytes()
+    time.sleep(1.1)  # a write time stored to the second would differ now
+    second = write(store, "clip", feature_set(300, sizes=[112, 48]), dataset="/data/a").read_bytes()
+    assert first == second
+    third = write(store, "clip", feature_set(300, seed=1, sizes=[112, 48]), dataset="/data/a").read_bytes()
+    assert third != first  # the comparison can fail
+
+
+def test_a_shard_of_another_dataset_is_not_replaced_unless_asked(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path)
+    write(store, "clip", feature_set(4), dataset="/data/a")
+    store.check_dataset("feat", "clip", "/data/a")  # same dataset: fine
+    store.check_dataset("feat", "other", "/data/b")  # no shard: fine
+    with pytest.raises(
+        StoreError, match=r"stored from dataset /data/a, not from /data/b.*replace_other_dataset"
+    ):
+        store.check_dataset("feat", "clip", "/data/b")
+    store.check_dataset("feat", "clip", "/data/b", replace=True)
+    assert store.attrs("feat", "clip")["dataset"] == "/data/a"
