@@ -111,7 +111,7 @@ def load_videos(
 ) -> tuple[list[VideoData], dict[str, str]]:
     """Every readable video, and ``{video id: why it was skipped}`` for the others (logged)."""
     videos, skipped = [], {}
-    for video_id in tqdm(list(video_ids), desc="load features", unit="video", leave=False):
+    for video_id in tqdm(list(video_ids), desc="load features", unit="video", leave=False, disable=None):
         try:
             videos.append(load_video(store, specs, video_id, with_labels, require_labels))
         except AvpipeError as err:

@@ -87,7 +87,7 @@ def run_prediction(
         predict_videos(
             m.model, m.stats.apply(table), table, video_ids, m.window, m.hop, config.batch_size, device
         )
-        for m in tqdm(models, desc="predict", unit="fold", leave=False)
+        for m in tqdm(models, desc="predict", unit="fold", leave=False, disable=None)
     ]
     out.mkdir(parents=True, exist_ok=True)
     written = []

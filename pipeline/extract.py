@@ -30,6 +30,7 @@ from distributed import WorkerPlugin, get_worker
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, ExtractorError, StoreError
 from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
+from pipeline.labels import LABELS_EXTRACTOR
 from pipeline.manifest import ManifestRow
 from pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
 from pipeline.runner import (
@@ -218,6 +219,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         params_json=job.params_json,
         media_fingerprint=fingerprint,
         library_versions=library_versions(),
+        dataset=video.get("dataset", ""),
     )
     return {
         "n_frames": counts["rows"],
@@ -349,13 +351,28 @@ def pending_tasks(
         if store.status(job.extractor, row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
             report.skipped += 1
             continue
+        dataset = labels_dataset(store, row.video_id)
+        try:
+            store.check_dataset(job.extractor, row.video_id, dataset, job.store.replace_other_dataset)
+        except AvpipeError as err:
+            report.failures.append(Failure(row.video_id, job.extractor, str(err)))
+            continue
         video = {
             "video_id": row.video_id,
             "media_path": row.media_path,
             "subject_position": row.subject_position,
+            "dataset": dataset,
         }
         tasks.append((row.video_id, {"job": job, "video": video, "fingerprint": fingerprint}))
     return tasks
+
+
+def labels_dataset(store: FeatureStore, video_id: str) -> str:
+    """The dataset the manifest stage recorded for this video ('' when it has no labels shard)."""
+    try:
+        return str(store.attrs(LABELS_EXTRACTOR, video_id).get("dataset", ""))
+    except AvpipeError:
+        return ""
 
 
 def run_on_cluster(

@@ -282,7 +282,7 @@ def run_tasks(
         futures[future] = key
     outcomes: list[TaskOutcome] = []
     try:
-        with tqdm(total=len(futures), desc=desc, unit="video") as bar:
+        with tqdm(total=len(futures), desc=desc, unit="video", disable=None) as bar:
             for future in as_completed(futures):
                 outcome = _outcome(futures[future], future, desc)
                 outcomes.append(outcome)

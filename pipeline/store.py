@@ -705,7 +705,9 @@ class FeatureStore:
     def _scan(self, extractor: str) -> dict[str, dict[str, Any]]:
         videos = {}
         files = self._shard_files(extractor)
-        for path in tqdm(files, desc=f"scan {extractor}", unit="shard", disable=len(files) < 500):
+        for path in tqdm(
+            files, desc=f"scan {extractor}", unit="shard", disable=True if len(files) < 500 else None
+        ):
             video_id = self._video_id_in(path)
             if video_id is None:
                 continue

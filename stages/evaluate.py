@@ -1,13 +1,28 @@
-"""DVC stage `evaluate`: metrics of the fold models' held-out predictions (``metrics.json``) and plot data
-(learning curves, predicted vs annotated valence/arousal per validation video) under ``train.eval_dir``."""
+"""DVC stage `evaluate`: metrics of the fold models' held-out predictions and plot data.
+
+Everything goes to ``train.eval_dir`` (``metrics.json`` with per-fold numbers, ``per_video.json``, plot
+CSVs of every validation frame). For DVC experiments, small copies go to ``results.dir``:
+``metrics/train.json`` (per split: CCC valence/arousal/mean, F1s, MTL score), ``plots/learning/`` (one
+learning curve per fold) and ``plots/videos/<video>_<dimension>.csv`` (annotated vs predicted, thinned
+to ``results.plot_points`` frames; how many curves were thinned is logged and in the stage report).
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.evaluation import run_evaluation
+from models.evaluation import LEARNING_DIR, PLOTS_DIR, VIDEOS_DIR, run_evaluation
 from pipeline.manifest import read_manifest
+from pipeline.results import (
+    TRAIN_METRICS,
+    copy_learning_curves,
+    headline_train_metrics,
+    write_json,
+    write_prediction_plots,
+    write_stage_metrics,
+)
 from pipeline.store import FeatureStore
 
 if TYPE_CHECKING:
@@ -15,7 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HEADLINE = ("ccc_valence", "ccc_arousal", "f1_expr", "f1_au", "mtl_score")
+REPORT_FILE = "evaluate.json"
 
 
 def run(params: Params) -> int:
@@ -23,10 +38,26 @@ def run(params: Params) -> int:
     metrics = run_evaluation(
         params.train, FeatureStore(params.store.root), read_manifest(params.manifest.path)
     )
-    for split in ("validation", "cross_validation", "test"):
-        if split in metrics:
-            shown = ", ".join(
-                f"{k} {metrics[split][k]:.4f}" for k in HEADLINE if metrics[split].get(k) is not None
-            )
-            log.info("%s: %s", split, shown)
+    headline = headline_train_metrics(metrics)
+    for split, values in headline.items():
+        log.info("%s: %s", split, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+    write_stage_metrics(params.results, TRAIN_METRICS.removesuffix(".json"), headline)
+    plots = Path(params.train.eval_dir) / PLOTS_DIR
+    curves = copy_learning_curves(plots / LEARNING_DIR, params.results)
+    counts = write_prediction_plots(plots / VIDEOS_DIR, params.results)
+    log.info(
+        "plots: %d learning curves, %d prediction curves (%d thinned to %d points) in %s",
+        curves,
+        counts["curves"],
+        counts["thinned"],
+        params.results.plot_points,
+        params.results.plots_dir,
+    )
+    write_json(
+        Path(params.runner.reports) / REPORT_FILE,
+        {"learning_curves": curves, **{f"prediction_{k}": v for k, v in counts.items()}},
+    )
+    if not headline:
+        log.error("evaluate: no split has a labeled video to score (%s)", params.train.eval_dir)
+        return 1
     return 0

@@ -81,9 +81,26 @@ class _Outcome:
 
 
 def run(params: Params) -> int:
-    """The ``avpipe manifest`` command: exit 1 only when something failed and runner.fail_on_error."""
+    """The ``avpipe manifest`` command: exit 1 when no video is usable (none found, or all failed), or
+    when something failed and runner.fail_on_error."""
+    from pipeline.results import write_stage_metrics
+
     report = build_manifest(params.dataset, params.manifest, params.store, params.runner)
-    return 1 if report.failures and params.runner.fail_on_error else 0
+    write_stage_metrics(
+        params.results,
+        "manifest",
+        {"videos": len(report.rows), "failed": len(report.failures), "labels_written": report.labels_written},
+    )
+    if not report.rows:
+        why = f"all {len(report.failures)} failed" if report.failures else "the dataset holds none"
+        log.error(
+            "manifest: no usable video in %s: %s (%s)", params.dataset.root, why, params.manifest.failures
+        )
+        return 1
+    if report.failures and params.runner.fail_on_error:
+        log.error("manifest: %d videos failed (runner.fail_on_error)", len(report.failures))
+        return 1
+    return 0
 
 
 def build_manifest(
@@ -102,9 +119,11 @@ def build_manifest(
     )
     feature_store.cleanup_temp(LABELS_EXTRACTOR)
     report = ManifestReport(failures=list(scan.failures))
+    owner = LabelsOwner(dataset_identity(root), store.replace_other_dataset)
     with ThreadPoolExecutor(max_workers=_thread_count(runner)) as pool:
-        futures = [pool.submit(process_candidate, adapter, c, feature_store) for c in scan.candidates]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="manifest", unit="video"):
+        futures = [pool.submit(process_candidate, adapter, c, feature_store, owner) for c in scan.candidates]
+        bar = tqdm(as_completed(futures), total=len(futures), desc="manifest", unit="video", disable=None)
+        for future in bar:
             _collect(report, future.result(), feature_store)
     report.rows.sort(key=lambda row: row.video_id)
     report.failures.sort(key=lambda failure: (failure.path, failure.stage))
@@ -137,7 +156,22 @@ def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> 
         report.labels_skipped += 1
 
 
-def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: FeatureStore) -> _Outcome:
+@dataclass(frozen=True)
+class LabelsOwner:
+    """Which dataset this run's labels shards come from, and whether another dataset's may be replaced."""
+
+    dataset: str = ""
+    replace_other_dataset: bool = False
+
+
+def dataset_identity(root: Path) -> str:
+    """A dataset is its root folder (absolute): the provenance every labels shard records."""
+    return str(Path(root).resolve())
+
+
+def process_candidate(
+    adapter: DatasetAdapter, candidate: Candidate, store: FeatureStore, owner: LabelsOwner = LabelsOwner()
+) -> _Outcome:
     """One video: labels, probe, native timeline, aligned labels shard. Never raises for bad input."""
     media = str(candidate.media_path)
     stage = FailureStage.LABELS
@@ -152,7 +186,7 @@ def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: Feat
             log.warning("%s: %s", candidate.video_id, note)
         row = _manifest_row(candidate, info, timeline, frame_labels, raw, note)
         stage = FailureStage.STORE
-        written = _store_labels(store, candidate, timeline, frame_labels, note)
+        written = _store_labels(store, candidate, timeline, frame_labels, note, owner)
     except LabelError as err:
         return _Outcome(failure=Failure(err.path, stage.value, f"{candidate.video_id}: {err.reason}"))
     except MediaError as err:
@@ -211,13 +245,20 @@ def labels_hash(candidate: Candidate) -> str:
 
 
 def _store_labels(
-    store: FeatureStore, candidate: Candidate, timeline: Timeline, frame_labels: FrameLabels, note: str
+    store: FeatureStore,
+    candidate: Candidate,
+    timeline: Timeline,
+    frame_labels: FrameLabels,
+    note: str,
+    owner: LabelsOwner,
 ) -> bool:
-    """Write the labels shard unless an identical one is stored; True when written."""
+    """Write the labels shard unless an identical one is stored; True when written. A shard another
+    dataset wrote is not replaced (StoreError: this video fails) unless ``owner`` allows it."""
     digest = labels_hash(candidate)
     fingerprint = media_fingerprint(candidate.media_path)
     if store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint) is ShardStatus.STORED:
         return False
+    store.check_dataset(LABELS_EXTRACTOR, candidate.video_id, owner.dataset, owner.replace_other_dataset)
     sources = {task.value: str(path) for task, path in candidate.labels.items()}
     features = frame_labels.to_feature_set(
         timeline,
@@ -237,5 +278,6 @@ def _store_labels(
         params_hash=digest,
         params_json=params_json({"label_files": sources, "alignment_version": ALIGNMENT_VERSION}),
         media_fingerprint=fingerprint,
+        dataset=owner.dataset,
     )
     return True

@@ -341,6 +341,8 @@ def test_cli_train_evaluate_predict(tiny, tmp_path):
             "output_dir": str(tmp_path / "t"),
             "eval_dir": str(tmp_path / "e"),
         },
+        "results": {"dir": str(tmp_path / "r"), "train_inputs": str(tmp_path / "inputs.json")},
+        "runner": {"reports": str(tmp_path / "reports")},
     }
     params_path = tmp_path / "params.yaml"
     params_path.write_text(yaml.safe_dump(params))
@@ -350,6 +352,10 @@ def test_cli_train_evaluate_predict(tiny, tmp_path):
     assert cli_main(["-p", str(params_path), "train"]) == 0
     assert cli_main(["-p", str(params_path), "evaluate"]) == 0
     assert (tmp_path / "e" / "metrics.json").is_file()
+    headline = json.loads((tmp_path / "r" / "metrics" / "train.json").read_text())
+    assert set(headline["validation"]) >= {"ccc_valence", "ccc_arousal", "ccc_mean"}
+    assert sorted(p.name for p in (tmp_path / "r" / "plots" / "learning").iterdir())
+    assert list((tmp_path / "r" / "plots" / "videos").glob("*_valence.csv"))
     assert (
         cli_main(["-p", str(params_path), "predict", "--split", "validation", "--out", str(tmp_path / "p")])
         == 0

@@ -46,7 +46,9 @@ def build_demo_dataset(cfg: DemoConfig) -> Path:
     started = time.monotonic()
     sources = {name: load_face_source(name) for name in FaceSourceName}
     plans = [plan_clip(cfg, number) for number in range(1, cfg.n_clips + 1)]
-    with tqdm(total=sum(p.n_frames for p in plans), unit="frame", desc="demo dataset") as progress:
+    with tqdm(
+        total=sum(p.n_frames for p in plans), unit="frame", desc="demo dataset", disable=None
+    ) as progress:
         for plan in plans:
             _build_clip(plan, sources, staging, cfg.sample_rate, progress)
     _write_manifest(staging, cfg, plans)

@@ -104,7 +104,8 @@ class VggishExtractor(Extractor):
         from pipeline.extractors import vggish_net
 
         cfg: VggishConfig = self.config
-        model = vggish_net.load_vggish(cfg.checkpoint)
+        # preflight (on the driver) already warned about random weights: one warning per run, not per worker
+        model = vggish_net.load_vggish(cfg.checkpoint, warn=False)
         pca = vggish_net.load_pca(cfg.pca_params, cfg.quantize) if cfg.pca_params is not None else None
         self._runner = vggish_net.VggishRunner(model, device, cfg.batch_size, pca)
         log.info("VGGish loaded from %s on %s (mode %s)", cfg.checkpoint, device, VggishMode(cfg.mode).value)

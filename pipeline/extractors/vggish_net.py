@@ -232,7 +232,9 @@ def untrained_seed(path: str | None, config_key: str) -> int | None:
     return int(text)
 
 
-def load_vggish(path: str | None, config_key: str = "extractors.vggish.checkpoint") -> Vggish:
+def load_vggish(
+    path: str | None, config_key: str = "extractors.vggish.checkpoint", warn: bool = True
+) -> Vggish:
     """A Vggish in eval mode with the weights at ``path`` (clear ExtractorError otherwise).
 
     ``untrained:<seed>`` builds the network with seeded random weights instead: its embeddings are random
@@ -240,7 +242,7 @@ def load_vggish(path: str | None, config_key: str = "extractors.vggish.checkpoin
     """
     seed = untrained_seed(path, config_key)
     if seed is not None:
-        log.warning(
+        (log.warning if warn else log.debug)(
             "%s is %r: VGGish runs with seeded RANDOM weights; the features are not VGGish embeddings. %s",
             config_key,
             path,
