@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
+from pipeline.cli import main as cli_main
 from pipeline.config import StoreConfig
 from pipeline.errors import ConfigError
 from pipeline.labels import AU_NAMES, EXPRESSION_NAMES, LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
@@ -277,3 +280,57 @@ def test_manifest_stage_on_folder_layout_with_timed_labels(tmp_path: Path, media
     assert int(shard.mask.sum()) == 2 and rows["s1/a"].labeled_frames == 2
     assert store.status(LABELS_EXTRACTOR, "b", "whatever") is ShardStatus.STALE
     assert not store.read(LABELS_EXTRACTOR, "b").mask.any()  # no label file: every frame unlabeled
+
+
+def test_a_second_dataset_does_not_replace_the_labels_of_the_first(
+    tmp_path: Path, media: dict[str, Path]
+) -> None:
+    """Two datasets share a store and the id video1: the second's video1 fails, the first's labels stay."""
+    first_root = build_affwild(tmp_path / "first", media)
+    dataset, manifest, store_cfg = configs(tmp_path, first_root)
+    build_manifest(dataset, manifest, store_cfg)
+    store = FeatureStore(store_cfg.root)
+    before = store.shard_path(LABELS_EXTRACTOR, "video1").read_bytes()
+    assert store.attrs(LABELS_EXTRACTOR, "video1")["dataset"] == str(first_root.resolve())
+
+    second_root = tmp_path / "second"
+    videos, va = second_root / "videos", second_root / "annotations" / "VA_Estimation_Challenge" / "Train_Set"
+    videos.mkdir(parents=True)
+    va.mkdir(parents=True)
+    shutil.copyfile(media["silent"], videos / "video1.mp4")  # same id, another video and other labels
+    (va / "video1.txt").write_text("valence,arousal\n" + "0.5,0.5\n" * N_FRAMES)
+    other = DatasetConfig(adapter="affwild2", root=str(second_root))
+    report = build_manifest(other, manifest, store_cfg)
+    assert report.rows == []
+    assert len(report.failures) == 1 and "stored from dataset" in report.failures[0].reason
+    assert "replace_other_dataset" in report.failures[0].reason
+    assert store.shard_path(LABELS_EXTRACTOR, "video1").read_bytes() == before
+
+    allowed = StoreConfig(root=store_cfg.root, replace_other_dataset=True)
+    report = build_manifest(other, manifest, allowed)
+    assert [row.video_id for row in report.rows] == ["video1"] and report.labels_written == 1
+    assert store.attrs(LABELS_EXTRACTOR, "video1")["dataset"] == str(second_root.resolve())
+
+
+def test_manifest_command_exits_non_zero_when_every_video_failed(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "broken"
+    videos, va = root / "videos", root / "annotations" / "VA_Estimation_Challenge" / "Train_Set"
+    videos.mkdir(parents=True)
+    va.mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        make_text_file(videos / f"{name}.mp4")
+        (va / f"{name}.txt").write_text(va_text(2))
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": {"root": str(root)},
+                "manifest": {"path": str(tmp_path / "m.csv"), "failures": str(tmp_path / "f.csv")},
+                "store": {"root": str(tmp_path / "features")},
+                "results": {"dir": str(tmp_path / "results")},
+            }
+        )
+    )
+    assert cli_main(["manifest", "-p", str(params)]) == 1
+    assert "manifest: no usable video" in caplog.text and "all 3 failed" in caplog.text
+    assert json.loads((tmp_path / "results" / "metrics" / "manifest.json").read_text())["failed"] == 3
