@@ -1,8 +1,10 @@
-"""`dvc repro` end to end on a tiny demo: every stage runs, a second repro does nothing, and a changed
-parameter re-runs only the stages that depend on it."""
+"""`dvc repro` end to end on a tiny demo: every stage runs, a second repro does nothing, a changed
+parameter re-runs only the stages that depend on it; experiments compare; nothing of the user's is deleted."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -13,49 +15,57 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
-TINY = {
-    "demo": {
-        "n_clips": 3,
-        "min_seconds": 3.0,
-        "max_seconds": 4.0,
-        "width": 320,
-        "height": 240,
-        "validation_clips": 1,
-    },
-    "runner": {"n_workers": 1},
-    "audio": {"extractors": ["logmel", "mfcc"]},
-    "embed": {"backbones": ["fer-minixception"]},
-    "train": {
-        "features": ["fer-minixception", "mfcc", "logmel"],
-        "epochs": 2,
-        "min_epochs": 1,
-        "window": 50,
-        "hop": 25,
-        "folds": {"k": 2},
-    },
-}
+# Applied with DVC's own params writer (as `dvc exp run -S` does), so params.yaml keeps its style.
+TINY = [
+    "demo.n_clips=3",
+    "demo.min_seconds=3.0",
+    "demo.max_seconds=4.0",
+    "demo.width=320",
+    "demo.height=240",
+    "demo.validation_clips=1",
+    "runner.n_workers=1",
+    "audio.extractors=[logmel,mfcc]",
+    "embed.backbones=[fer-minixception]",
+    # logmel is extracted but not read by train: changing it must leave train up to date
+    "train.features=[fer-minixception,mfcc]",
+    "train.epochs=2",
+    "train.min_epochs=1",
+    "train.window=50",
+    "train.hop=25",
+    "train.folds.k=2",
+]
+# dvc exp show must fit this many columns with --only-changed
+TERMINAL_COLUMNS = 160
+# the longest log line a stage may print off a terminal (tqdm used to write 43,700-character lines)
+MAX_LOG_LINE = 400
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("git") is None, reason="needs git")]
 
 
-def merge(base: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        base[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
-    return base
-
-
-def dvc(workdir: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+def dvc(workdir: Path, *args: str, ok: bool = True) -> str:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "COLUMNS": str(TERMINAL_COLUMNS),
+    }
     done = subprocess.run(
         [str(BIN / "dvc"), *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=900
     )
-    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    assert (done.returncode == 0) == ok, (
+        f"dvc {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    )
     return done.stdout + done.stderr
+
+
+def set_params(workdir: Path, *overrides: str) -> None:
+    from dvc.utils.hydra import apply_overrides
+
+    apply_overrides(workdir / "params.yaml", list(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +76,7 @@ def project(tmp_path_factory) -> Path:
     for tracked in ("pipeline", "stages", "models", "presets", "dvc.yaml"):
         if not (workdir / tracked).exists():
             pytest.fail(f"{tracked} is not committed")
-    params = merge(yaml.safe_load((workdir / "params.yaml").read_text()), TINY)
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_params(workdir, *TINY)
     return workdir
 
 
@@ -80,10 +89,14 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(project: Pat
         "audio@logmel",
         "audio@mfcc",
         "embed@fer-minixception",
+        "train_config",
         "train",
         "evaluate",
     ):
         assert f"Running stage '{stage}'" in first, first
+    assert max(len(line) for line in first.splitlines()) < MAX_LOG_LINE
+    assert " ERROR " not in first and "Traceback" not in first, first
+    assert "fold 0 epoch 1/2" in first  # a line per epoch at INFO
 
     rows = (project / "data/manifest.csv").read_text().splitlines()
     assert len(rows) == 1 + 4  # header + 3 clips, one of them with _left and _right subjects
@@ -105,11 +118,53 @@ def test_repro_runs_every_stage_then_nothing_then_only_what_changed(project: Pat
     second = dvc(project, "repro")
     assert "Running stage" not in second, second
 
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["extractors"]["logmel"]["n_mels"] = 40
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # train does not read logmel: its inputs are unchanged, it stays up to date
+    set_params(project, "extractors.logmel.n_mels=40")
     third = dvc(project, "repro")
     ran = {line.split("'")[1] for line in third.splitlines() if line.startswith("Running stage")}
-    assert ran == {"audio@logmel", "train", "evaluate"}, third
+    assert ran == {"audio@logmel", "train_config"}, third
     with h5py.File(project / "data/features/logmel" / name) as shard:
         assert next(iter(shard.values()))["features"].shape[1] == 40
+    # the DVC cache shares the store's files (hardlinks) instead of holding a second copy
+    assert (project / "data/features/mfcc" / name).stat().st_nlink >= 2
+
+
+def test_experiments_compare(project: Path) -> None:
+    """The research loop: a baseline and two experiments, compared by dvc exp show / metrics / plots."""
+    dvc(project, "exp", "run", "-n", "base")
+    dvc(project, "exp", "run", "-n", "jca", "-S", "train.preset=jca")
+    dvc(project, "exp", "run", "-n", "epochs5", "-S", "train.epochs=5")
+
+    table = dvc(project, "exp", "show", "--only-changed", "--no-pager")
+    assert max(len(line) for line in table.splitlines()) <= TERMINAL_COLUMNS, table
+    assert "…" not in table, table  # no column left out for lack of room
+    rows = list(csv.DictReader(io.StringIO(dvc(project, "exp", "show", "--only-changed", "--csv"))))
+    by_name = {row["Experiment"]: row for row in rows}
+    ccc = next(column for column in rows[0] if column.endswith("validation.ccc_mean"))
+    for name in ("base", "jca", "epochs5"):
+        assert float(by_name[name][ccc]) == float(by_name[name][ccc]), (name, by_name[name])
+    model_column = next(column for column in rows[0] if column.endswith("model.name"))
+    assert (by_name["base"][model_column], by_name["jca"][model_column]) == ("lfan", "jca")
+
+    params = dvc(project, "params", "diff", "jca", "epochs5")
+    assert "results/train_params.yaml" in params and "epochs" in params, params
+    metrics = dvc(project, "metrics", "diff", "base", "jca")
+    assert "results/metrics/train.json" in metrics and "validation.ccc_mean" in metrics, metrics
+    plots = json.loads(dvc(project, "plots", "diff", "base", "jca", "--json"))
+    rendered = json.dumps(plots)
+    for expected in ("base", "jca", "plots/learning/fold_0.csv", "_valence.csv", "_arousal.csv"):
+        assert expected in rendered, expected
+
+
+def test_repro_never_deletes_a_folder_that_is_not_a_demo_build(project: Path) -> None:
+    mine = project / "data" / "mine"
+    (mine / "videos").mkdir(parents=True)
+    (mine / "videos" / "precious.mp4").write_bytes(b"not a demo")
+    original = (project / "params.yaml").read_text()
+    set_params(project, "demo.root=data/mine")
+    try:
+        out = dvc(project, "repro", "demo", ok=False)
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert "not a demo dataset" in out, out
+    assert (mine / "videos" / "precious.mp4").read_bytes() == b"not a demo"
