@@ -1,6 +1,7 @@
 """params.yaml -> typed, validated dataclasses, once.
 
-``load_config(path, overrides)`` is the only place that reads params. Every section is a dataclass;
+``pipeline.params.load_params(path, overrides)`` is the only place that reads params, with the helpers
+here (``read_params``, ``apply_overrides``, ``build_dataclass``). Every section is a dataclass;
 ``build_dataclass`` fills one from a mapping and rejects unknown keys, wrong types and bad values with
 a ``ConfigError`` naming the dotted key. Extractor sections (``extractors.<name>``) are validated
 against the config class of the registered extractor of that name.

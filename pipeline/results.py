@@ -23,9 +23,17 @@ import yaml
 from pipeline.config import ResultsConfig
 from pipeline.runner import RunReport
 
-SPLITS = ("validation", "cross_validation", "test")
+# Short names: `dvc exp show --only-changed` must fit 160 columns (docs/TRAINING.md has the mapping).
+SPLITS = {"validation": "val", "cross_validation": "cv", "test": "test"}
 # Per split: the ABAW measures. Pearson, RMSE and frame counts stay in train.eval_dir/metrics.json.
-HEADLINE_METRICS = ("ccc_valence", "ccc_arousal", "ccc_mean", "f1_expr", "f1_au", "mtl_score")
+HEADLINE_METRICS = {
+    "ccc_valence": "ccc_v",
+    "ccc_arousal": "ccc_a",
+    "ccc_mean": "ccc",
+    "f1_expr": "f1_expr",
+    "f1_au": "f1_au",
+    "mtl_score": "mtl",
+}
 TRAIN_METRICS = "train.json"
 DIMENSIONS = ("valence", "arousal")
 
@@ -60,13 +68,18 @@ def write_stage_metrics(results: ResultsConfig, stage: str, metrics: Mapping[str
 
 
 def headline_train_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """Per split of the evaluate stage's metrics: the headline measures it has, rounded to 4 digits."""
+    """Per split of the evaluate stage's metrics: the headline measures it has, rounded to 4 digits,
+    under their short names (``validation.ccc_valence`` -> ``val.ccc_v``)."""
     headline = {}
-    for split in SPLITS:
+    for split, short_split in SPLITS.items():
         values = metrics.get(split) or {}
-        kept = {k: round(float(values[k]), 4) for k in HEADLINE_METRICS if values.get(k) is not None}
+        kept = {
+            short: round(float(values[name]), 4)
+            for name, short in HEADLINE_METRICS.items()
+            if values.get(name) is not None
+        }
         if kept:
-            headline[split] = kept
+            headline[short_split] = kept
     return headline
 
 

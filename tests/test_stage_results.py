@@ -143,7 +143,7 @@ def test_headline_metrics_keep_the_abaw_measures_per_split() -> None:
         "test": {"f1_expr": 0.25, "mtl_score": None},
     }
     assert headline_train_metrics(metrics) == {
-        "validation": {"ccc_valence": 0.5123, "ccc_arousal": 0.3, "ccc_mean": 0.41},
+        "val": {"ccc_v": 0.5123, "ccc_a": 0.3, "ccc": 0.41},
         "test": {"f1_expr": 0.25},
     }
 

@@ -353,7 +353,7 @@ def test_cli_train_evaluate_predict(tiny, tmp_path):
     assert cli_main(["-p", str(params_path), "evaluate"]) == 0
     assert (tmp_path / "e" / "metrics.json").is_file()
     headline = json.loads((tmp_path / "r" / "metrics" / "train.json").read_text())
-    assert set(headline["validation"]) >= {"ccc_valence", "ccc_arousal", "ccc_mean"}
+    assert set(headline["val"]) >= {"ccc_v", "ccc_a", "ccc"}
     assert sorted(p.name for p in (tmp_path / "r" / "plots" / "learning").iterdir())
     assert list((tmp_path / "r" / "plots" / "videos").glob("*_valence.csv"))
     assert (
