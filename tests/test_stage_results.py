@@ -163,3 +163,42 @@ def test_prediction_plots_one_file_per_video_and_dimension_thinned(tmp_path: Pat
     assert rows[1] == "0.0000,0.0000,0.2" and rows[-1] == "40.0000,-1.0000,0.2"
     assert thin(5, 10) == [0, 1, 2, 3, 4] and thin(101, 3) == [0, 50, 100]
     shutil.rmtree(source)
+
+
+# --------------------------------------------------------------------------- dataset provenance
+
+
+def test_extraction_does_not_replace_a_feature_shard_of_another_dataset(tmp_path: Path) -> None:
+    """The labels shard says which dataset a video id now belongs to; a feature shard of that id written
+    from another dataset becomes a failure, not a silent overwrite (unless store.replace_other_dataset)."""
+    import numpy as np
+
+    from pipeline.config import StoreConfig
+    from pipeline.extract import ExtractionJob, pending_tasks
+    from pipeline.extractors.audio import LogMelConfig
+    from pipeline.labels import LABELS_EXTRACTOR
+    from pipeline.manifest import ManifestRow
+    from pipeline.registry import default_registry
+    from pipeline.store import FeatureStore
+    from pipeline.types import FeatureSet
+
+    media = tmp_path / "clip.mp4"
+    media.write_bytes(b"new media")
+    store = FeatureStore(tmp_path / "features")
+    block = FeatureSet(
+        time=np.zeros(2), frame_index=np.arange(2), mask=np.ones(2, np.uint8), arrays={"x": np.zeros((2, 1))}
+    )
+    store.write(LABELS_EXTRACTOR, "clip", block, extractor_version="1", params_hash="l", dataset="/data/new")
+    store.write("logmel", "clip", block, extractor_version="1", params_hash="old", dataset="/data/old")
+    rows = [ManifestRow(video_id="clip", media_path=str(media))]
+    cls = default_registry().get("logmel")
+    for replace, tasks_expected in ((False, 0), (True, 1)):
+        store_cfg = StoreConfig(root=str(store.root), replace_other_dataset=replace)
+        job = ExtractionJob.create("logmel", cls, LogMelConfig(), store_cfg)
+        report = RunReport(stage="logmel")
+        tasks = pending_tasks(job, cls.input_kind, store, rows, report)
+        assert len(tasks) == tasks_expected
+        if tasks:
+            assert tasks[0][1]["video"]["dataset"] == "/data/new"
+        else:
+            assert "stored from dataset /data/old, not from /data/new" in report.failures[0].reason
