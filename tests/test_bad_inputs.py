@@ -312,6 +312,7 @@ def write_params(folder: Path, scheduler: str, fail_on_error: bool) -> Path:
         "dataset": {"adapter": "folder", "root": str(folder / "data")},
         "manifest": {"path": str(folder / "manifest.csv"), "failures": str(folder / "manifest_failures.csv")},
         "store": {"root": str(folder / "features")},
+        "results": {"dir": str(folder / "results")},
         "runner": {
             "reports": str(folder / "reports"),
             "scheduler_address": scheduler,

@@ -455,6 +455,7 @@ def test_faces_stage_end_to_end(tmp_path, media) -> None:
         "manifest": {"path": str(tmp_path / "manifest.csv"), "failures": str(tmp_path / "failures.csv")},
         "store": {"root": str(tmp_path / "features")},
         "runner": {"reports": str(tmp_path / "reports"), "n_workers": 1},
+        "results": {"dir": str(tmp_path / "results")},
         "extractors": {"faces": {"sizes": [64], "missing": "hold"}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
@@ -468,6 +469,8 @@ def test_faces_stage_end_to_end(tmp_path, media) -> None:
     assert metrics["per_video"]["carphone"]["detection_rate"] == 1.0
     assert metrics["per_video"]["testsrc2"]["missing"] == 30 and metrics["frames_extracted"] == 150
     assert metrics["frames_per_second"] > 0
+    headline = json.loads((tmp_path / "results" / "metrics" / "faces.json").read_text())
+    assert headline["videos"] == 2 and headline["failed"] == 0 and headline["min_detection_rate"] < 1.0
     for video in ("carphone", "testsrc2"):
         sheet = cv2.imread(str(tmp_path / "qa" / f"{video}.png"))
         assert sheet is not None and sheet.shape[1] == 8 * 118

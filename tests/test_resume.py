@@ -76,6 +76,7 @@ def write_params(folder: Path, rows: list[ManifestRow], **runner: object) -> Pat
         "manifest": {"path": str(folder / "manifest.csv"), "failures": str(folder / "manifest_failures.csv")},
         "store": {"root": str(folder / "features")},
         "runner": {"n_workers": 2, "reports": str(folder / "reports"), **runner},
+        "results": {"dir": str(folder / "results")},
     }
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params), encoding="utf-8")
