@@ -347,6 +347,7 @@ def pending_tasks(
             fingerprint = input_fingerprint(kind, store, row)
         except AvpipeError as err:
             report.failures.append(Failure(row.video_id, job.extractor, str(err)))
+            log.warning("%s: %s failed: %s", job.extractor, row.video_id, err)
             continue
         if store.status(job.extractor, row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
             report.skipped += 1
@@ -356,6 +357,7 @@ def pending_tasks(
             store.check_dataset(job.extractor, row.video_id, dataset, job.store.replace_other_dataset)
         except AvpipeError as err:
             report.failures.append(Failure(row.video_id, job.extractor, str(err)))
+            log.warning("%s: %s failed: %s", job.extractor, row.video_id, err)
             continue
         video = {
             "video_id": row.video_id,
@@ -401,6 +403,7 @@ def run_on_cluster(
             store.record(job.extractor, outcome.key)
         except StoreError as err:  # the shard went bad between the write and now: recompute next run
             report.failures.append(Failure(outcome.key, job.extractor, str(err)))
+            log.warning("%s: %s failed: %s", job.extractor, outcome.key, err)
             return
         result = outcome.result
         report.done += 1

@@ -32,9 +32,10 @@ def extract_and_report(params: Params, name: str) -> tuple[list[ManifestRow], Ru
         fps=params.dataset.fps,
     )
     write_report(report, params.runner.reports)
+    # each failure was logged once when it happened; the summary points at the full list
     log.info("%s", report.summary())
-    for failure in report.failures:
-        log.warning("failed: %s: %s", failure.video, failure.reason)
+    if report.failures:
+        log.info("%s: failures listed in %s/%s_failures.csv", name, params.runner.reports, name)
     return rows, report
 
 
