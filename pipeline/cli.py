@@ -11,6 +11,7 @@ import yaml
 
 from pipeline import __version__
 from pipeline.errors import AvpipeError
+from pipeline.logs import configure_logging
 
 log = logging.getLogger("avpipe")
 
@@ -93,49 +94,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AvpipeError as err:
         log.error("%s", err)
         return 2
-
-
-# Our own loggers; -v turns DEBUG on for these only, other libraries stay at INFO or above.
-OWN_LOGGERS = ("avpipe", "pipeline", "models", "stages")
-
-
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
-    logging.captureWarnings(True)
-    for name in OWN_LOGGERS:
-        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
-    quiet_dask_logs()
-
-
-# What closing a LocalCluster logs about workers it is shutting down on purpose: an ERROR traceback of a
-# heartbeat that raced the scheduler's exit, and the nanny's "still alive ... killing" warning.
-SHUTDOWN_NOISE = (
-    "Failed to communicate with scheduler during heartbeat",
-    "Worker process still alive after",
-    "Heartbeat to scheduler failed",
-)
-
-
-class DaskShutdownFilter(logging.Filter):
-    """Drops Dask's shutdown noise; its other warnings (memory, lost workers) still show."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        return not any(message.startswith(noise) for noise in SHUTDOWN_NOISE)
-
-
-def quiet_dask_logs() -> None:
-    """Dask's scheduler and nanny log every connection at INFO: only its warnings and errors show."""
-    import distributed  # noqa: F401 - importing it sets up its loggers, which we then quiet
-
-    for name in list(logging.root.manager.loggerDict):
-        if name == "distributed" or name.startswith("distributed."):
-            logger = logging.getLogger(name)
-            logger.setLevel(logging.WARNING)
-            if not any(isinstance(f, DaskShutdownFilter) for f in logger.filters):
-                logger.addFilter(DaskShutdownFilter())
 
 
 def dispatch(args: argparse.Namespace) -> int:

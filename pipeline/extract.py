@@ -31,6 +31,7 @@ from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, ExtractorError, StoreError
 from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
 from pipeline.labels import LABELS_EXTRACTOR
+from pipeline.logs import quiet_dask_logs
 from pipeline.manifest import ManifestRow
 from pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
 from pipeline.runner import (
@@ -115,6 +116,7 @@ class ExtractorPlugin(WorkerPlugin):
     async def setup(self, worker: Any) -> None:
         self._worker_name = worker.name
         self._lock = threading.Lock()
+        quiet_dask_logs()  # no heartbeat ERROR from this worker when the cluster closes after a good run
         configure_worker_threads(self.job.torch_threads, import_torch=False)
         if self.job.needs_gpu and not worker.state.total_resources.get(GPU_RESOURCE):
             return  # GPU tasks never come to this worker: load nothing

@@ -202,3 +202,34 @@ def test_extraction_does_not_replace_a_feature_shard_of_another_dataset(tmp_path
             assert tasks[0][1]["video"]["dataset"] == "/data/new"
         else:
             assert "stored from dataset /data/old, not from /data/new" in report.failures[0].reason
+
+
+# --------------------------------------------------------------------------- logs
+
+
+def test_dask_shutdown_noise_is_dropped_other_dask_warnings_kept(caplog) -> None:
+    from pipeline.logs import quiet_dask_logs
+
+    quiet_dask_logs()
+    worker, nanny = logging.getLogger("distributed.worker"), logging.getLogger("distributed.nanny")
+    with caplog.at_level(logging.INFO):
+        worker.error("Failed to communicate with scheduler during heartbeat.")
+        nanny.warning("Worker process still alive after 4.0 seconds, killing")
+        worker.warning("Worker is at 85% memory usage. Pausing worker.")
+        worker.info("Starting Worker plugin")
+    assert [r.getMessage() for r in caplog.records] == ["Worker is at 85% memory usage. Pausing worker."]
+
+
+def test_verbose_turns_on_debug_for_avpipe_only() -> None:
+    from pipeline.logs import OWN_LOGGERS, configure_logging
+
+    levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
+    try:
+        configure_logging(verbose=True)
+        assert logging.getLogger("pipeline.store").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("models.trainer").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("fsspec").isEnabledFor(logging.DEBUG)
+        assert not logging.getLogger("distributed.scheduler").isEnabledFor(logging.INFO)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
