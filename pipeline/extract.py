@@ -320,19 +320,47 @@ def run_extractor(
     store = open_store(store_cfg)
     store.cleanup_temp(name)
     report = RunReport(stage=name)
+    sync_index(store, name, report)
     tasks = pending_tasks(job, cls.input_kind, store, rows, report)
     log.info("%s: %d videos to extract, %d already stored", name, len(tasks), report.skipped)
-    if tasks:
-        ctx = contextlib.nullcontext(client) if client is not None else open_client(runner_cfg, len(tasks))
-        opening = time.perf_counter()
-        with ctx as active:
-            report.startup_seconds = time.perf_counter() - opening
-            run_on_cluster(active, job, tasks, store, report)
-        store.cleanup_temp(name)  # what workers killed during this run left behind
+    try:
+        if tasks:
+            own = client is None
+            ctx = open_client(runner_cfg, len(tasks)) if own else contextlib.nullcontext(client)
+            opening = time.perf_counter()
+            with ctx as active:
+                report.startup_seconds = time.perf_counter() - opening
+                run_on_cluster(active, job, tasks, store, report)
+            store.cleanup_temp(name)  # what workers killed during this run left behind
+    finally:
+        compact_index(store, name, report)
     report.failures.sort(key=lambda f: (f.video, f.reason))
     report.failed = len(report.failures)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def sync_index(store: FeatureStore, extractor: str, report: RunReport) -> None:
+    """Start of a stage: index the shards a killed driver never recorded, drop vanished ones.
+
+    A full disk here is not fatal: the index is a cache, and the full ``status`` check still
+    decides what to skip; the report counts the failed index write.
+    """
+    try:
+        report.index_synced = store.sync_index(extractor).added
+    except OSError as err:
+        report.index_errors += 1
+        log.warning("%s: could not update the index at the start of the stage: %s", extractor, err)
+
+
+def compact_index(store: FeatureStore, extractor: str, report: RunReport) -> None:
+    """End of a stage: fold the index log into index.json. A failure (full disk) leaves the log,
+    which readers replay, so the index stays valid; the next stage compacts it."""
+    try:
+        store.compact_index(extractor)
+    except OSError as err:
+        report.index_errors += 1
+        log.warning("%s: could not compact the index (the log keeps every entry): %s", extractor, err)
 
 
 def pending_tasks(
@@ -340,13 +368,14 @@ def pending_tasks(
 ) -> list[tuple[str, dict[str, Any]]]:
     """One task per video not stored yet, longest first; counts the skipped ones in ``report``."""
     tasks = []
+    status = store.status_checker(job.extractor)
     for row in sorted(rows, key=lambda r: -max(r.duration, 0.0)):
         try:
             fingerprint = input_fingerprint(kind, store, row)
         except AvpipeError as err:
             report.failures.append(Failure(row.video_id, job.extractor, str(err)))
             continue
-        if store.status(job.extractor, row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
+        if status(row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
             report.skipped += 1
             continue
         video = {
@@ -384,6 +413,14 @@ def run_on_cluster(
             store.record(job.extractor, outcome.key)
         except StoreError as err:  # the shard went bad between the write and now: recompute next run
             report.failures.append(Failure(outcome.key, job.extractor, str(err)))
+            return
+        except OSError as err:  # full disk, I/O error: the shard is kept, the next run indexes it
+            report.index_errors += 1
+            reason = (
+                f"shard written but the index could not record it ({err}); the shard is kept and "
+                "the next run adds it to the index"
+            )
+            report.failures.append(Failure(outcome.key, job.extractor, reason))
             return
         result = outcome.result
         report.done += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,10 +103,14 @@ def build_manifest(
     )
     feature_store.cleanup_temp(LABELS_EXTRACTOR)
     report = ManifestReport(failures=list(scan.failures))
-    with ThreadPoolExecutor(max_workers=_thread_count(runner)) as pool:
-        futures = [pool.submit(process_candidate, adapter, c, feature_store) for c in scan.candidates]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="manifest", unit="video"):
-            _collect(report, future.result(), feature_store)
+    _index_upkeep(feature_store.sync_index)
+    try:
+        with ThreadPoolExecutor(max_workers=_thread_count(runner)) as pool:
+            futures = [pool.submit(process_candidate, adapter, c, feature_store) for c in scan.candidates]
+            for future in tqdm(as_completed(futures), total=len(futures), desc="manifest", unit="video"):
+                _collect(report, future.result(), feature_store)
+    finally:
+        _index_upkeep(feature_store.compact_index)
     report.rows.sort(key=lambda row: row.video_id)
     report.failures.sort(key=lambda failure: (failure.path, failure.stage))
     write_manifest(report.rows, manifest.path)
@@ -115,6 +120,15 @@ def build_manifest(
     for failure in report.failures:
         log.warning("failed (%s): %s: %s", failure.stage, failure.path, failure.reason)
     return report
+
+
+def _index_upkeep(step: Callable[[str], object]) -> None:
+    """Sync or compact the labels index; a full disk there is not fatal (the index is a cache
+    that the shards can always rebuild, and its log stays valid)."""
+    try:
+        step(LABELS_EXTRACTOR)
+    except OSError as err:
+        log.warning("labels index: %s failed: %s", step.__name__, err)
 
 
 def _thread_count(runner: RunnerConfig | None) -> int:
@@ -131,7 +145,10 @@ def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> 
     assert outcome.row is not None
     report.rows.append(outcome.row)
     if outcome.labels_written:
-        store.record(LABELS_EXTRACTOR, outcome.row.video_id)
+        try:
+            store.record(LABELS_EXTRACTOR, outcome.row.video_id)
+        except OSError as err:  # the shard is kept; the next run's sync_index indexes it
+            log.warning("%s: labels shard written but not indexed: %s", outcome.row.video_id, err)
         report.labels_written += 1
     else:
         report.labels_skipped += 1
