@@ -256,12 +256,15 @@ def fsync_path(path: Path) -> None:
 
 def write_json_atomically(path: Path, payload: Any) -> None:
     """``payload`` as JSON at ``path`` via a temp file, fsync and rename; the temp file never stays."""
+    data = json.dumps(payload, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
