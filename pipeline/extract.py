@@ -208,7 +208,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
     counts = {"rows": 0, "valid": 0}
     produced = extractor.extract_blocks(source, timeline, context)
     blocks = checked_blocks(produced, timeline, job.extractor, counts)
-    store.write_blocks(
+    written = store.write_shard(
         job.extractor,
         video["video_id"],
         blocks,
@@ -220,6 +220,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         library_versions=library_versions(),
     )
     return {
+        "index_entry": written.entry,
         "n_frames": counts["rows"],
         "valid_frames": counts["valid"],
         "seconds": time.perf_counter() - started,
@@ -410,7 +411,7 @@ def run_on_cluster(
             report.failures.append(Failure(outcome.key, job.extractor, outcome.reason or "unknown error"))
             return
         try:
-            store.record(job.extractor, outcome.key)
+            store.record(job.extractor, outcome.key, outcome.result.get("index_entry"))
         except StoreError as err:  # the shard went bad between the write and now: recompute next run
             report.failures.append(Failure(outcome.key, job.extractor, str(err)))
             return

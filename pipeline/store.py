@@ -299,13 +299,50 @@ def _shard_stats(folder: Path) -> dict[str, os.stat_result]:
     return stats
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _entry(
+    name: str,
+    params_hash: Any,
+    media_fingerprint: Any,
+    n_frames: Any,
+    extractor_version: Any,
+    stat: os.stat_result,
+) -> dict[str, Any]:
+    """One index entry (docs/FORMAT.md, the index)."""
+    return {
+        "shard": name,
+        "params_hash": str(params_hash),
+        "media_fingerprint": str(media_fingerprint),
+        "n_frames": int(n_frames),
+        "extractor_version": str(extractor_version),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class WrittenShard:
+    """A shard just written: its path and its index entry."""
+
+    path: Path
+    entry: dict[str, Any]
+
+
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_ino, b.st_size, b.st_mtime_ns)
 
 
-def _entry_matches(entry: Mapping[str, Any], stat: os.stat_result) -> bool:
+def _entry_matches(entry: Mapping[str, Any], stat: os.stat_result | None) -> bool:
     """Whether an index entry describes the shard file with this stat (every write is a new file:
     a rewritten shard has a new mtime)."""
+    if stat is None:
+        return False
     return entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns
 
 
@@ -525,6 +562,35 @@ class FeatureStore:
         The shard still appears only when every block is written; the attributes of the last block
         are stored. If the blocks stop early or raise, nothing becomes visible.
         """
+        written = self.write_shard(
+            extractor,
+            video_id,
+            blocks,
+            n_frames,
+            extractor_version=extractor_version,
+            params_hash=params_hash,
+            params_json=params_json,
+            media_fingerprint=media_fingerprint,
+            library_versions=library_versions,
+        )
+        return written.path
+
+    def write_shard(
+        self,
+        extractor: str,
+        video_id: str,
+        blocks: Iterable[FeatureSet],
+        n_frames: int,
+        *,
+        extractor_version: str,
+        params_hash: str,
+        params_json: str = "{}",
+        media_fingerprint: str = "",
+        library_versions: dict[str, str] | None = None,
+    ) -> WrittenShard:
+        """``write_blocks`` that also returns the shard's index entry, for ``record(..., entry=)``
+        (the driver then need not reopen the shard; the stat is the file's own, taken before its
+        rename, so a concurrent writer of the same video cannot be described by mistake)."""
         final = self.shard_path(extractor, video_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(_temp_name(final.name[: -len(SHARD_SUFFIX)]))
@@ -553,13 +619,15 @@ class FeatureStore:
                 )
                 h5.flush()
             _fsync_path(tmp)
+            stat = os.stat(tmp)  # rename keeps inode, size and mtime
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         _fsync_path(final.parent)
         log.debug("wrote %s (%d frames)", final, n_frames)
-        return final
+        entry = _entry(final.name, params_hash, media_fingerprint, n_frames, extractor_version, stat)
+        return WrittenShard(final, entry)
 
     def _write_rows(
         self, final: Path, group: h5py.Group, blocks: Iterable[FeatureSet], n_frames: int
@@ -675,15 +743,14 @@ class FeatureStore:
 
     @staticmethod
     def _index_entry(path: Path, group: h5py.Group, stat: os.stat_result) -> dict[str, Any]:
-        return {
-            "shard": path.name,
-            "params_hash": str(group.attrs["params_hash"]),
-            "media_fingerprint": str(group.attrs.get("media_fingerprint", "")),
-            "n_frames": int(group.attrs["n_frames"]),
-            "extractor_version": str(group.attrs["extractor_version"]),
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-        }
+        return _entry(
+            path.name,
+            group.attrs["params_hash"],
+            group.attrs.get("media_fingerprint", ""),
+            group.attrs["n_frames"],
+            group.attrs["extractor_version"],
+            stat,
+        )
 
     def _read_entry(self, extractor: str, video_id: str) -> dict[str, Any]:
         """The index entry of a video from its verified shard, with the stat of exactly that file
@@ -703,14 +770,18 @@ class FeatureStore:
             pass
         raise StoreError(f"{path}: the shard kept changing while it was indexed (concurrent writers?)")
 
-    def record(self, extractor: str, video_id: str) -> None:
+    def record(self, extractor: str, video_id: str, entry: Mapping[str, Any] | None = None) -> None:
         """Add or refresh the index entry of one video from its shard (driver only).
 
-        O(1): one line appended to ``index.log``. The first record of a folder without an index
-        starts it from every readable shard on disk. A write error (full disk) is raised as OSError
-        with the index left valid; ``sync_index`` adds the shard on the next run.
+        O(1): one line appended to ``index.log``. ``entry`` is the one ``write_shard`` returned:
+        used when the shard file on disk is still the one it describes (one ``stat``), else the
+        shard is opened and read. The first record of a folder without an index starts it from
+        every readable shard on disk. A write error (full disk) is raised as OSError with the index
+        left valid; ``sync_index`` adds the shard on the next run.
         """
-        entry = self._read_entry(extractor, video_id)
+        path = self.shard_path(extractor, video_id)
+        if entry is None or entry.get("shard") != path.name or not _entry_matches(entry, _stat(path)):
+            entry = self._read_entry(extractor, video_id)
         index = self._index(extractor)
         if not index.exists():
             with index.lock():

@@ -78,7 +78,7 @@ class _Outcome:
 
     row: ManifestRow | None = None
     failure: Failure | None = None
-    labels_written: bool = False
+    labels_entry: dict | None = None  # the index entry of the labels shard written, None if skipped
 
 
 def run(params: Params) -> int:
@@ -144,9 +144,9 @@ def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> 
         return
     assert outcome.row is not None
     report.rows.append(outcome.row)
-    if outcome.labels_written:
+    if outcome.labels_entry is not None:
         try:
-            store.record(LABELS_EXTRACTOR, outcome.row.video_id)
+            store.record(LABELS_EXTRACTOR, outcome.row.video_id, outcome.labels_entry)
         except OSError as err:  # the shard is kept; the next run's sync_index indexes it
             log.warning("%s: labels shard written but not indexed: %s", outcome.row.video_id, err)
         report.labels_written += 1
@@ -169,7 +169,7 @@ def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: Feat
             log.warning("%s: %s", candidate.video_id, note)
         row = _manifest_row(candidate, info, timeline, frame_labels, raw, note)
         stage = FailureStage.STORE
-        written = _store_labels(store, candidate, timeline, frame_labels, note)
+        entry = _store_labels(store, candidate, timeline, frame_labels, note)
     except LabelError as err:
         return _Outcome(failure=Failure(err.path, stage.value, f"{candidate.video_id}: {err.reason}"))
     except MediaError as err:
@@ -179,7 +179,7 @@ def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: Feat
     except Exception as err:  # one broken file must not stop the run; the report keeps the error type
         log.debug("%s failed", media, exc_info=True)
         return _Outcome(failure=Failure(media, stage.value, f"{type(err).__name__}: {err}"))
-    return _Outcome(row=row, labels_written=written)
+    return _Outcome(row=row, labels_entry=entry)
 
 
 def _probe_video(path: str) -> MediaInfo:
@@ -229,12 +229,12 @@ def labels_hash(candidate: Candidate) -> str:
 
 def _store_labels(
     store: FeatureStore, candidate: Candidate, timeline: Timeline, frame_labels: FrameLabels, note: str
-) -> bool:
-    """Write the labels shard unless an identical one is stored; True when written."""
+) -> dict | None:
+    """Write the labels shard unless an identical one is stored; its index entry when written."""
     digest = labels_hash(candidate)
     fingerprint = media_fingerprint(candidate.media_path)
     if store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint) is ShardStatus.STORED:
-        return False
+        return None
     sources = {task.value: str(path) for task, path in candidate.labels.items()}
     features = frame_labels.to_feature_set(
         timeline,
@@ -246,13 +246,14 @@ def _store_labels(
             "au_names": list(AU_NAMES),
         },
     )
-    store.write(
+    written = store.write_shard(
         LABELS_EXTRACTOR,
         candidate.video_id,
-        features,
+        [features],
+        len(features),
         extractor_version=ALIGNMENT_VERSION,
         params_hash=digest,
         params_json=params_json({"label_files": sources, "alignment_version": ALIGNMENT_VERSION}),
         media_fingerprint=fingerprint,
     )
-    return True
+    return written.entry

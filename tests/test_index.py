@@ -17,6 +17,7 @@ import pytest
 
 from pipeline import index as index_module
 from pipeline.config import RunnerConfig, StoreConfig
+from pipeline.errors import StoreError
 from pipeline.extract import ExtractionJob, process_video, run_extractor
 from pipeline.extractors.audio import LogMelConfig, LogMelExtractor
 from pipeline.fingerprint import media_fingerprint
@@ -165,6 +166,18 @@ def test_record_cost_does_not_grow_with_the_index(tmp_path: Path) -> None:
     assert (tmp_path / "feat" / INDEX_FILE).stat().st_size == snapshot_bytes  # not rewritten
     assert (tmp_path / "feat" / INDEX_LOG_FILE).stat().st_size < 400
     assert "new" in store.status_checker("feat").entries
+
+
+def test_record_with_the_writers_entry_checks_it_still_describes_the_shard(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path)
+    first = store.write_shard("feat", "v", [_features()], 4, extractor_version="1", params_hash="old")
+    time.sleep(0.01)
+    store.write("feat", "v", _features(), extractor_version="1", params_hash="new")  # another writer
+    store.record("feat", "v", first.entry)  # stale entry: the shard is read instead
+    assert plain_index(tmp_path / "feat")["v"]["params_hash"] == "new"
+    assert_index_truthful(store, "feat")
+    with pytest.raises(StoreError, match="no shard for video 'gone'"):
+        store.record("feat", "gone", {**first.entry, "shard": "gone.h5"})
 
 
 def _features() -> FeatureSet:
