@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
+from pipeline.batching import plan_batches
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, ExtractorError, StoreError
 from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
@@ -40,6 +41,7 @@ from pipeline.runner import (
     TaskOutcome,
     cluster_info,
     configure_worker_threads,
+    describe_error,
     open_client,
     resolve_device,
     run_tasks,
@@ -162,6 +164,25 @@ def uses_device(cls: type[Extractor]) -> bool:
     """Whether an extractor loads a model onto a device: it overrides ``setup``. Only those ask for
     a GPU, so CPU features (logmel, mfcc, egemaps) never queue behind the GPU workers."""
     return cls.setup is not Extractor.setup
+
+
+def extract_task(payload: dict[str, Any]) -> Any:
+    """Worker task: one video (``extract_video``) or a batch of short ones (``extract_batch``)."""
+    return extract_batch(payload) if "batch" in payload else extract_video(payload)
+
+
+def extract_batch(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Worker task: the videos of a batch one after the other, each as ``extract_video`` would do it.
+    A video's error is caught and returned as its own reason, so it fails alone; a worker that dies
+    takes the batch with it, and the driver then retries its videos one task each."""
+    results = []
+    for key, item in payload["batch"]:
+        try:
+            results.append({"key": key, "result": extract_video(item)})
+        except Exception as err:
+            log.debug("%s failed in a batch", key, exc_info=True)
+            results.append({"key": key, "reason": describe_error(err)})
+    return results
 
 
 def extract_video(payload: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +352,7 @@ def run_extractor(
             opening = time.perf_counter()
             with ctx as active:
                 report.startup_seconds = time.perf_counter() - opening
-                run_on_cluster(active, job, tasks, store, report)
+                run_on_cluster(active, job, tasks, store, report, task_seconds=runner_cfg.task_seconds)
             store.cleanup_temp(name)  # what workers killed during this run left behind
     finally:
         compact_index(store, name, report)
@@ -384,7 +405,8 @@ def pending_tasks(
             "media_path": row.media_path,
             "subject_position": row.subject_position,
         }
-        tasks.append((row.video_id, {"job": job, "video": video, "fingerprint": fingerprint}))
+        payload = {"job": job, "video": video, "fingerprint": fingerprint, "seconds": row.duration}
+        tasks.append((row.video_id, payload))
     return tasks
 
 
@@ -394,8 +416,10 @@ def run_on_cluster(
     tasks: list[tuple[str, dict[str, Any]]],
     store: FeatureStore,
     report: RunReport,
+    task_seconds: float = 0.0,
 ) -> None:
-    """Register the extractor plugin, run the tasks, record each finished video in the index at once."""
+    """Register the extractor plugin, run the tasks (short videos grouped into tasks of about
+    ``task_seconds``), record each finished video in the index at once."""
     info = cluster_info(client)
     resources = task_resources(job, info)
     report.workers, report.gpu_workers = info.workers, info.gpu_workers
@@ -430,16 +454,69 @@ def run_on_cluster(
         report.worker_cpu_seconds += result["cpu_seconds"]
         report.videos_per_worker[result["worker"]] = report.videos_per_worker.get(result["worker"], 0) + 1
 
+    batched = batch_tasks(tasks, task_seconds, max(1, info.workers))
+    retry_alone: list[tuple[str, dict[str, Any]]] = []
+
+    def on_task_done(outcome: TaskOutcome) -> None:
+        batch = batched_payloads.get(outcome.key)
+        if batch is None:
+            on_done(outcome)
+        elif outcome.ok:
+            for item in outcome.result:
+                on_done(TaskOutcome(key=item["key"], result=item.get("result"), reason=item.get("reason")))
+        else:  # the batch as a whole failed (its worker died): each video gets its own chance
+            log.warning(
+                "%s: a batch of %d videos failed (%s); retrying them one by one",
+                job.extractor,
+                len(batch),
+                outcome.reason,
+            )
+            retry_alone.extend(batch)
+
+    batched_payloads = {key: payload["batch"] for key, payload in batched if "batch" in payload}
+    report.tasks = len(batched)
     registering = time.perf_counter()
     client.register_plugin(ExtractorPlugin(job), name=job.plugin)  # workers import the extractor here
     submitted = time.perf_counter()
     report.startup_seconds += submitted - registering
     try:
-        run_tasks(client, extract_video, tasks, desc=job.extractor, on_done=on_done, resources=resources)
+        run_tasks(
+            client, extract_task, batched, desc=job.extractor, on_done=on_task_done, resources=resources
+        )
+        if retry_alone:
+            report.batches_retried_alone = len(retry_alone)
+            report.tasks += len(retry_alone)
+            run_tasks(
+                client, extract_task, retry_alone, desc=job.extractor, on_done=on_done, resources=resources
+            )
     finally:
         report.processing_seconds = time.perf_counter() - submitted
         with contextlib.suppress(Exception):  # best effort: the cluster may be gone already
             client.unregister_worker_plugin(job.plugin)
+
+
+def batch_tasks(
+    tasks: list[tuple[str, dict[str, Any]]], task_seconds: float, workers: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """Per-video tasks grouped into batch tasks of about ``task_seconds`` of media (docs/SCALING.md).
+
+    The target shrinks for small runs so that every worker still gets about four tasks (load
+    balance beats the per-task saving there). A batch of one stays a plain per-video task.
+    """
+    if task_seconds <= 0 or len(tasks) < 2:
+        return list(tasks)
+    total = sum(max(0.0, payload.get("seconds") or 0.0) for _, payload in tasks)
+    target = min(task_seconds, total / (4 * workers))
+    durations = [payload.get("seconds") or 0.0 for _, payload in tasks]
+    batched = []
+    for number, batch in enumerate(plan_batches(tasks, durations, target)):
+        if len(batch) == 1:
+            batched.append(batch.items[0])
+            continue
+        job = batch.items[0][1]["job"]
+        items = [(key, payload) for key, payload in batch.items]
+        batched.append((f"batch{number}-{len(batch)}-{batch.items[0][0]}", {"job": job, "batch": items}))
+    return batched
 
 
 def task_resources(job: ExtractionJob, info: ClusterInfo) -> dict[str, float] | None:

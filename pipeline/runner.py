@@ -346,6 +346,10 @@ class RunReport:
     # recorded, e.g. by a killed driver), and index writes that failed (full disk) during the run.
     index_synced: int = 0
     index_errors: int = 0
+    # Dask tasks submitted (short videos share one, runner.task_seconds) and videos of failed
+    # batches that were retried one task each.
+    tasks: int = 0
+    batches_retried_alone: int = 0
 
     @property
     def frames_per_second(self) -> float:
@@ -381,4 +385,6 @@ class RunReport:
             "videos_per_worker": dict(sorted(self.videos_per_worker.items())),
             "index_synced": self.index_synced,
             "index_errors": self.index_errors,
+            "tasks": self.tasks,
+            "batches_retried_alone": self.batches_retried_alone,
         }
