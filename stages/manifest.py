@@ -3,7 +3,7 @@
 For each candidate the dataset adapter finds: read its label files, probe the media, list its native
 frames, align the labels to them, and write the ``labels`` shard (skipped when the shard already holds
 the same label-file contents, alignment version and media file). One bad file becomes one failures row;
-the run goes on.
+the run goes on. Corpora of many files run on the Dask cluster in batches (pipeline/candidates.py).
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
-
 from pipeline.adapters import Candidate, DatasetAdapter, create_adapter
+from pipeline.candidates import map_candidates
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, LabelError, MediaError
 from pipeline.fingerprint import media_fingerprint, params_hash, params_json
@@ -50,9 +48,6 @@ if TYPE_CHECKING:
     from pipeline.params import Params
 
 log = logging.getLogger(__name__)
-
-# Probing is ffprobe subprocesses and demuxing: I/O-bound, so threads overlap well even on 2 cores.
-MAX_PROBE_THREADS = 8
 
 
 @dataclass
@@ -104,11 +99,20 @@ def build_manifest(
     feature_store.cleanup_temp(LABELS_EXTRACTOR)
     report = ManifestReport(failures=list(scan.failures))
     _index_upkeep(feature_store.sync_index)
+
+    def lost(candidate: Candidate, reason: str) -> None:
+        report.failures.append(Failure(str(candidate.media_path), FailureStage.PROBE.value, reason))
+
     try:
-        with ThreadPoolExecutor(max_workers=_thread_count(runner)) as pool:
-            futures = [pool.submit(process_candidate, adapter, c, feature_store) for c in scan.candidates]
-            for future in tqdm(as_completed(futures), total=len(futures), desc="manifest", unit="video"):
-                _collect(report, future.result(), feature_store)
+        map_candidates(
+            _process_candidate,
+            (adapter, feature_store),
+            scan.candidates,
+            lambda outcome: _collect(report, outcome, feature_store),
+            lost,
+            runner,
+            desc="manifest",
+        )
     finally:
         _index_upkeep(feature_store.compact_index)
     report.rows.sort(key=lambda row: row.video_id)
@@ -131,12 +135,6 @@ def _index_upkeep(step: Callable[[str], object]) -> None:
         log.warning("labels index: %s failed: %s", step.__name__, err)
 
 
-def _thread_count(runner: RunnerConfig | None) -> int:
-    if runner is None:
-        return 4
-    return max(1, min(MAX_PROBE_THREADS, runner.n_workers * runner.threads_per_worker))
-
-
 def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> None:
     """Driver side: keep the row or failure; index the new labels shard (the index has one writer)."""
     if outcome.failure is not None:
@@ -152,6 +150,10 @@ def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> 
         report.labels_written += 1
     else:
         report.labels_skipped += 1
+
+
+def _process_candidate(adapter: DatasetAdapter, store: FeatureStore, candidate: Candidate) -> _Outcome:
+    return process_candidate(adapter, candidate, store)
 
 
 def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: FeatureStore) -> _Outcome:

@@ -11,8 +11,9 @@ from pipeline.batching import plan_batches
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.extract import run_extractor
 from pipeline.extractors.audio import LogMelConfig
-from pipeline.manifest import ManifestRow
+from pipeline.manifest import DatasetConfig, ManifestConfig, ManifestRow
 from pipeline.store import FeatureStore
+from stages.manifest import build_manifest
 from tests.media_factory import make_text_file, make_video
 
 pytestmark = pytest.mark.timeout(180)
@@ -86,3 +87,29 @@ def test_batched_and_unbatched_runs_give_identical_arrays(tmp_path: Path, clips,
             stores[0.0].attrs("logmel", row.video_id)["params_hash"]
             == stores[30.0].attrs("logmel", row.video_id)["params_hash"]
         )
+
+
+def test_manifest_on_the_cluster_in_batches_equals_the_threaded_one(tmp_path: Path, clips) -> None:
+    from distributed import LocalCluster
+
+    dataset = DatasetConfig(adapter="folder", root=str(Path(clips[0].media_path).parent))
+    results = {}
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://", dashboard_address=None
+    ) as cluster:
+        for where, runner in (
+            ("threads", RunnerConfig()),
+            ("cluster", RunnerConfig(scheduler_address=cluster.scheduler_address)),
+        ):
+            manifest = ManifestConfig(
+                path=str(tmp_path / f"{where}.csv"), failures=str(tmp_path / f"{where}_f.csv")
+            )
+            store = StoreConfig(root=str(tmp_path / f"{where}_store"))
+            report = build_manifest(dataset, manifest, store, runner)
+            results[where] = (report, Path(manifest.path).read_text(), Path(manifest.failures).read_text())
+    (threaded, rows_t, fails_t), (clustered, rows_c, fails_c) = results["threads"], results["cluster"]
+    assert rows_c == rows_t and fails_c == fails_t  # byte-identical manifest and failures report
+    assert len(clustered.rows) == len(clips) - 1 and len(clustered.failures) == 1
+    assert clustered.labels_written == threaded.labels_written == len(clips) - 1
+    labels = FeatureStore(tmp_path / "cluster_store")
+    assert sorted(labels.status_checker("labels").entries) == sorted(r.video_id for r in clustered.rows)
