@@ -56,10 +56,15 @@ class StageFigures:
     files_created: int
     index_bytes_written: int
     load: float
+    cpu_seconds: float  # this process and its finished children (the LocalCluster's workers)
 
     @property
     def ms_per_clip(self) -> float:
         return 1000.0 * self.seconds / max(1, self.clips)
+
+    @property
+    def cpu_ms_per_clip(self) -> float:
+        return 1000.0 * self.cpu_seconds / max(1, self.clips)
 
 
 @dataclass
@@ -80,8 +85,9 @@ def make_variants(folder: Path, count: int, seconds: float) -> list[Path]:
         path = folder / f"variant{index:02d}.mp4"
         command = [
             ffmpeg_binary(), "-v", "error", "-y",
-            "-f", "lavfi", "-t", f"{length:.3f}", "-i", f"testsrc2=size=128x128:rate=25",
-            "-f", "lavfi", "-t", f"{length:.3f}", "-i", f"sine=frequency={220 + 40 * index}:sample_rate=48000",
+            "-f", "lavfi", "-t", f"{length:.3f}", "-i", "testsrc2=size=128x128:rate=25",
+            "-f", "lavfi", "-t", f"{length:.3f}",
+            "-i", f"sine=frequency={220 + 40 * index}:sample_rate=48000",
             "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
             str(path),
         ]  # fmt: skip
@@ -143,6 +149,13 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (a LocalCluster's nannies and
+    workers end with their stage): what the work cost, whatever else competes for the cores."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def measure_size(work: Path, variants: list[Path], clips: int, runner: RunnerConfig) -> SizeFigures:
     media = work / f"media{clips}"
     make_corpus(media, variants, clips)
@@ -154,21 +167,35 @@ def measure_size(work: Path, variants: list[Path], clips: int, runner: RunnerCon
     Path(store_cfg.root).mkdir(parents=True, exist_ok=True)
 
     watch = FolderWatch(Path(store_cfg.root))
-    started = time.perf_counter()
-    report, index_bytes = index_bytes_written(lambda: build_manifest(dataset, manifest_cfg, store_cfg, runner))
+    started, cpu = time.perf_counter(), cpu_seconds()
+    report, index_bytes = index_bytes_written(
+        lambda: build_manifest(dataset, manifest_cfg, store_cfg, runner)
+    )
     manifest = StageFigures(
-        "manifest", clips, time.perf_counter() - started, watch.created(), index_bytes, load_average()
+        "manifest",
+        clips,
+        time.perf_counter() - started,
+        watch.created(),
+        index_bytes,
+        load_average(),
+        cpu_seconds() - cpu,
     )
     if report.failures:
         raise SystemExit(f"manifest failed for {len(report.failures)} clips: {report.failures[:3]}")
     rows = read_manifest(manifest_cfg.path)
 
     watch = FolderWatch(Path(store_cfg.root))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     run = lambda: run_extractor("logmel", LogMelConfig(), rows, store_cfg, runner)  # noqa: E731
     extracted, index_bytes = index_bytes_written(run)
     logmel = StageFigures(
-        "logmel", clips, time.perf_counter() - started, watch.created(), index_bytes, load_average()
+        "logmel",
+        clips,
+        time.perf_counter() - started,
+        watch.created(),
+        index_bytes,
+        load_average(),
+        cpu_seconds() - cpu,
     )
     if extracted.failures:
         raise SystemExit(f"logmel failed for {len(extracted.failures)} clips: {extracted.failures[:3]}")
@@ -183,12 +210,14 @@ def measure_size(work: Path, variants: list[Path], clips: int, runner: RunnerCon
 
 def print_figures(figures: list[SizeFigures]) -> None:
     lines = [
-        f"{'clips':>7} {'stage':>9} {'ms/clip':>8} {'files':>7} {'index KiB':>10} {'load':>5}",
+        f"{'clips':>7} {'stage':>9} {'ms/clip':>8} {'CPU ms/clip':>11} {'files':>7} "
+        f"{'index KiB':>10} {'load':>5}",
     ]
     for size in figures:
         for stage in (size.manifest, size.logmel):
             lines.append(
-                f"{size.clips:>7} {stage.stage:>9} {stage.ms_per_clip:>8.2f} {stage.files_created:>7} "
+                f"{size.clips:>7} {stage.stage:>9} {stage.ms_per_clip:>8.2f} {stage.cpu_ms_per_clip:>11.2f} "
+                f"{stage.files_created:>7} "
                 f"{stage.index_bytes_written / 1024:>10.1f} {stage.load:>5.2f}"
             )
         lines.append(
@@ -215,13 +244,19 @@ def print_figures(figures: list[SizeFigures]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], help="corpus sizes (clips)")
     parser.add_argument("--seconds", type=float, default=2.0, help="clip length")
     parser.add_argument("--variants", type=int, default=16, help="distinct encodes the clips copy")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
-    parser.add_argument("--task-seconds", type=float, default=None, help="runner.task_seconds (0: one task per clip)")
-    parser.add_argument("--work", type=Path, default=None, help="folder for clips and stores (default: a temp folder)")
+    parser.add_argument(
+        "--task-seconds", type=float, default=None, help="runner.task_seconds (0: one task per clip)"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for clips and stores (default: a temp folder)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args(argv)
