@@ -74,6 +74,7 @@ class ExtractionJob:
     torch_threads: int
     plugin: str  # name of this run's ExtractorPlugin on the workers
     needs_gpu: bool = False  # tasks ask for the GPU resource: only GPU workers load the model
+    audio_fps: float | None = None  # timeline rate of files without video (dataset.audio_fps)
 
     @classmethod
     def create(
@@ -86,9 +87,13 @@ class ExtractionJob:
         device: str = "cpu",
         torch_threads: int = 1,
         plugin: str = "in-process",
+        audio_fps: float | None = None,
     ) -> ExtractionJob:
-        """A job whose parameter hash and JSON are derived from ``config`` and ``fps``, as stored."""
+        """A job whose parameter hash and JSON are derived from ``config`` and ``fps`` (and
+        ``audio_fps`` when set: hashes of stores without audio-only files stay as they were)."""
         described = {"config": config, "fps": fps}
+        if audio_fps is not None:
+            described["audio_fps"] = audio_fps
         return cls(
             extractor=name,
             extractor_class=extractor_class,
@@ -100,6 +105,7 @@ class ExtractionJob:
             device=device,
             torch_threads=torch_threads,
             plugin=plugin,
+            audio_fps=audio_fps,
         )
 
 
@@ -201,7 +207,7 @@ def extract_video(payload: dict[str, Any]) -> dict[str, Any]:
 def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any], fingerprint: str) -> dict:
     """Decode the input, run the extractor, write the shard atomically. Usable without Dask."""
     from pipeline.media import probe
-    from pipeline.timeline import decode_audio, iter_frames, video_timeline
+    from pipeline.timeline import decode_audio, iter_frames, media_timeline, video_timeline
 
     started, cpu_started = time.perf_counter(), process_cpu_seconds()
     store = open_store(job.store)
@@ -218,7 +224,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         # No ffprobe run here: PyAV finds the streams itself, and the probe's ~0.15 s of CPU (starting
         # ffprobe) was most of an audio stage's cost per short clip.
         info = None
-        timeline = video_timeline(path, fps=job.fps)
+        timeline = media_timeline(path, fps=job.fps, audio_fps=job.audio_fps)
         source = decode_audio(path, sample_rate=job.config.sample_rate)
     context = VideoContext(
         video_id=video["video_id"],
@@ -318,6 +324,7 @@ def run_extractor(
     fps: float | None = None,
     registry: ExtractorRegistry | None = None,
     client: Any = None,
+    audio_fps: float | None = None,
 ) -> RunReport:
     """Extract ``name`` for every manifest row not already stored with the same parameters.
 
@@ -338,6 +345,7 @@ def run_extractor(
         device=runner_cfg.device,
         torch_threads=runner_cfg.torch_threads,
         plugin=f"avpipe-{name}-{uuid.uuid4().hex[:12]}",
+        audio_fps=audio_fps,
     )
     store = open_store(store_cfg)
     store.cleanup_temp(name)

@@ -41,7 +41,7 @@ from pipeline.manifest import (
 )
 from pipeline.media import probe
 from pipeline.store import FeatureStore, ShardStatus
-from pipeline.timeline import video_timeline
+from pipeline.timeline import media_timeline
 from pipeline.types import MediaInfo, Timeline
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ def build_manifest(
     try:
         map_candidates(
             _process_candidate,
-            (adapter, feature_store),
+            (adapter, feature_store, dataset.audio_fps),
             scan.candidates,
             lambda outcome: _collect(report, outcome, feature_store),
             lost,
@@ -152,24 +152,30 @@ def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> 
         report.labels_skipped += 1
 
 
-def _process_candidate(adapter: DatasetAdapter, store: FeatureStore, candidate: Candidate) -> _Outcome:
-    return process_candidate(adapter, candidate, store)
+def _process_candidate(
+    adapter: DatasetAdapter, store: FeatureStore, audio_fps: float | None, candidate: Candidate
+) -> _Outcome:
+    return process_candidate(adapter, candidate, store, audio_fps)
 
 
-def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: FeatureStore) -> _Outcome:
-    """One video: labels, probe, native timeline, aligned labels shard. Never raises for bad input."""
+def process_candidate(
+    adapter: DatasetAdapter, candidate: Candidate, store: FeatureStore, audio_fps: float | None = None
+) -> _Outcome:
+    """One video: labels, probe, native timeline, aligned labels shard. Never raises for bad input.
+
+    ``audio_fps`` (dataset.audio_fps) admits files without a video stream, on a grid at that rate."""
     media = str(candidate.media_path)
     stage = FailureStage.LABELS
     try:
         raw = adapter.read_labels(candidate) if candidate.labels else RawLabels()
         stage = FailureStage.PROBE
-        info = _probe_video(media)
+        info = _probe_video(media, audio_fps)
         stage = FailureStage.TIMELINE
-        timeline = _native_timeline(media, info)
+        timeline = _native_timeline(media, info, audio_fps)
         frame_labels, note = align_labels(raw, timeline)
         if note:
             log.warning("%s: %s", candidate.video_id, note)
-        row = _manifest_row(candidate, info, timeline, frame_labels, raw, note)
+        row = _manifest_row(candidate, info, timeline, frame_labels, raw, note, audio_fps)
         stage = FailureStage.STORE
         entry = _store_labels(store, candidate, timeline, frame_labels, note)
     except LabelError as err:
@@ -184,15 +190,17 @@ def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: Feat
     return _Outcome(row=row, labels_entry=entry)
 
 
-def _probe_video(path: str) -> MediaInfo:
+def _probe_video(path: str, audio_fps: float | None = None) -> MediaInfo:
     info = probe(path)
-    if info.video is None:
-        raise MediaError(path, "has no video stream (audio only)")
+    if info.video is None and audio_fps is None:
+        raise MediaError(
+            path, "has no video stream (audio only; set dataset.audio_fps to use audio-only files)"
+        )
     return info
 
 
-def _native_timeline(path: str, info: MediaInfo) -> Timeline:
-    timeline = video_timeline(path, fps=None, info=info)
+def _native_timeline(path: str, info: MediaInfo, audio_fps: float | None = None) -> Timeline:
+    timeline = media_timeline(path, fps=None, audio_fps=audio_fps, info=info)
     if len(timeline) == 0:
         raise MediaError(path, "has no decodable video frames")
     return timeline
@@ -205,6 +213,7 @@ def _manifest_row(
     frame_labels: FrameLabels,
     raw: RawLabels,
     note: str,
+    audio_fps: float | None = None,
 ) -> ManifestRow:
     row = ManifestRow(
         video_id=candidate.video_id,
@@ -217,7 +226,7 @@ def _manifest_row(
         labeled_frames=int(frame_labels.labeled().sum()),
         notes="; ".join([*candidate.notes, *([note] if note else [])]),
     )
-    return row.with_probe(info, n_frames=len(timeline))
+    return row.with_probe(info, n_frames=len(timeline), audio_fps=audio_fps)
 
 
 def labels_hash(candidate: Candidate) -> str:
