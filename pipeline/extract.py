@@ -184,10 +184,13 @@ def extract_batch(payload: dict[str, Any]) -> list[dict[str, Any]]:
     results = []
     for key, item in payload["batch"]:
         try:
-            results.append({"key": key, "result": extract_video(item)})
+            results.append({"key": key, "result": extract_video({**item, "sync_folder": False})})
         except Exception as err:
             log.debug("%s failed in a batch", key, exc_info=True)
             results.append({"key": key, "reason": describe_error(err)})
+    job: ExtractionJob = payload["job"]
+    if any("result" in r for r in results):
+        open_store(job.store).sync_folder(job.extractor)  # once for the batch's renames
     return results
 
 
@@ -200,12 +203,21 @@ def extract_video(payload: dict[str, Any]) -> dict[str, Any]:
         raise ExtractorError(
             f"worker {worker.address} has no extractor plugin {job.plugin!r} (cluster restarted?)"
         )
-    summary = process_video(plugin.extractor(), job, payload["video"], payload["fingerprint"])
+    summary = process_video(
+        plugin.extractor(), job, payload["video"], payload["fingerprint"], payload.get("sync_folder", True)
+    )
     return {**summary, "worker": worker.address}
 
 
-def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any], fingerprint: str) -> dict:
-    """Decode the input, run the extractor, write the shard atomically. Usable without Dask."""
+def process_video(
+    extractor: Extractor,
+    job: ExtractionJob,
+    video: dict[str, Any],
+    fingerprint: str,
+    sync_folder: bool = True,
+) -> dict:
+    """Decode the input, run the extractor, write the shard atomically. Usable without Dask.
+    ``sync_folder=False``: the caller fsyncs the store folder after several videos."""
     from pipeline.media import probe
     from pipeline.timeline import decode_audio, iter_frames, media_timeline, video_timeline
 
@@ -245,6 +257,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         params_json=job.params_json,
         media_fingerprint=fingerprint,
         library_versions=library_versions(),
+        sync_folder=sync_folder,
     )
     return {
         "index_entry": written.entry,

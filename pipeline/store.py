@@ -587,10 +587,15 @@ class FeatureStore:
         params_json: str = "{}",
         media_fingerprint: str = "",
         library_versions: dict[str, str] | None = None,
+        sync_folder: bool = True,
     ) -> WrittenShard:
         """``write_blocks`` that also returns the shard's index entry, for ``record(..., entry=)``
         (the driver then need not reopen the shard; the stat is the file's own, taken before its
-        rename, so a concurrent writer of the same video cannot be described by mistake)."""
+        rename, so a concurrent writer of the same video cannot be described by mistake).
+
+        ``sync_folder=False`` leaves the fsync of the folder (which makes the rename survive a power
+        loss) to the caller: a batch of short clips syncs it once (``sync_folder``), not per clip.
+        """
         final = self.shard_path(extractor, video_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(_temp_name(final.name[: -len(SHARD_SUFFIX)]))
@@ -624,10 +629,15 @@ class FeatureStore:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_path(final.parent)
+        if sync_folder:
+            _fsync_path(final.parent)
         log.debug("wrote %s (%d frames)", final, n_frames)
         entry = _entry(final.name, params_hash, media_fingerprint, n_frames, extractor_version, stat)
         return WrittenShard(final, entry)
+
+    def sync_folder(self, extractor: str) -> None:
+        """fsync the extractor folder: renames done with ``sync_folder=False`` survive a power loss."""
+        _fsync_path(self.folder(extractor))
 
     def _write_rows(
         self, final: Path, group: h5py.Group, blocks: Iterable[FeatureSet], n_frames: int
