@@ -37,6 +37,7 @@ class LoadedModel:
     hop: int
     fold: int
     meta: dict[str, Any]
+    task_models: dict[str, SequenceModel] = dataclasses.field(default_factory=dict)  # per-task selection
 
 
 def save_checkpoint(

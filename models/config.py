@@ -51,7 +51,21 @@ class OptimizerName(StrEnum):
 
 class VALoss(StrEnum):
     CCC = "ccc"  # 1 - CCC, per dimension (ABAW2/ABAW3 systems)
-    MSE = "mse"
+    MSE = "mse"  # AIM3-RUC ABAW4 (models/loss.py MSELoss on valence and arousal)
+
+
+class Selection(StrEnum):
+    """How the best epoch is chosen on the validation fold."""
+
+    SUM = "sum"  # one model: the epoch with the best sum of the task scores (the ABAW MTL score)
+    PER_TASK = "per_task"  # one checkpoint per task: each task's best epoch (AIM3-RUC ABAW4)
+
+
+class MissingScore(StrEnum):
+    """What a task without a validation score (no labelled validation frame: NaN) does to selection."""
+
+    ERROR = "error"  # stop with an error naming the task and the fold
+    DROP = "drop"  # warn, and select on the other tasks' scores
 
 
 @dataclass
@@ -162,6 +176,14 @@ class LossConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """Model selection on the validation fold (``train.selection``)."""
+
+    mode: Selection = Selection.SUM
+    missing_score: MissingScore = MissingScore.ERROR
+
+
+@dataclass
 class TrainConfig:
     """Everything the train, evaluate and predict stages need besides the store and the manifest."""
 
@@ -181,6 +203,7 @@ class TrainConfig:
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
     folds: FoldConfig = field(default_factory=FoldConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     seed: int = 0

@@ -5,6 +5,8 @@ Output layout (``train.output_dir``)::
     folds.json                  the fold plan (video ids per fold, test videos)
     stats/<hash>.npz            standardisation statistics per training set (cache)
     fold_<i>/model.pt           best checkpoint of fold i (self-contained, see models.checkpoint)
+    fold_<i>/model_<task>.pt    with ``train.selection.mode: per_task``: each task's best checkpoint; the
+                                fold's predictions of that task come from it
     fold_<i>/log.csv            per-epoch losses, learning rate and validation metrics
     fold_<i>/predictions.npz    per-frame predictions of fold i's validation videos and of the test videos
     summary.json                config, inputs, per-fold best epoch and score, skipped videos, timings
@@ -148,15 +150,33 @@ def _train_one(
     directory = fold_dir(config.output_dir, fold)
     result = trainer.train_fold(fold, standardised, train_ids, val_ids, log_path=directory / LOG_FILE)
     predictions = trainer.predict(result.model, standardised, val_ids + test_ids)
-    save_predictions(directory / PREDICTIONS_FILE, predictions, timelines)
     meta = {"best_epoch": result.best_epoch, "best_score": result.best_score, "train_videos": train_ids}
     save_checkpoint(directory / CHECKPOINT_FILE, result.model, config, inputs, stats, fold, meta)
+    task_epochs = {}
+    for task, (epoch, score, state) in result.task_best.items():
+        model = trainer.build_model().to(trainer.device)
+        model.load_state_dict(state)
+        for video_id, outputs in trainer.predict(model, standardised, val_ids + test_ids).items():
+            predictions[video_id][task] = outputs[task]
+        task_meta = {**meta, "task": task, "best_epoch": epoch, "best_score": score}
+        save_checkpoint(task_checkpoint(directory, task), model, config, inputs, stats, fold, task_meta)
+        task_epochs[task] = epoch
+    save_predictions(directory / PREDICTIONS_FILE, predictions, timelines)
     return {
         "fold": fold,
         "train_videos": train_ids,
         "validation_videos": val_ids,
         "best_epoch": result.best_epoch,
-        "best_score": result.best_score if result.best_score > float("-inf") else None,
+        "best_score": result.best_score,
+        "task_best_epochs": task_epochs,  # per_task selection: the epoch each task's checkpoint holds
+        "untrained_score": result.baseline_score,
+        "beat_untrained": result.beat_untrained,
+        "dropped_tasks": result.dropped_tasks,
         "epochs_run": result.epochs_run,
         "seconds": round(result.seconds, 3),
     }
+
+
+def task_checkpoint(directory: Path, task: str) -> Path:
+    """Where per-task selection keeps task ``task``'s best model of a fold."""
+    return directory / f"model_{task}.pt"

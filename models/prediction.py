@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from models.checkpoint import LoadedModel, load_checkpoint
 from models.config import Task, TrainConfig
 from models.data import load_videos
-from models.experiment import CHECKPOINT_FILE, fold_dir, read_summary
+from models.experiment import CHECKPOINT_FILE, fold_dir, read_summary, task_checkpoint
 from models.inference import device_for, predict_videos
 from models.merge import merge_folds
 from models.metrics import AU_THRESHOLD
@@ -43,6 +43,11 @@ def load_fold_models(output_dir: str | Path, device: torch.device) -> list[Loade
             f"{missing[0] if missing else output_dir}: checkpoint missing; run `avpipe train` again"
         )
     models = [load_checkpoint(path, device) for path in paths]
+    for path, loaded in zip(paths, models, strict=True):
+        for task in loaded.tasks:  # per-task selection: that task's outputs come from its own checkpoint
+            task_path = task_checkpoint(path.parent, task.value)
+            if task_path.is_file():
+                loaded.task_models[task.value] = load_checkpoint(task_path, device).model
     first = models[0]
     for path, other in zip(paths[1:], models[1:], strict=True):
         if (other.inputs, other.tasks, other.window, other.hop) != (
@@ -84,9 +89,7 @@ def run_prediction(
     table = FrameTable(videos, [spec.key for spec in first.inputs])
     video_ids = [video.video_id for video in videos]
     per_fold = [
-        predict_videos(
-            m.model, m.stats.apply(table), table, video_ids, m.window, m.hop, config.batch_size, device
-        )
+        _predict_fold(m, table, video_ids, config.batch_size, device)
         for m in tqdm(models, desc="predict", unit="fold", leave=False)
     ]
     out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +101,22 @@ def run_prediction(
         written.append(path)
     log.info("wrote %d prediction files to %s (%d videos skipped)", len(written), out, len(skipped))
     return written
+
+
+def _predict_fold(
+    loaded: LoadedModel, table: FrameTable, video_ids: list[str], batch_size: int, device: torch.device
+) -> dict[str, dict[str, np.ndarray]]:
+    inputs = loaded.stats.apply(table)
+    predictions = predict_videos(
+        loaded.model, inputs, table, video_ids, loaded.window, loaded.hop, batch_size, device
+    )
+    for task, model in loaded.task_models.items():
+        outputs = predict_videos(
+            model, inputs, table, video_ids, loaded.window, loaded.hop, batch_size, device
+        )
+        for video_id, prediction in predictions.items():
+            prediction[task] = outputs[video_id][task]
+    return predictions
 
 
 def write_prediction_csv(

@@ -1,0 +1,113 @@
+"""Model selection never keeps an untrained model: a task without a validation score is an error naming the
+task and the fold (or is dropped, by option, with a warning); a fold whose trained epochs never beat the
+untrained model warns loudly; per-task selection keeps one checkpoint per task."""
+
+from __future__ import annotations
+
+import csv
+import logging
+
+import numpy as np
+import pytest
+
+from models.checkpoint import load_checkpoint
+from models.config import MissingScore, Task
+from models.experiment import fold_dir, run_training, task_checkpoint
+from models.prediction import run_prediction
+from models.selection import Best, TaskScorer, warn_if_untrained
+from pipeline.errors import ConfigError
+from pipeline.labels import LABELS_EXTRACTOR, FrameLabels
+from pipeline.manifest import Split
+from pipeline.types import Timeline
+from tests.test_train import build_dataset, config_for
+
+MTL = {"tasks": ["va", "expr"], "epochs": 3}
+
+
+@pytest.fixture(scope="module")
+def no_expr_on_validation(tmp_path_factory):
+    """A dataset whose validation videos carry VA labels but no expression label."""
+    root = tmp_path_factory.mktemp("noexpr")
+    store, rows = build_dataset(root, n_train=3, n_validation=1, n_test=0, frames=(50, 70), seed=4)
+    for row in rows:
+        if row.split is Split.VALIDATION:
+            features = store.read(LABELS_EXTRACTOR, row.video_id)
+            labels = FrameLabels.from_feature_set(features)
+            labels.expression[:] = -1
+            store.write(
+                LABELS_EXTRACTOR,
+                row.video_id,
+                labels.to_feature_set(Timeline(features.time, features.frame_index)),
+                extractor_version="1",
+                params_hash="p",
+            )
+    return store, rows
+
+
+def test_a_task_without_validation_labels_is_an_error_naming_task_and_fold(no_expr_on_validation, tmp_path):
+    store, rows = no_expr_on_validation
+    config = config_for("abaw4-mtl", tmp_path, **MTL)
+    with pytest.raises(ConfigError, match=r"fold 0: task 'expr' has no validation score.*0 labelled"):
+        run_training(config, store, rows)
+    assert not (fold_dir(config.output_dir, 0) / "model.pt").exists()  # nothing untrained was saved
+
+
+def test_dropping_the_task_warns_and_selects_a_trained_epoch(no_expr_on_validation, tmp_path, caplog):
+    store, rows = no_expr_on_validation
+    config = config_for("abaw4-mtl", tmp_path, selection={"missing_score": "drop"}, **MTL)
+    with caplog.at_level(logging.WARNING):
+        summary = run_training(config, store, rows)
+    fold = summary["folds"][0]
+    assert fold["dropped_tasks"] == ["expr"]
+    assert fold["best_epoch"] >= 1 and np.isfinite(fold["best_score"])
+    assert any("'expr'" in r.message and "dropped from model selection" in r.message for r in caplog.records)
+    with (fold_dir(config.output_dir, 0) / "log.csv").open() as handle:
+        log_rows = list(csv.DictReader(handle))
+    assert log_rows[0]["epoch"] == "0"  # the untrained model is the logged baseline
+    selection = [float(r["val_selection_score"]) for r in log_rows[1:]]
+    best = 1 + int(np.argmax(selection))
+    assert fold["best_epoch"] == best  # selected on the VA score alone
+    assert selection[best - 1] == pytest.approx(float(log_rows[best]["val_ccc_mean"]), abs=1e-5)
+
+
+def test_scorer_reports_nan_and_missing_scores():
+    scorer = TaskScorer(3, [Task.VA, Task.AU], MissingScore.ERROR)
+    assert scorer.scores({"ccc_mean": 0.5, "f1_au": 0.25}, epoch=1) == {Task.VA: 0.5, Task.AU: 0.25}
+    with pytest.raises(ConfigError, match=r"fold 3: task 'au' has no validation score at epoch 2"):
+        scorer.scores({"ccc_mean": 0.5, "f1_au": float("nan"), "n_frames_au": 0}, epoch=2)
+    with pytest.raises(ConfigError, match=r"fold 3: task 'va'"):
+        scorer.scores({"f1_au": 0.5}, epoch=1)
+    dropping = TaskScorer(1, [Task.VA], MissingScore.DROP)
+    with pytest.raises(ConfigError, match="no trained task has a validation score"):
+        dropping.scores({"ccc_mean": float("nan")}, epoch=1)
+
+
+def test_an_unimproved_run_warns_loudly_and_epoch_zero_is_never_kept(caplog):
+    best = Best()
+    with pytest.raises(RuntimeError, match="refusing to save an untrained model"):
+        warn_if_untrained(0, best, baseline=0.1)
+    best.offer(1, 0.05, {"w": np.zeros(1)})
+    with caplog.at_level(logging.WARNING):
+        assert warn_if_untrained(2, best, baseline=0.1)
+    assert "fold 2: NO EPOCH BEAT THE UNTRAINED MODEL" in caplog.text
+    assert not warn_if_untrained(2, best, baseline=0.01)
+
+
+def test_per_task_selection_saves_one_checkpoint_per_task(tmp_path):
+    store, rows = build_dataset(tmp_path, n_train=3, n_validation=1, n_test=1, frames=(50, 70), seed=5)
+    config = config_for(
+        "abaw4-mtl", tmp_path, tasks=["va", "expr", "au"], epochs=3, selection={"mode": "per_task"}
+    )
+    summary = run_training(config, store, rows)
+    fold = summary["folds"][0]
+    directory = fold_dir(config.output_dir, 0)
+    with (directory / "log.csv").open() as handle:
+        log_rows = list(csv.DictReader(handle))[1:]
+    for task, column in (("va", "val_ccc_mean"), ("expr", "val_f1_expr"), ("au", "val_f1_au")):
+        loaded = load_checkpoint(task_checkpoint(directory, task))
+        scores = [float(r[column]) for r in log_rows]
+        assert loaded.meta["task"] == task
+        assert scores[loaded.meta["best_epoch"] - 1] == pytest.approx(max(scores), abs=2e-4)
+        assert fold["task_best_epochs"][task] == loaded.meta["best_epoch"]
+    written = run_prediction(config, store, rows, out_dir=tmp_path / "pred")
+    assert written
