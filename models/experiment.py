@@ -108,6 +108,7 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
         "device": str(device),
         "folds": folds,
         "test": test_ids,
+        "moved_to_validation": {"count": len(plan.moved), "videos": list(plan.moved)},
         "skipped": skipped,
         "load_seconds": round(load_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
