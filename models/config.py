@@ -54,6 +54,41 @@ class VALoss(StrEnum):
     MSE = "mse"  # AIM3-RUC ABAW4 (models/loss.py MSELoss on valence and arousal)
 
 
+class CCCReduction(StrEnum):
+    """Over which frames the CCC loss computes its moments."""
+
+    POOLED = "pooled"  # every labelled frame of the batch at once (JCA: losses/CCC.py)
+    PER_WINDOW = "per_window"  # one CCC per window, averaged (ABAW2: base/loss_function.py)
+
+
+class Moments(StrEnum):
+    """Divisor of a variance or covariance: n (population) or n - 1 (sample, Bessel-corrected)."""
+
+    POPULATION = "population"
+    SAMPLE = "sample"
+
+
+class UnlabeledFrames(StrEnum):
+    """Training frames without a label for any trained task."""
+
+    MASK = "mask"  # kept in the windows (the model sees the context), left out of the loss
+    DELETE = "delete"  # removed before windowing, so windows join labelled frames (ABAW2 preprocessing.py)
+
+
+class Normalisation(StrEnum):
+    """Which statistics z-score the features of a fold."""
+
+    TRAIN = "train"  # the fold's training videos' statistics, for every video
+    PER_PARTITION = "per_partition"  # each partition its own (ABAW2 calculate_mean_and_std.py, dataset.py)
+
+
+class MergeMethod(StrEnum):
+    """CCC centering of the fold models' valence/arousal (models.merge)."""
+
+    ABAW2 = "abaw2"  # the original: sample variances, negative agreements kept
+    CLIPPED = "clipped"  # negative agreements count as 0: the centre stays within the folds' means
+
+
 class Selection(StrEnum):
     """How the best epoch is chosen on the validation fold."""
 
@@ -164,6 +199,9 @@ class LossConfig:
 
     weights: dict[str, float] = field(default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0})
     va: VALoss = VALoss.CCC
+    ccc: CCCReduction = CCCReduction.POOLED  # the CCC loss over the batch, or per window
+    variance: Moments = Moments.POPULATION  # the CCC loss's variances
+    covariance: Moments = Moments.POPULATION  # the CCC loss's covariance
 
     def __post_init__(self) -> None:
         for name, weight in self.weights.items():
@@ -204,6 +242,9 @@ class TrainConfig:
     folds: FoldConfig = field(default_factory=FoldConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    unlabeled: UnlabeledFrames = UnlabeledFrames.MASK
+    normalisation: Normalisation = Normalisation.TRAIN
+    merge: MergeMethod = MergeMethod.CLIPPED  # merging the folds' valence/arousal (then clipped to [-1, 1])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     seed: int = 0

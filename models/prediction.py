@@ -95,7 +95,7 @@ def run_prediction(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for video in videos:
-        merged = merge_folds([fold[video.video_id] for fold in per_fold])
+        merged = merge_folds([fold[video.video_id] for fold in per_fold], config.merge)
         path = out / (shard_name(video.video_id)[: -len(".h5")] + ".csv")
         write_prediction_csv(path, video.frame_index, video.time, merged, first.tasks)
         written.append(path)
