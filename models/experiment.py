@@ -27,14 +27,15 @@ import torch
 
 from models.base import InputSpec
 from models.checkpoint import config_summary, save_checkpoint
-from models.config import TrainConfig
-from models.data import load_videos, resolve_inputs
+from models.config import Normalisation, TrainConfig, UnlabeledFrames
+from models.data import VideoData, load_videos, resolve_inputs
 from models.folds import FoldPlan, make_folds
 from models.inference import device_for, save_predictions
 from models.registry import validate_model_config
-from models.stats import cached_stats, stats_key
+from models.stats import cached_stats, compute_stats, stats_key
 from models.table import FrameTable
 from models.trainer import FoldTrainer
+from models.unlabeled import delete_unlabelled
 from pipeline.errors import StoreError
 from pipeline.manifest import ManifestRow
 from pipeline.store import FeatureStore
@@ -76,6 +77,9 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     pool, skipped = load_videos(store, specs, plan.pool)
     test, skipped_test = load_videos(store, specs, plan.test, require_labels=False)
     skipped.update(skipped_test)
+    deleted = 0
+    if config.unlabeled is UnlabeledFrames.DELETE:
+        pool, deleted = _delete_unlabelled(pool, config, skipped)
     videos = pool + test
     if not pool:
         raise StoreError(
@@ -109,12 +113,29 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
         "folds": folds,
         "test": test_ids,
         "moved_to_validation": {"count": len(plan.moved), "videos": list(plan.moved)},
+        "unlabelled_frames_deleted": deleted,
         "skipped": skipped,
         "load_seconds": round(load_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
     write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+def _delete_unlabelled(
+    pool: list[VideoData], config: TrainConfig, skipped: dict[str, str]
+) -> tuple[list[VideoData], int]:
+    """``train.unlabeled: delete``: the pool without unlabelled frames; videos left empty are skipped."""
+    kept, deleted = [], 0
+    for video in pool:
+        cut, removed = delete_unlabelled(video, config.tasks)
+        deleted += removed
+        if len(cut):
+            kept.append(cut)
+        else:
+            skipped[video.video_id] = f"no frame labelled for {[t.value for t in config.tasks]}"
+    log.info("train.unlabeled = delete: removed %d unlabelled frames from %d videos", deleted, len(pool))
+    return kept, deleted
 
 
 def _remove_previous_run(out: Path) -> None:
@@ -141,13 +162,13 @@ def _train_one(
     val_ids = [v for v in plan.folds[fold] if v in loaded]
     if not train_ids or not val_ids:
         raise StoreError(f"fold {fold}: no readable {'training' if not train_ids else 'validation'} video")
-    stats = cached_stats(
-        Path(config.output_dir) / "stats",
-        stats_key(store, config.feature_specs, inputs, train_ids),
-        trainer.table,
-        train_ids,
-    )
+    key = stats_key(store, config.feature_specs, inputs, train_ids)
+    if config.unlabeled is UnlabeledFrames.DELETE:  # other frames, other statistics
+        key += "-delete-" + "-".join(task.value for task in config.tasks)
+    stats = cached_stats(Path(config.output_dir) / "stats", key, trainer.table, train_ids)
     standardised = stats.apply(trainer.table)
+    if config.normalisation is Normalisation.PER_PARTITION:
+        _standardise_own_statistics(standardised, trainer.table, [val_ids, test_ids])
     directory = fold_dir(config.output_dir, fold)
     result = trainer.train_fold(fold, standardised, train_ids, val_ids, log_path=directory / LOG_FILE)
     predictions = trainer.predict(result.model, standardised, val_ids + test_ids)
@@ -176,6 +197,21 @@ def _train_one(
         "epochs_run": result.epochs_run,
         "seconds": round(result.seconds, 3),
     }
+
+
+def _standardise_own_statistics(
+    standardised: dict[str, np.ndarray], table: FrameTable, partitions: list[list[str]]
+) -> None:
+    """``train.normalisation: per_partition``: each partition's rows z-scored with its own statistics
+    (ABAW2 calculate_mean_and_std.py:17-50, base/dataset.py:155-163). Checkpoints keep the training
+    statistics, so ``avpipe predict`` standardises with those."""
+    for video_ids in partitions:
+        if not video_ids:
+            continue
+        own = compute_stats(table, video_ids).apply(table)
+        rows = table.rows_of(video_ids)
+        for key, values in standardised.items():
+            values[rows] = own[key][rows]
 
 
 def task_checkpoint(directory: Path, task: str) -> Path:

@@ -13,6 +13,7 @@ import pytest
 from models.checkpoint import load_checkpoint
 from models.config import MissingScore, Task
 from models.experiment import fold_dir, run_training, task_checkpoint
+from models.inference import load_predictions
 from models.prediction import run_prediction
 from models.selection import Best, TaskScorer, warn_if_untrained
 from pipeline.errors import ConfigError
@@ -111,3 +112,16 @@ def test_per_task_selection_saves_one_checkpoint_per_task(tmp_path):
         assert fold["task_best_epochs"][task] == loaded.meta["best_epoch"]
     written = run_prediction(config, store, rows, out_dir=tmp_path / "pred")
     assert written
+
+
+def test_unlabelled_frames_are_deleted_and_partitions_standardised_on_their_own(tmp_path):
+    store, rows = build_dataset(tmp_path, n_train=3, n_validation=1, n_test=1, frames=(50, 70), seed=6)
+    config = config_for("lstm-fusion", tmp_path, epochs=1, unlabeled="delete", normalisation="per_partition")
+    summary = run_training(config, store, rows)
+    # write_video leaves the first 3 frames of each video without VA labels: 4 train/validation videos
+    assert summary["unlabelled_frames_deleted"] == 3 * 4
+    predictions = load_predictions(fold_dir(config.output_dir, 0) / "predictions.npz")
+    validation = next(r.video_id for r in rows if r.split is Split.VALIDATION)
+    test = next(r.video_id for r in rows if r.split is Split.TEST)
+    assert predictions[validation]["frame_index"][0] == 3  # cut
+    assert predictions[test]["frame_index"][0] == 0  # test videos stay whole
