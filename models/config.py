@@ -5,6 +5,10 @@ Torch-free on purpose: ``pipeline.params`` imports this module whenever params.y
 ``train.preset`` names ``presets/<name>.yaml`` (next to params.yaml). ``resolve_train_section`` merges the
 explicit ``train.*`` keys over the preset's values, so ``dvc exp run -S train.preset=jca`` switches the whole
 recipe while ``-S train.epochs=5`` still overrides one value of it.
+
+A preset's top-level keys are its ``demo`` variant (sized for a CPU and the demo dataset). Its ``paper:``
+block holds the original code's settings (``settings``: train keys) and where each comes from (``cite``:
+dotted key -> file:line); ``train.variant: paper`` merges those settings over the demo keys.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from pipeline.errors import ConfigError
 PRESETS_DIR = "presets"
 DEFAULT_FEATURE_ARRAY = "features"
 _PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+PAPER_BLOCK = "paper"
+VARIANTS = ("demo", "paper")
 
 
 class Task(StrEnum):
@@ -226,6 +232,7 @@ class TrainConfig:
     """Everything the train, evaluate and predict stages need besides the store and the manifest."""
 
     preset: str | None = None
+    variant: str = "demo"  # demo | paper: which of the preset's variants (module docstring)
     features: list[FeatureSpec | str] = field(
         default_factory=lambda: ["fer-minixception", "mfcc", "egemaps", "logmel"]
     )
@@ -242,6 +249,7 @@ class TrainConfig:
     folds: FoldConfig = field(default_factory=FoldConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    restore_best: bool = False  # reload the best weights after every epoch (ABAW2 load_best_at_each_epoch)
     unlabeled: UnlabeledFrames = UnlabeledFrames.MASK
     normalisation: Normalisation = Normalisation.TRAIN
     merge: MergeMethod = MergeMethod.CLIPPED  # merging the folds' valence/arousal (then clipped to [-1, 1])
@@ -283,6 +291,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{key}", "must be a non-empty path")
         if not self.model.name:
             raise ConfigError("train.model.name", "must name a model")
+        if self.variant not in VARIANTS:
+            raise ConfigError("train.variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
 
     @staticmethod
     def _feature(item: FeatureSpec | str) -> FeatureSpec:
@@ -339,8 +349,10 @@ def resolve_train_section(train_section: Any, base_dir: Path) -> dict[str, Any]:
     explicit = dict(train_section)
     name = explicit.get("preset")
     if name is None:
+        if explicit.get("variant", "demo") != "demo":
+            raise ConfigError("train.variant", "a variant other than demo needs a train.preset")
         return explicit
-    preset = read_preset(name, Path(base_dir))
+    preset = apply_variant(read_preset(name, Path(base_dir)), explicit.get("variant", "demo"), name)
     explicit_model = explicit.get("model")
     preset_model = preset.get("model")
     if (
@@ -351,6 +363,19 @@ def resolve_train_section(train_section: Any, base_dir: Path) -> dict[str, Any]:
     ):
         preset = {**preset, "model": {key: v for key, v in preset_model.items() if key != "config"}}
     return _deep_merge(preset, explicit)
+
+
+def apply_variant(preset: Mapping[str, Any], variant: Any, name: str) -> dict[str, Any]:
+    """The preset's train keys for ``variant``: the top level (demo), or its paper settings over them."""
+    values = {key: value for key, value in preset.items() if key != PAPER_BLOCK}
+    if variant == "demo":
+        return values
+    if variant != "paper":
+        raise ConfigError("train.variant", f"must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    paper = preset.get(PAPER_BLOCK)
+    if not isinstance(paper, Mapping) or not isinstance(paper.get("settings"), Mapping):
+        raise ConfigError("train.variant", f"preset {name!r} has no paper.settings block")
+    return _deep_merge(values, paper["settings"])
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -163,6 +163,8 @@ class FoldTrainer:
                 if task in task_best:
                     improved = task_best[task].offer(epoch, task_score, state) or improved
             stale = 0 if improved else stale + 1
+            if cfg.restore_best and not improved:  # ABAW2: continue from the best weights so far
+                model.load_state_dict(best.state)
             log.debug("fold %d epoch %d: loss %.4f, val score %.4f", fold, epoch, losses["train_loss"], score)
             if stale > cfg.patience and epoch >= cfg.min_epochs:
                 log.info("fold %d: early stop at epoch %d (best %d)", fold, epoch, best.epoch)
