@@ -9,13 +9,14 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from models.checkpoint import load_checkpoint
 from models.config import MissingScore, Task
 from models.experiment import fold_dir, run_training, task_checkpoint
 from models.inference import load_predictions
 from models.prediction import run_prediction
-from models.selection import Best, TaskScorer, warn_if_untrained
+from models.selection import MIN_IMPROVEMENT, Best, TaskScorer, warn_if_untrained
 from pipeline.errors import ConfigError
 from pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from pipeline.manifest import Split
@@ -125,3 +126,45 @@ def test_unlabelled_frames_are_deleted_and_partitions_standardised_on_their_own(
     test = next(r.video_id for r in rows if r.split is Split.TEST)
     assert predictions[validation]["frame_index"][0] == 3  # cut
     assert predictions[test]["frame_index"][0] == 0  # test videos stay whole
+
+
+def test_per_partition_standardises_each_partition_with_its_own_statistics(tmp_path):
+    from models.data import load_video
+    from models.experiment import _standardise_own_statistics
+    from models.stats import compute_stats
+    from models.table import FrameTable
+
+    store, rows = build_dataset(tmp_path, n_train=2, n_validation=1, n_test=1, frames=(40, 50), seed=8)
+    config = config_for("lstm-fusion", tmp_path)
+    videos = [load_video(store, config.feature_specs, r.video_id, require_labels=False) for r in rows]
+    table = FrameTable(videos, [spec.key for spec in config.feature_specs])
+    ids = {split: [r.video_id for r in rows if r.split is split] for split in Split}
+    table.features["mfcc"][table.rows_of(ids[Split.VALIDATION])] += 50.0  # a shifted partition
+    standardised = compute_stats(table, ids[Split.TRAIN]).apply(table)
+    assert standardised["mfcc"][table.rows_of(ids[Split.VALIDATION])].mean() > 10  # train statistics
+    _standardise_own_statistics(standardised, table, [ids[Split.VALIDATION], ids[Split.TEST]])
+    for split in (Split.VALIDATION, Split.TEST):
+        own = table.rows_of(ids[split]) & table.valid["mfcc"]
+        np.testing.assert_allclose(standardised["mfcc"][own].mean(axis=0), 0.0, atol=1e-4)
+        np.testing.assert_allclose(standardised["mfcc"][own].std(axis=0), 1.0, atol=1e-3)
+    train_rows = table.rows_of(ids[Split.TRAIN]) & table.valid["mfcc"]
+    np.testing.assert_allclose(standardised["mfcc"][train_rows].mean(axis=0), 0.0, atol=1e-4)
+
+
+def test_restore_best_continues_from_the_best_weights(tmp_path, monkeypatch):
+    store, rows = build_dataset(tmp_path, n_train=2, n_validation=1, n_test=0, frames=(50, 60), seed=9)
+    loads = []
+    original = torch.nn.Module.load_state_dict
+    monkeypatch.setattr(
+        torch.nn.Module,
+        "load_state_dict",
+        lambda self, state, *a, **k: loads.append(1) or original(self, state, *a, **k),
+    )
+    config = config_for("lstm-fusion", tmp_path, epochs=6, min_epochs=6, restore_best=True)
+    summary = run_training(config, store, rows)
+    history = summary["folds"][0]
+    with (fold_dir(config.output_dir, 0) / "log.csv").open() as handle:
+        scores = [float(r["val_selection_score"]) for r in list(csv.DictReader(handle))[1:]]
+    improved = [i == 0 or s > max(scores[:i]) + MIN_IMPROVEMENT for i, s in enumerate(scores)]
+    assert history["epochs_run"] == 6
+    assert len(loads) == improved.count(False) + 1  # one reload per epoch without improvement, one at the end
