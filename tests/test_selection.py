@@ -16,7 +16,8 @@ from models.config import MissingScore, Task
 from models.experiment import fold_dir, run_training, task_checkpoint
 from models.inference import load_predictions
 from models.prediction import run_prediction
-from models.selection import MIN_IMPROVEMENT, Best, TaskScorer, warn_if_untrained
+from models.selection import Best, TaskScorer, warn_if_untrained
+from models.trainer import FoldTrainer
 from pipeline.errors import ConfigError
 from pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from pipeline.manifest import Split
@@ -153,6 +154,8 @@ def test_per_partition_standardises_each_partition_with_its_own_statistics(tmp_p
 
 def test_restore_best_continues_from_the_best_weights(tmp_path, monkeypatch):
     store, rows = build_dataset(tmp_path, n_train=2, n_validation=1, n_test=0, frames=(50, 60), seed=9)
+    scores = iter([0.0, 0.1, 0.3, 0.2, 0.25, 0.4, 0.1])  # the untrained model, then epochs 1-6
+    monkeypatch.setattr(FoldTrainer, "validate", lambda self, *args: {"ccc_mean": next(scores)})
     loads = []
     original = torch.nn.Module.load_state_dict
     monkeypatch.setattr(
@@ -160,11 +163,9 @@ def test_restore_best_continues_from_the_best_weights(tmp_path, monkeypatch):
         "load_state_dict",
         lambda self, state, *a, **k: loads.append(1) or original(self, state, *a, **k),
     )
-    config = config_for("lstm-fusion", tmp_path, epochs=6, min_epochs=6, restore_best=True)
-    summary = run_training(config, store, rows)
-    history = summary["folds"][0]
-    with (fold_dir(config.output_dir, 0) / "log.csv").open() as handle:
-        scores = [float(r["val_selection_score"]) for r in list(csv.DictReader(handle))[1:]]
-    improved = [i == 0 or s > max(scores[:i]) + MIN_IMPROVEMENT for i, s in enumerate(scores)]
-    assert history["epochs_run"] == 6
-    assert len(loads) == improved.count(False) + 1  # one reload per epoch without improvement, one at the end
+    for restore, expected in ((True, 3 + 1), (False, 1)):  # epochs 3, 4 and 6 did not improve; the end
+        scores = iter([0.0, 0.1, 0.3, 0.2, 0.25, 0.4, 0.1])
+        loads.clear()
+        config = config_for("lstm-fusion", tmp_path, epochs=6, min_epochs=6, restore_best=restore)
+        fold = run_training(config, store, rows)["folds"][0]
+        assert (fold["best_epoch"], len(loads)) == (5, expected)
