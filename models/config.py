@@ -141,6 +141,7 @@ class ModelSpec:
 
     name: str = "lfan"
     config: dict[str, Any] = field(default_factory=dict)
+    separate_va: bool = False  # one model per valence/arousal dimension (ABAW2, JCA)
 
 
 @dataclass
@@ -291,6 +292,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{key}", "must be a non-empty path")
         if not self.model.name:
             raise ConfigError("train.model.name", "must name a model")
+        if self.model.separate_va and self.tasks != [Task.VA]:
+            raise ConfigError("train.model.separate_va", f"needs tasks [va] alone, got {self.tasks}")
         if self.variant not in VARIANTS:
             raise ConfigError("train.variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
 

@@ -107,6 +107,7 @@ class FoldTrainer:
             inputs=self.inputs,
             tasks=self.config.tasks,
             window=self.config.window,
+            separate_va=self.config.model.separate_va,
             **self.config.model.config,
         )
 

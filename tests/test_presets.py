@@ -12,6 +12,7 @@ import yaml
 from models.base import InputSpec
 from models.config import Modality, Task, TrainConfig, list_presets, read_preset, resolve_train_section
 from models.experiment import run_training
+from models.prediction import run_prediction
 from models.registry import create_model
 from pipeline.config import build_dataclass
 from pipeline.errors import ConfigError
@@ -42,7 +43,12 @@ def count(model) -> int:
 def build(config: TrainConfig, dims: list[tuple[str, int, Modality]]):
     inputs = [InputSpec(key, dim, modality) for key, dim, modality in dims]
     return create_model(
-        config.model.name, inputs=inputs, tasks=config.tasks, window=config.window, **config.model.config
+        config.model.name,
+        inputs=inputs,
+        tasks=config.tasks,
+        window=config.window,
+        separate_va=config.model.separate_va,
+        **config.model.config,
     )
 
 
@@ -56,6 +62,11 @@ def test_every_paper_value_is_cited_and_the_variant_is_valid(preset):
     assert config.variant == "paper"
     demo = build_dataclass(TrainConfig, resolve_train_section({"preset": preset}, REPO), "train")
     assert demo.variant == "demo" and demo != config
+
+
+def test_separate_va_needs_the_va_task_alone():
+    with pytest.raises(ConfigError, match=r"train\.model\.separate_va"):
+        paper_config("abaw2-lfan", tasks=["va", "expr"])
 
 
 def test_unknown_variants_and_variants_without_a_preset_are_errors():
@@ -103,8 +114,10 @@ def test_abaw2_paper_variant_has_the_original_parameter_count():
     )
     config = paper_config("abaw2-lfan")
     model = build(config, [("ir50", 512, VISUAL), ("vggish", 128, AUDIO), ("mfcc", 39, AUDIO)])
-    # avpipe predicts valence and arousal with one model: one more output row of the regressor
-    assert count(model) == original + linear(224, 1)
+    assert count(model) == 2 * original  # one model per emotion (separate_va)
+    joint = paper_config("abaw2-lfan", model={"separate_va": False})
+    dims = [("ir50", 512, VISUAL), ("vggish", 128, AUDIO), ("mfcc", 39, AUDIO)]
+    assert count(build(joint, dims)) == original + linear(224, 1)  # one model, two outputs
 
 
 def test_jca_paper_variant_has_the_original_parameter_count():
@@ -120,7 +133,7 @@ def test_jca_paper_variant_has_the_original_parameter_count():
     )
     config = paper_config("jca")
     model = build(config, [("ir50", 512, VISUAL), ("vggish", 512, AUDIO)])
-    assert count(model) == original + linear(128, 1)  # the arousal output of avpipe's single model
+    assert count(model) == 2 * original  # one model per emotion (separate_va)
 
 
 def test_schoneveld_paper_variant_parameter_count():
@@ -165,3 +178,7 @@ def test_paper_variants_train_end_to_end(tmp_path, preset):
         }
     if preset == "abaw2-lfan":
         assert summary["unlabelled_frames_deleted"] > 0
+    if preset == "jca":  # a per-emotion checkpoint round trip
+        written = run_prediction(config, store, rows, out_dir=tmp_path / "predictions")
+        header = written[0].read_text().splitlines()[0].split(",")
+        assert header[:4] == ["frame_index", "time", "valence", "arousal"]
