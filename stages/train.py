@@ -26,6 +26,8 @@ def run(params: Params) -> int:
             "%d training videos validated in fold 0 with their subject (summary.json)", moved["count"]
         )
     for fold in summary["folds"]:
+        if not fold["beat_untrained"]:
+            log.warning("fold %d: no trained epoch beat the untrained model (summary.json)", fold["fold"])
         log.info(
             "fold %d: best score %s at epoch %d of %d (%.1fs)",
             fold["fold"],
