@@ -37,7 +37,8 @@ class LoadedModel:
     hop: int
     fold: int
     meta: dict[str, Any]
-    task_models: dict[str, SequenceModel] = dataclasses.field(default_factory=dict)  # per-task selection
+    # per-task selection: (task, VA dimension or None, the model whose outputs replace the fold model's)
+    task_models: list[tuple[str, int | None, SequenceModel]] = dataclasses.field(default_factory=list)
 
 
 def save_checkpoint(

@@ -5,8 +5,9 @@ Output layout (``train.output_dir``)::
     folds.json                  the fold plan (video ids per fold, test videos)
     stats/<hash>.npz            standardisation statistics per training set (cache)
     fold_<i>/model.pt           best checkpoint of fold i (self-contained, see models.checkpoint)
-    fold_<i>/model_<task>.pt    with ``train.selection.mode: per_task``: each task's best checkpoint; the
-                                fold's predictions of that task come from it
+    fold_<i>/model_<name>.pt    with ``train.selection.mode: per_task``: each criterion's best checkpoint
+                                (a task, or valence / arousal with model.separate_va); the fold's
+                                predictions of that task (or dimension) come from it
     fold_<i>/log.csv            per-epoch losses, learning rate and validation metrics
     fold_<i>/predictions.npz    per-frame predictions of fold i's validation videos and of the test videos
     summary.json                config, inputs, per-fold best epoch and score, skipped videos, timings
@@ -18,7 +19,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from models.data import VideoData, load_videos, resolve_inputs
 from models.folds import FoldPlan, make_folds
 from models.inference import device_for, save_predictions
 from models.registry import validate_model_config
+from models.selection import selection_criteria
 from models.stats import cached_stats, compute_stats, stats_key
 from models.table import FrameTable
 from models.trainer import FoldTrainer
@@ -47,6 +49,7 @@ FOLDS_FILE = "folds.json"
 CHECKPOINT_FILE = "model.pt"
 LOG_FILE = "log.csv"
 PREDICTIONS_FILE = "predictions.npz"
+TASK_CHECKPOINT_PREFIX = "model_"
 
 
 def fold_dir(output_dir: str | Path, fold: int) -> Path:
@@ -175,14 +178,18 @@ def _train_one(
     meta = {"best_epoch": result.best_epoch, "best_score": result.best_score, "train_videos": train_ids}
     save_checkpoint(directory / CHECKPOINT_FILE, result.model, config, inputs, stats, fold, meta)
     task_epochs = {}
-    for task, (epoch, score, state) in result.task_best.items():
+    criteria = {c.name: c for c in selection_criteria(list(config.tasks), config.model.separate_va)}
+    for name, (epoch, score, state) in result.task_best.items():
+        criterion = criteria[name]
         model = trainer.build_model().to(trainer.device)
         model.load_state_dict(state)
-        for video_id, outputs in trainer.predict(model, standardised, val_ids + test_ids).items():
-            predictions[video_id][task] = outputs[task]
-        task_meta = {**meta, "task": task, "best_epoch": epoch, "best_score": score}
-        save_checkpoint(task_checkpoint(directory, task), model, config, inputs, stats, fold, task_meta)
-        task_epochs[task] = epoch
+        outputs = trainer.predict(model, standardised, val_ids + test_ids)
+        for video_id, prediction in predictions.items():
+            replace_outputs(prediction, outputs[video_id], criterion.task.value, criterion.dim)
+        task_meta = {**meta, "criterion": name, "task": criterion.task.value, "dim": criterion.dim}
+        task_meta.update(best_epoch=epoch, best_score=score)
+        save_checkpoint(task_checkpoint(directory, name), model, config, inputs, stats, fold, task_meta)
+        task_epochs[name] = epoch
     save_predictions(directory / PREDICTIONS_FILE, predictions, timelines)
     return {
         "fold": fold,
@@ -214,6 +221,17 @@ def _standardise_own_statistics(
             values[rows] = own[key][rows]
 
 
-def task_checkpoint(directory: Path, task: str) -> Path:
-    """Where per-task selection keeps task ``task``'s best model of a fold."""
-    return directory / f"model_{task}.pt"
+def task_checkpoint(directory: Path, criterion: str) -> Path:
+    """Where per-task selection keeps a criterion's best model of a fold (models.selection)."""
+    return directory / f"{TASK_CHECKPOINT_PREFIX}{criterion}.pt"
+
+
+def replace_outputs(
+    prediction: dict[str, np.ndarray], outputs: Mapping[str, np.ndarray], task: str, dim: int | None
+) -> None:
+    """A criterion's outputs over the fold model's: the whole task, or one VA dimension."""
+    if dim is None:
+        prediction[task] = outputs[task]
+    else:
+        prediction[task] = prediction[task].copy()
+        prediction[task][:, dim] = outputs[task][:, dim]

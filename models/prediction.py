@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 from models.checkpoint import LoadedModel, load_checkpoint
 from models.config import Task, TrainConfig
 from models.data import load_videos
-from models.experiment import CHECKPOINT_FILE, fold_dir, read_summary, task_checkpoint
+from models.experiment import (
+    CHECKPOINT_FILE,
+    TASK_CHECKPOINT_PREFIX,
+    fold_dir,
+    read_summary,
+    replace_outputs,
+)
 from models.inference import device_for, predict_videos
 from models.merge import merge_folds
 from models.metrics import AU_THRESHOLD
@@ -44,10 +50,11 @@ def load_fold_models(output_dir: str | Path, device: torch.device) -> list[Loade
         )
     models = [load_checkpoint(path, device) for path in paths]
     for path, loaded in zip(paths, models, strict=True):
-        for task in loaded.tasks:  # per-task selection: that task's outputs come from its own checkpoint
-            task_path = task_checkpoint(path.parent, task.value)
-            if task_path.is_file():
-                loaded.task_models[task.value] = load_checkpoint(task_path, device).model
+        # per-task selection: a criterion's outputs (a task or a VA dimension) come from its own checkpoint
+        for task_path in sorted(path.parent.glob(f"{TASK_CHECKPOINT_PREFIX}*.pt")):
+            criterion = load_checkpoint(task_path, device)
+            task, dim = str(criterion.meta["task"]), criterion.meta.get("dim")
+            loaded.task_models.append((task, None if dim is None else int(dim), criterion.model))
     first = models[0]
     for path, other in zip(paths[1:], models[1:], strict=True):
         if (other.inputs, other.tasks, other.window, other.hop) != (
@@ -110,12 +117,12 @@ def _predict_fold(
     predictions = predict_videos(
         loaded.model, inputs, table, video_ids, loaded.window, loaded.hop, batch_size, device
     )
-    for task, model in loaded.task_models.items():
+    for task, dim, model in loaded.task_models:
         outputs = predict_videos(
             model, inputs, table, video_ids, loaded.window, loaded.hop, batch_size, device
         )
         for video_id, prediction in predictions.items():
-            prediction[task] = outputs[video_id][task]
+            replace_outputs(prediction, outputs[video_id], task, dim)
     return predictions
 
 

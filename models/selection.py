@@ -4,8 +4,10 @@ Each trained task contributes one score (valence/arousal: the CCC mean, expressi
 units: mean F1). A task whose score is missing or NaN (no labelled validation frame) is an error naming
 the task and the fold; with ``train.selection.missing_score: drop`` it is dropped from selection with a
 warning instead. Selection ``sum`` keeps the epoch with the best sum of the scores (the ABAW MTL score);
-``per_task`` also keeps each task's own best epoch (AIM3-RUC ABAW4). Only trained epochs (>= 1) are
-candidates: the untrained model's score (epoch 0) is the baseline the result is compared with.
+``per_task`` also keeps each criterion's own best epoch (AIM3-RUC ABAW4). The criteria are the tasks, but
+with ``model.separate_va`` valence and arousal are two (their CCCs), as the ABAW2 and JCA code select
+each emotion's model on its own. Only trained epochs (>= 1) are candidates: the untrained model's score
+(epoch 0) is the baseline the result is compared with.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from models.config import MissingScore, Task
 from models.metrics import TASK_FRAMES, TASK_SCORE
 from pipeline.errors import ConfigError
+from pipeline.labels import VA_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -41,26 +44,47 @@ class Best:
         return False
 
 
+@dataclass(frozen=True)
+class Criterion:
+    """One quantity a best epoch is chosen on: a task's score, or one VA dimension's CCC."""
+
+    name: str  # also the name of its checkpoint with per-task selection: model_<name>.pt
+    task: Task
+    metric: str
+    dim: int | None = None  # the VA dimension it selects (separate_va), None for the whole task
+
+
+def selection_criteria(tasks: list[Task], separate_va: bool = False) -> list[Criterion]:
+    criteria = []
+    for task in tasks:
+        if task is Task.VA and separate_va:
+            criteria += [Criterion(name, task, f"ccc_{name}", d) for d, name in enumerate(VA_NAMES)]
+        else:
+            criteria.append(Criterion(task.value, task, TASK_SCORE[task.value]))
+    return criteria
+
+
 @dataclass
 class TaskScorer:
-    """Per-task validation scores of one fold, checked for NaN / missing values."""
+    """Validation scores of one fold's selection criteria, checked for NaN / missing values."""
 
     fold: int
     tasks: list[Task]
     missing: MissingScore
+    separate_va: bool = False
     dropped: list[Task] = field(default_factory=list)
 
-    def scores(self, metrics: Mapping[str, float], epoch: int) -> dict[Task, float]:
-        """``{task: score}`` of the tasks still selected on; ConfigError (or a drop) for a NaN score."""
+    def scores(self, metrics: Mapping[str, float], epoch: int) -> dict[str, float]:
+        """``{criterion: score}`` of the tasks still selected on; ConfigError (or a drop) for a NaN."""
         result = {}
-        for task in self.tasks:
-            if task in self.dropped:
+        for criterion in selection_criteria(self.tasks, self.separate_va):
+            if criterion.task in self.dropped:
                 continue
-            value = metrics.get(TASK_SCORE[task.value])
+            value = metrics.get(criterion.metric)
             if value is not None and math.isfinite(value):
-                result[task] = float(value)
+                result[criterion.name] = float(value)
                 continue
-            self._missing(task, metrics, epoch)
+            self._missing(criterion.task, metrics, epoch)
         if not result:
             raise ConfigError(
                 "train.tasks",
@@ -73,7 +97,7 @@ class TaskScorer:
         frames = metrics.get(TASK_FRAMES[task.value])
         why = (
             f"fold {self.fold}: task {task.value!r} has no validation score at epoch {epoch} "
-            f"({TASK_SCORE[task.value]} is {metrics.get(TASK_SCORE[task.value])}; "
+            f"({TASK_SCORE[task.value]} is {metrics.get(TASK_SCORE[task.value], 'missing')}; "
             f"{frames if frames is not None else 'no'} labelled validation frames)"
         )
         if self.missing is MissingScore.ERROR:
@@ -84,7 +108,8 @@ class TaskScorer:
                 "train.selection.missing_score: drop to select on the other tasks",
             )
         log.warning("%s: dropped from model selection (train.selection.missing_score = drop)", why)
-        self.dropped.append(task)
+        if task not in self.dropped:
+            self.dropped.append(task)
 
 
 def warn_if_untrained(fold: int, best: Best, baseline: float) -> bool:

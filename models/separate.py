@@ -3,8 +3,9 @@ one model per emotion (sucv/ABAW2 main.py:50-52 and experiment_regular.py:180-18
 regressor for the chosen emotion; praveena2j/JointCrossAttentional-AV-Fusion models/cam.py:34).
 
 Two copies of the registered model, each with a one-output VA regressor, run side by side; their outputs
-form the (B, T, 2) valence/arousal prediction. They share the optimiser, the schedule and the selected
-epoch (the mean CCC of both), where the original code runs two separate trainings.
+form the (B, T, 2) valence/arousal prediction. They share the optimiser and the schedule, where the
+original code runs two separate trainings; with ``selection.mode: per_task`` each is kept at its own
+emotion's best epoch (models.selection).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from models.inference import VideoPrediction, predict_videos
 from models.losses import MultiTaskLoss
 from models.metrics import task_metrics
 from models.registry import create_model
-from models.selection import Best, TaskScorer, warn_if_untrained
+from models.selection import Best, TaskScorer, selection_criteria, warn_if_untrained
 from models.table import FrameTable, WindowBatches
 from pipeline.labels import FrameLabels
 
@@ -43,7 +43,8 @@ class FoldResult:
     baseline_score: float = math.nan  # the untrained model's validation score
     beat_untrained: bool = True
     dropped_tasks: list[str] = field(default_factory=list)  # tasks without a validation score (drop)
-    task_best: dict[str, tuple[int, float, dict[str, Any]]] = field(default_factory=dict)  # per_task
+    # per_task selection: criterion name (models.selection) -> its best epoch, score and weights
+    task_best: dict[str, tuple[int, float, dict[str, Any]]] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -138,12 +139,15 @@ class FoldTrainer:
             patience=cfg.plateau.patience,
             min_lr=cfg.plateau.min_lr,
         )
-        scorer = TaskScorer(fold, list(cfg.tasks), cfg.selection.missing_score)
+        separate_va = cfg.model.separate_va
+        scorer = TaskScorer(fold, list(cfg.tasks), cfg.selection.missing_score, separate_va)
         baseline_metrics = self.validate(model, inputs, val_ids)
         baseline = sum(scorer.scores(baseline_metrics, epoch=0).values())  # fails before any epoch is spent
         history: list[dict[str, float]] = [self._row(0, optimizer, {}, baseline_metrics, baseline, 0.0)]
         best = Best()
-        task_best = {task: Best() for task in cfg.tasks} if cfg.selection.mode is Selection.PER_TASK else {}
+        per_task = cfg.selection.mode is Selection.PER_TASK
+        criteria = selection_criteria(list(cfg.tasks), separate_va) if per_task else []
+        task_best = {criterion.name: Best() for criterion in criteria}
         stale = 0
         log.info("fold %d: %d training windows, %d validation videos", fold, windows.shape[0], len(val_ids))
         for epoch in range(1, cfg.epochs + 1):
@@ -160,9 +164,9 @@ class FoldTrainer:
                 write_history(log_path, history)
             state = model.state_dict()
             improved = best.offer(epoch, score, state)
-            for task, task_score in scores.items():
-                if task in task_best:
-                    improved = task_best[task].offer(epoch, task_score, state) or improved
+            for name, criterion_score in scores.items():
+                if name in task_best:
+                    improved = task_best[name].offer(epoch, criterion_score, state) or improved
             stale = 0 if improved else stale + 1
             if cfg.restore_best and not improved:  # ABAW2: continue from the best weights so far
                 model.load_state_dict(best.state)
@@ -187,7 +191,7 @@ class FoldTrainer:
             baseline_score=baseline,
             beat_untrained=not untrained,
             dropped_tasks=[task.value for task in scorer.dropped],
-            task_best={task.value: (b.epoch, b.score, b.state) for task, b in task_best.items() if b.state},
+            task_best={name: (b.epoch, b.score, b.state) for name, b in task_best.items() if b.state},
         )
 
     @staticmethod

@@ -75,7 +75,10 @@ def test_dropping_the_task_warns_and_selects_a_trained_epoch(no_expr_on_validati
 
 def test_scorer_reports_nan_and_missing_scores():
     scorer = TaskScorer(3, [Task.VA, Task.AU], MissingScore.ERROR)
-    assert scorer.scores({"ccc_mean": 0.5, "f1_au": 0.25}, epoch=1) == {Task.VA: 0.5, Task.AU: 0.25}
+    assert scorer.scores({"ccc_mean": 0.5, "f1_au": 0.25}, epoch=1) == {"va": 0.5, "au": 0.25}
+    per_emotion = TaskScorer(3, [Task.VA], MissingScore.ERROR, separate_va=True)
+    scores = per_emotion.scores({"ccc_valence": 0.5, "ccc_arousal": 0.25, "ccc_mean": 0.375}, epoch=1)
+    assert scores == {"valence": 0.5, "arousal": 0.25}
     with pytest.raises(ConfigError, match=r"fold 3: task 'au' has no validation score at epoch 2"):
         scorer.scores({"ccc_mean": 0.5, "f1_au": float("nan"), "n_frames_au": 0}, epoch=2)
     with pytest.raises(ConfigError, match=r"fold 3: task 'va'"):
@@ -169,3 +172,21 @@ def test_restore_best_continues_from_the_best_weights(tmp_path, monkeypatch):
         config = config_for("lstm-fusion", tmp_path, epochs=6, min_epochs=6, restore_best=restore)
         fold = run_training(config, store, rows)["folds"][0]
         assert (fold["best_epoch"], len(loads)) == (5, expected)
+
+
+def test_separate_va_models_are_selected_per_emotion(tmp_path):
+    store, rows = build_dataset(tmp_path, n_train=3, n_validation=1, n_test=1, frames=(50, 70), seed=11)
+    config = config_for(
+        "lstm-fusion", tmp_path, epochs=4, model={"separate_va": True}, selection={"mode": "per_task"}
+    )
+    fold = run_training(config, store, rows)["folds"][0]
+    directory = fold_dir(config.output_dir, 0)
+    with (directory / "log.csv").open() as handle:
+        log_rows = list(csv.DictReader(handle))[1:]
+    for dim, name in enumerate(("valence", "arousal")):
+        loaded = load_checkpoint(task_checkpoint(directory, name))
+        scores = [float(r[f"val_ccc_{name}"]) for r in log_rows]
+        assert (loaded.meta["criterion"], loaded.meta["dim"]) == (name, dim)
+        assert scores[loaded.meta["best_epoch"] - 1] == pytest.approx(max(scores), abs=2e-4)
+        assert fold["task_best_epochs"][name] == loaded.meta["best_epoch"]
+    assert run_prediction(config, store, rows, out_dir=tmp_path / "pred")
