@@ -378,7 +378,15 @@ def apply_variant(preset: Mapping[str, Any], variant: Any, name: str) -> dict[st
     paper = preset.get(PAPER_BLOCK)
     if not isinstance(paper, Mapping) or not isinstance(paper.get("settings"), Mapping):
         raise ConfigError("train.variant", f"preset {name!r} has no paper.settings block")
-    return _deep_merge(values, paper["settings"])
+    settings = paper["settings"]
+    demo_model, paper_model = values.get("model"), settings.get("model")
+    if (
+        isinstance(demo_model, Mapping)
+        and isinstance(paper_model, Mapping)
+        and paper_model.get("name", demo_model.get("name")) != demo_model.get("name")
+    ):
+        values["model"] = {k: v for k, v in demo_model.items() if k != "config"}  # another model's
+    return _deep_merge(values, settings)
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

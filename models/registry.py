@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from models.aim3 import AIM3Model
 from models.base import InputSpec, ModelContext, SequenceModel
 from models.config import Task
 from models.jca import JCAModel
@@ -22,7 +23,7 @@ from pipeline.config import build_dataclass
 from pipeline.errors import ConfigError
 
 MODELS: Mapping[str, type[SequenceModel]] = MappingProxyType(
-    {cls.name: cls for cls in (TCNModel, LFANModel, JCAModel, RNNModel, TransformerModel)}
+    {cls.name: cls for cls in (TCNModel, LFANModel, JCAModel, RNNModel, TransformerModel, AIM3Model)}
 )
 
 

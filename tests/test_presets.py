@@ -19,6 +19,7 @@ from pipeline.errors import ConfigError
 from tests.test_train import build_dataset
 
 REPO = Path(__file__).resolve().parents[1]
+AIM3_SMALL = {"hidden": 32, "heads": 4, "task_head_dim": 16, "feedforward": 64, "head_layers": [32, 16]}
 VISUAL, AUDIO = Modality.VISUAL, Modality.AUDIO
 
 
@@ -136,6 +137,32 @@ def test_jca_paper_variant_has_the_original_parameter_count():
     assert count(model) == 2 * original  # one model per emotion (separate_va)
 
 
+def transformer_layer(d: int, ffn: int) -> int:
+    """nn.TransformerEncoderLayer: in_proj 3d x d + 3d, out_proj, two FFN linears, two LayerNorms."""
+    return 3 * d * d + 3 * d + linear(d, d) + linear(d, ffn) + linear(ffn, d) + 2 * 2 * d
+
+
+def test_abaw4_paper_variant_has_the_original_parameter_count():
+    # AIM3-RUC/ABAW4 models/mtl_transformer_model.py:76-139 with scripts/train_mtl_transformer.sh, for a
+    # 512-d input (the script leaves the feature list to the user)
+    d_in, hidden, ffn = 512, 1024, 2048
+    fc = lambda width, out: linear(width, 512) + linear(512, 256) + linear(256, out)  # noqa: E731
+    widths = {"v": hidden, "au": hidden, "expr": hidden, "a": hidden + 2 * 256}  # a reads v's and au's
+    outputs = {"v": 1, "a": 1, "expr": 8, "au": 12}
+    trained = linear(d_in, hidden) + transformer_layer(hidden, ffn)  # affine + 4 - 3 shared layers
+    trained += sum(3 * transformer_layer(w, ffn) + fc(w, outputs[b]) for b, w in widths.items())
+    # the original's parameters() also hold, per encoder (shared + 4 branches), a frozen 512-row position
+    # table and the pooled output's Linear(w, w) that no prediction uses (networks/transformer.py:105-117)
+    unused = sum(512 * w + linear(w, w) for w in [hidden, *widths.values()])
+    config = paper_config("abaw4-mtl")
+    model = build(config, [("face", d_in, VISUAL)])
+    assert count(model) == trained
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == trained
+    # printed by building the original's modules (TransformerEncoder, FcRegressor, FcClassifier) as
+    # models/mtl_transformer_model.py:77-139 does with the script's options and a 512-d input
+    assert trained + unused == 144_092_694
+
+
 def test_schoneveld_paper_variant_parameter_count():
     config = paper_config("lstm-fusion")
     hidden, fused = 256, 512 + 128  # a 512-d face embedding and VGGish, concatenated
@@ -155,9 +182,7 @@ def test_paper_variants_train_end_to_end(tmp_path, preset):
         "jca": ["fer-minixception", "mfcc"],
         "abaw4-mtl": ["fer-minixception", "fer-minixception:logits"],
     }[preset]
-    small = {"abaw4-mtl": {"model": {"config": {"d_model": 32, "feedforward": 64, "heads": 4}}}}.get(
-        preset, {}
-    )
+    small = {"abaw4-mtl": {"model": {"config": AIM3_SMALL}}}.get(preset, {})
     config = paper_config(
         preset,
         features=features,
