@@ -112,6 +112,20 @@ class TaskScorer:
             self.dropped.append(task)
 
 
+def restore_state(best: Best, criteria: Mapping[str, Best], dims: Mapping[str, int | None]) -> dict[str, Any]:
+    """The weights ``restore_best`` continues from: the best epoch's; with per-emotion models selected per
+    emotion (models.separate), each emotion's model from its own best epoch, as two separate ABAW2 runs."""
+    assert best.state is not None
+    state = dict(best.state)
+    for name, dim in dims.items():
+        chosen = criteria.get(name)
+        if dim is None or chosen is None or chosen.state is None:
+            continue
+        prefix = f"per_dimension.{dim}."
+        state.update({key: value for key, value in chosen.state.items() if key.startswith(prefix)})
+    return state
+
+
 def warn_if_untrained(fold: int, best: Best, baseline: float) -> bool:
     """Loud warning when no trained epoch beat the untrained model; True when that happened."""
     if best.epoch == 0 or best.state is None:

@@ -22,7 +22,7 @@ from models.inference import VideoPrediction, predict_videos
 from models.losses import MultiTaskLoss
 from models.metrics import task_metrics
 from models.registry import create_model
-from models.selection import Best, TaskScorer, selection_criteria, warn_if_untrained
+from models.selection import Best, TaskScorer, restore_state, selection_criteria, warn_if_untrained
 from models.table import FrameTable, WindowBatches
 from pipeline.labels import FrameLabels
 
@@ -148,6 +148,7 @@ class FoldTrainer:
         per_task = cfg.selection.mode is Selection.PER_TASK
         criteria = selection_criteria(list(cfg.tasks), separate_va) if per_task else []
         task_best = {criterion.name: Best() for criterion in criteria}
+        dims = {criterion.name: criterion.dim for criterion in criteria}
         stale = 0
         log.info("fold %d: %d training windows, %d validation videos", fold, windows.shape[0], len(val_ids))
         for epoch in range(1, cfg.epochs + 1):
@@ -169,7 +170,7 @@ class FoldTrainer:
                     improved = task_best[name].offer(epoch, criterion_score, state) or improved
             stale = 0 if improved else stale + 1
             if cfg.restore_best and not improved:  # ABAW2: continue from the best weights so far
-                model.load_state_dict(best.state)
+                model.load_state_dict(restore_state(best, task_best, dims))
             log.debug("fold %d epoch %d: loss %.4f, val score %.4f", fold, epoch, losses["train_loss"], score)
             if stale > cfg.patience and epoch >= cfg.min_epochs:
                 log.info("fold %d: early stop at epoch %d (best %d)", fold, epoch, best.epoch)

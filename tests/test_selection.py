@@ -16,7 +16,7 @@ from models.config import MissingScore, Task
 from models.experiment import fold_dir, run_training, task_checkpoint
 from models.inference import load_predictions
 from models.prediction import run_prediction
-from models.selection import Best, TaskScorer, warn_if_untrained
+from models.selection import Best, TaskScorer, restore_state, warn_if_untrained
 from models.trainer import FoldTrainer
 from pipeline.errors import ConfigError
 from pipeline.labels import LABELS_EXTRACTOR, FrameLabels
@@ -190,3 +190,12 @@ def test_separate_va_models_are_selected_per_emotion(tmp_path):
         assert scores[loaded.meta["best_epoch"] - 1] == pytest.approx(max(scores), abs=2e-4)
         assert fold["task_best_epochs"][name] == loaded.meta["best_epoch"]
     assert run_prediction(config, store, rows, out_dir=tmp_path / "pred")
+
+
+def test_restore_state_takes_each_emotions_model_from_its_own_best_epoch():
+    keys = ["per_dimension.0.w", "per_dimension.1.w"]
+    best = Best(3, 0.5, dict.fromkeys(keys, "sum-best"))
+    valence, arousal = Best(2, 0.6, dict.fromkeys(keys, "valence-best")), Best(0)
+    state = restore_state(best, {"valence": valence, "arousal": arousal}, {"valence": 0, "arousal": 1})
+    assert state == {"per_dimension.0.w": "valence-best", "per_dimension.1.w": "sum-best"}
+    assert restore_state(best, {"va": valence}, {"va": None}) == best.state  # whole-task criteria
