@@ -58,6 +58,7 @@ def affwild_rows(tmp_path_factory) -> list[ManifestRow]:
             split=c.split,
             subject=c.subject,
             n_frames=100 + 10 * i,
+            notes="; ".join(c.notes),
         )
         for i, c in enumerate(scan.candidates)
     ]
@@ -67,6 +68,10 @@ def test_affwild2_subjects_merge_parts_positions_and_subjects_csv(affwild_rows):
     assert {row.video_id: row.subject for row in affwild_rows} == {
         name: person for name, (_, person) in ANNOTATIONS.items()
     }
+    notes = {row.video_id: row.notes for row in affwild_rows}
+    assert "a numbered part of that recording" in notes["5-60-1920x1080-3"]
+    assert "from subjects.csv" in notes["video8"]
+    assert notes["12-24-1280x720_left"] == notes["video20"] == ""  # no rule beyond _left/_right acted
 
 
 @pytest.mark.parametrize(

@@ -110,16 +110,18 @@ class AffWild2Adapter(DatasetAdapter):
         )
         return scan
 
-    def _subject_of(self, annotation_name: str, video_name: str) -> str:
-        """The person an annotation is about: subjects.csv first, else the recording (parts merged)."""
+    def _subject_of(self, annotation_name: str, video_name: str) -> tuple[str, str | None]:
+        """The person an annotation is about (subjects.csv first, else the recording with its parts
+        merged) and a manifest note saying which rule grouped it, if one did."""
         recording = recording_of(video_name)
         for name in (annotation_name, video_name, recording):
             if name in self._subjects:
                 self._grouping["subjects_csv"] += 1
-                return self._subjects[name]
+                return self._subjects[name], f"subject {self._subjects[name]!r} from {SUBJECTS_FILE}"
         if recording != video_name:
             self._grouping["recording_parts"] += 1
-        return recording
+            return recording, f"subject {recording!r}: a numbered part of that recording"
+        return recording, None
 
     def _used_subject_names(self, scan: Scan) -> set[str]:
         names = set()
@@ -201,11 +203,13 @@ class AffWild2Adapter(DatasetAdapter):
             scan.failures.append(Failure(str(first_file), FailureStage.DISCOVER.value, reason))
             return
         split, notes = _merged_split(by_task)
+        subject, grouped = self._subject_of(annotation_name, video_name)
+        notes = (*notes, grouped) if grouped else notes
         scan.candidates.append(
             Candidate(
                 video_id=annotation_name,
                 media_path=matches[0],
-                subject=self._subject_of(annotation_name, video_name),
+                subject=subject,
                 split=split,
                 labels={task: by_task[task][0][1] for task in TASK_ORDER if task in by_task},
                 subject_position=position,
