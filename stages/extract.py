@@ -30,6 +30,7 @@ def extract_and_report(params: Params, name: str) -> tuple[list[ManifestRow], Ru
         params.store,
         params.runner,
         fps=params.dataset.fps,
+        audio_fps=params.dataset.audio_fps,
     )
     write_report(report, params.runner.reports)
     # each failure was logged once when it happened; the summary points at the full list
