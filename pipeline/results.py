@@ -141,10 +141,10 @@ def _empty(folder: Path) -> None:
 
 
 def write_train_params(results: ResultsConfig, resolved: Mapping[str, Any]) -> Path:
-    """The resolved train section (preset + overrides + defaults): what DVC tracks as train's params."""
+    """The resolved train section (preset + overrides + defaults), git-tracked with each experiment."""
     header = (
         "# Written by `avpipe train-config` from params.yaml's train section and its preset: do not edit.\n"
-        "# DVC tracks these values as the train and evaluate stages' params (dvc params diff).\n"
+        "# Compare two runs' settings: dvc params diff <a> <b> --targets results/train_params.yaml\n"
     )
     text = header + yaml.safe_dump(dict(resolved), sort_keys=True, default_flow_style=None, width=100)
     write_text_atomically(results.train_params, text)

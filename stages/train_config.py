@@ -1,9 +1,11 @@
 """DVC stage `train_config`: what the train stage depends on, written so DVC can track it.
 
 * ``results.dir/train_params.yaml``: the resolved train section (preset + params.yaml's overrides +
-  defaults, model config included). The train and evaluate stages take their params from it, so
-  ``dvc params diff`` and ``dvc exp show`` show every hyper-parameter an experiment changed, also the
-  ones a preset switch changed.
+  defaults, model config included), git-tracked with every experiment:
+  ``dvc params diff <a> <b> --targets results/train_params.yaml`` shows every hyper-parameter two runs
+  differ in, also the ones a preset switch changed. (The train stage's own params are params.yaml's
+  ``train`` section and ``presets/``, so that ``dvc exp show`` gets one column per changed key, not one
+  per model setting a preset switch changed.)
 * ``results.train_inputs``: for every shard train reads (its features and the labels, for every manifest
   video), what identifies its content. train depends on this file instead of the whole store, so
   re-extracting a feature it does not read, or re-writing identical shards, leaves train up to date.
