@@ -187,6 +187,7 @@ class TrainConfig:
     output_dir: str = "data/train"
     eval_dir: str = "data/evaluate"
     predictions_dir: str = "data/predictions"  # avpipe predict writes <video>.csv here
+    mask_audio_by_speech: bool = False  # audio inputs invalid where the speech extractor found no speech
 
     def __post_init__(self) -> None:
         self.features = [self._feature(item) for item in self.features]

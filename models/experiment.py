@@ -71,8 +71,11 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     _remove_previous_run(out)
     write_json(out / FOLDS_FILE, plan.to_dict())
     specs = config.feature_specs
-    pool, skipped = load_videos(store, specs, plan.pool)
-    test, skipped_test = load_videos(store, specs, plan.test, require_labels=False)
+    by_speech = config.mask_audio_by_speech
+    pool, skipped = load_videos(store, specs, plan.pool, mask_audio_by_speech=by_speech)
+    test, skipped_test = load_videos(
+        store, specs, plan.test, require_labels=False, mask_audio_by_speech=by_speech
+    )
     skipped.update(skipped_test)
     videos = pool + test
     if not pool:

@@ -1,4 +1,4 @@
-"""Audio feature extractors: ``logmel``, ``mfcc`` and ``egemaps`` (docs/AUDIO.md).
+"""Audio feature extractors: ``logmel``, ``mfcc``, ``egemaps`` and ``speech`` (docs/AUDIO.md).
 
 Importing this package registers them. Heavy libraries (opensmile) are imported only when features
 are computed, so listing extractors and validating params stays light.
@@ -7,6 +7,7 @@ are computed, so listing extractors and validating params stays light.
 from pipeline.extractors.audio.egemaps import EgemapsConfig, EgemapsExtractor
 from pipeline.extractors.audio.logmel import LogMelConfig, LogMelExtractor
 from pipeline.extractors.audio.mfcc import MfccConfig, MfccExtractor
+from pipeline.extractors.audio.speech import SpeechConfig, SpeechExtractor
 
 __all__ = [
     "EgemapsConfig",
@@ -15,4 +16,6 @@ __all__ = [
     "LogMelExtractor",
     "MfccConfig",
     "MfccExtractor",
+    "SpeechConfig",
+    "SpeechExtractor",
 ]
