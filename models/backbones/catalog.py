@@ -87,3 +87,16 @@ def user_weights(name: str, checkpoint: str | Path | None, default: Path) -> Pat
         name,
         f"put your checkpoint at {default} or set extractors.{name}.checkpoint",
     )
+
+
+def timm_weights(checkpoint: str | Path | None) -> Path:
+    """The timm extractor's weights: a file or a timm hub folder (no default location: name it)."""
+    if checkpoint is None:
+        raise ExtractorError(
+            "backbone 'timm': extractors.timm.checkpoint is not set: give a state dict, a .safetensors "
+            "file or a timm hub folder (docs/EXTENDING.md lists HSEmotion's and IResNet-100's)"
+        )
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        return path
+    return require_file(path, "timm", "set extractors.timm.checkpoint to the file you have")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import ExtractorError
+from pipeline.hf_local import resolve_local_model
 
 log = logging.getLogger(__name__)
 
@@ -58,29 +59,7 @@ class FrameGeometry:
 
 def resolve_checkpoint(model: str) -> Path:
     """The directory holding ``model``: itself when it is a directory, else its local HF cache snapshot."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ExtractorError(
-                f"hf-speech: {path} has no config.json (a save_pretrained directory is expected)"
-            )
-        return path
-    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") != 1:
-        raise ExtractorError(
-            f"hf-speech: the model directory {path} does not exist (give a save_pretrained directory, "
-            "or a Hugging Face repo id already in the local cache)"
-        )
-    from huggingface_hub import constants, snapshot_download
-
-    expected = Path(constants.HF_HUB_CACHE) / f"models--{model.replace('/', '--')}"
-    try:
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception as err:  # LocalEntryNotFoundError and friends: nothing cached
-        raise ExtractorError(
-            f"hf-speech: {model!r} is neither a local directory nor in the local Hugging Face cache "
-            f"(expected {expected}); avpipe never downloads weights: fetch them once with "
-            f"`huggingface-cli download {model}` or save_pretrained into a directory"
-        ) from err
+    return resolve_local_model(model, "hf-speech")
 
 
 def read_model_config(directory: Path) -> dict[str, Any]:
