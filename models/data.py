@@ -13,7 +13,7 @@ somebody speaks. How many frames it masked is counted per video (``VideoData.spe
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,24 +147,50 @@ def load_videos(
     mask_audio_by_speech: bool = False,
 ) -> tuple[list[VideoData], dict[str, str]]:
     """Every readable video, and ``{video id: why it was skipped}`` for the others (logged)."""
-    videos, skipped = [], {}
+    skipped: dict[str, str] = {}
+    videos = list(
+        iter_videos(store, specs, video_ids, with_labels, require_labels, mask_audio_by_speech, skipped)
+    )
+    return videos, skipped
+
+
+def iter_videos(
+    store: FeatureStore,
+    specs: Sequence[FeatureSpec],
+    video_ids: Iterable[str],
+    with_labels: bool = True,
+    require_labels: bool = True,
+    mask_audio_by_speech: bool = False,
+    skipped: dict[str, str] | None = None,
+) -> Iterator[VideoData]:
+    """The readable videos one at a time (a table larger than memory is filled from this); the others
+    are logged and recorded in ``skipped``."""
+    skipped = skipped if skipped is not None else {}
     masked_keys = speech_masked_inputs(specs) if mask_audio_by_speech else []
     if mask_audio_by_speech and not masked_keys:
         raise ConfigError("train.mask_audio_by_speech", "is true but train.features has no audio feature")
+    masked = n_videos = 0
     for video_id in tqdm(list(video_ids), desc="load features", unit="video", leave=False):
         try:
-            videos.append(load_video(store, specs, video_id, with_labels, require_labels, masked_keys))
+            video = load_video(store, specs, video_id, with_labels, require_labels, masked_keys)
         except AvpipeError as err:
             skipped[video_id] = str(err)
             log.warning("skipping video %s: %s", video_id, err)
+            continue
+        masked, n_videos = masked + video.speech_masked, n_videos + 1
+        yield video
     if masked_keys:
         log.info(
             "mask_audio_by_speech: %d audio frames without speech masked in %s over %d videos",
-            sum(v.speech_masked for v in videos),
+            masked,
             masked_keys,
-            len(videos),
+            n_videos,
         )
-    return videos, skipped
+
+
+def without_features(video: VideoData) -> VideoData:
+    """``video``'s timeline, labels and counts without its feature arrays (what remains once tabled)."""
+    return VideoData(video.video_id, video.time, video.frame_index, {}, {}, video.labels, video.speech_masked)
 
 
 def match_frames(source: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,6 +17,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import torch
 from models.base import InputSpec
 from models.checkpoint import config_summary, save_checkpoint
 from models.config import TrainConfig
-from models.data import load_videos, resolve_inputs
+from models.data import VideoData, iter_videos, resolve_inputs, without_features
 from models.folds import FoldPlan, make_folds
 from models.inference import device_for, save_predictions
 from models.registry import validate_model_config
@@ -71,19 +72,33 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     _remove_previous_run(out)
     write_json(out / FOLDS_FILE, plan.to_dict())
     specs = config.feature_specs
-    by_speech = config.mask_audio_by_speech
-    pool, skipped = load_videos(store, specs, plan.pool, mask_audio_by_speech=by_speech)
-    test, skipped_test = load_videos(
-        store, specs, plan.test, require_labels=False, mask_audio_by_speech=by_speech
+    skipped: dict[str, str] = {}
+    videos: list[VideoData] = []  # timelines and labels only: the features go into the table
+    stream = chain(
+        iter_videos(
+            store, specs, plan.pool, mask_audio_by_speech=config.mask_audio_by_speech, skipped=skipped
+        ),
+        iter_videos(
+            store,
+            specs,
+            plan.test,
+            require_labels=False,
+            mask_audio_by_speech=config.mask_audio_by_speech,
+            skipped=skipped,
+        ),
     )
-    skipped.update(skipped_test)
-    videos = pool + test
+    table = FrameTable(
+        (_kept(video, videos) for video in stream),
+        [spec.key for spec in specs],
+        dtype=np.dtype(config.table_dtype),
+        cache_dir=_table_cache(config),
+    )
+    pool = [video for video in videos if video.video_id in set(plan.pool)]
     if not pool:
         raise StoreError(
             f"{store.root}: no train/validation video has every feature of {[s.key for s in specs]}"
         )
     inputs = resolve_inputs(store, specs, pool[0].video_id)
-    table = FrameTable(videos, [spec.key for spec in inputs])
     labels = {video.video_id: video.labels for video in videos}
     timelines = {video.video_id: (video.frame_index, video.time) for video in videos}
     if config.threads:
@@ -117,6 +132,16 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     return summary
 
 
+def _kept(video: VideoData, kept: list[VideoData]) -> VideoData:
+    kept.append(without_features(video))
+    return video
+
+
+def _table_cache(config: TrainConfig) -> Path | None:
+    """Where the on-disk table goes (``train.table_cache``), or None to keep it in memory."""
+    return Path(config.table_cache) if config.table_cache else None
+
+
 def _remove_previous_run(out: Path) -> None:
     """Folds of an earlier run must not be mixed into this one's evaluation or predictions."""
     (out / SUMMARY_FILE).unlink(missing_ok=True)
@@ -147,7 +172,7 @@ def _train_one(
         trainer.table,
         train_ids,
     )
-    standardised = stats.apply(trainer.table)
+    standardised = stats.view(trainer.table)  # scaled batch by batch: no standardised copy
     directory = fold_dir(config.output_dir, fold)
     result = trainer.train_fold(fold, standardised, train_ids, val_ids, log_path=directory / LOG_FILE)
     predictions = trainer.predict(result.model, standardised, val_ids + test_ids)

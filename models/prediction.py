@@ -91,7 +91,7 @@ def run_prediction(
     video_ids = [video.video_id for video in videos]
     per_fold = [
         predict_videos(
-            m.model, m.stats.apply(table), table, video_ids, m.window, m.hop, config.batch_size, device
+            m.model, m.stats.view(table), table, video_ids, m.window, m.hop, config.batch_size, device
         )
         for m in tqdm(models, desc="predict", unit="fold", leave=False)
     ]

@@ -1,0 +1,73 @@
+"""One input's per-frame features as a row-major file on disk, read a window at a time.
+
+Used by FrameTable when the features do not fit in memory (``train.table_cache``): rows are appended
+video by video while the store is read, then windows are gathered with one positioned read (``pread``)
+per window, because a window's rows are consecutive in the file. Nothing is memory-mapped, so the
+process's resident memory stays at one batch whatever the file size (the kernel's page cache, which is
+not counted against the process and is given back under pressure, keeps hot rows fast).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class RowFile:
+    """(n_rows, dim) array of ``dtype`` stored row-major in ``path``; supports ``values[rows]``."""
+
+    def __init__(self, path: Path, dim: int, dtype: np.dtype) -> None:
+        self.path = Path(path)
+        self.dim = int(dim)
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = self.dim * self.dtype.itemsize
+        self.n_rows = 0
+        self._writer = open(self.path, "wb")  # noqa: SIM115 - closed by finish()
+        self._fd: int | None = None
+
+    def append(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype).reshape(-1, self.dim)
+        self._writer.write(block.tobytes())
+        self.n_rows += block.shape[0]
+
+    def finish(self) -> RowFile:
+        """Close for writing and open for reading."""
+        self._writer.close()
+        self._fd = os.open(self.path, os.O_RDONLY)
+        return self
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_rows, self.dim)
+
+    def read_range(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as a new array."""
+        assert self._fd is not None, "RowFile.finish() first"
+        count = max(0, stop - start)
+        data = os.pread(self._fd, count * self.row_bytes, start * self.row_bytes)
+        if len(data) != count * self.row_bytes:
+            raise OSError(f"{self.path}: short read of rows {start}..{stop} (file truncated?)")
+        return np.frombuffer(data, dtype=self.dtype).reshape(count, self.dim).copy()
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        """``values[rows]`` for an integer array of any shape: one read per run of consecutive rows."""
+        rows = np.asarray(rows, dtype=np.int64)
+        flat = rows.reshape(-1)
+        out = np.empty((flat.shape[0], self.dim), dtype=self.dtype)
+        if flat.size:
+            breaks = np.flatnonzero(np.diff(flat) != 1) + 1
+            starts = np.concatenate([[0], breaks])
+            stops = np.concatenate([breaks, [flat.size]])
+            for a, b in zip(starts, stops, strict=True):
+                out[a:b] = self.read_range(int(flat[a]), int(flat[a]) + int(b - a))
+        return out.reshape(*rows.shape, self.dim)
