@@ -71,3 +71,28 @@ def test_training_from_a_disk_fp16_table_matches_memory(tiny, tmp_path) -> None:
     )
     for a, b in zip(memory["folds"], disk["folds"], strict=True):
         assert b["best_score"] == pytest.approx(a["best_score"], abs=0.05)  # fp16 inputs, same training
+
+
+def test_wavlm_jca_preset_trains_on_timm_and_hf_speech_features(tiny, tmp_path) -> None:  # noqa: F811
+    import shutil
+
+    from pipeline.store import FeatureStore
+    from pipeline.types import FeatureSet
+
+    _, store, rows = tiny
+    shutil.copytree(store.root, tmp_path / "store")
+    copy = FeatureStore(tmp_path / "store")
+    rng = np.random.default_rng(3)
+    for row in rows:  # the tiny store's face and voice features under the preset's extractor names
+        for source, target in (("fer-minixception", "timm"), ("mfcc", "hf-speech")):
+            stored = copy.read(source, row.video_id, ["features"])
+            copy.write(target, row.video_id, stored, extractor_version="1", params_hash="p")
+        speaking = (rng.random(len(stored)) < 0.7).astype(np.uint8)
+        arrays = {"features": speaking[:, None].astype(np.float32), "speech": speaking}
+        speech = FeatureSet(stored.time, stored.frame_index, np.ones(len(stored), np.uint8), arrays)
+        copy.write("speech", row.video_id, speech, extractor_version="1", params_hash="p")
+    config = config_for("wavlm-jca", tmp_path, table_cache=str(tmp_path / "table"))
+    assert config.mask_audio_by_speech and config.table_dtype == "float16"
+    summary = run_training(config, copy, rows)
+    assert [spec["modality"] for spec in summary["inputs"]] == ["visual", "audio"]
+    assert summary["folds"][0]["best_score"] is not None
