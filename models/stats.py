@@ -26,7 +26,7 @@ from pipeline.store import FeatureStore
 log = logging.getLogger(__name__)
 
 MIN_STD = 1e-6  # constant dimensions are left unscaled instead of blowing up
-STATS_BLOCK_ROWS = 65536
+STATS_BLOCK_VALUES = 1 << 21  # values per block: 16 MB of float64 whatever the width
 
 
 class StandardisedView:
@@ -111,8 +111,9 @@ def compute_stats(table: FrameTable, video_ids: Sequence[str]) -> FeatureStats:
     for key in table.keys:
         dim = table.features[key].shape[1]
         count, block_mean, m2 = 0, np.zeros(dim), np.zeros(dim)
-        for start in range(0, table.n_rows, STATS_BLOCK_ROWS):
-            stop = min(start + STATS_BLOCK_ROWS, table.n_rows)
+        block = max(1, STATS_BLOCK_VALUES // max(dim, 1))
+        for start in range(0, table.n_rows, block):
+            stop = min(start + block, table.n_rows)
             keep = rows[start:stop] & table.valid[key][start:stop]
             if not keep.any():
                 continue

@@ -44,7 +44,7 @@ def test_disk_fp16_table_gathers_what_the_memory_table_does(videos, tmp_path) ->
 
 
 def test_stats_by_blocks_and_per_batch_standardisation(videos, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(stats_module, "STATS_BLOCK_ROWS", 7)  # many blocks, merged
+    monkeypatch.setattr(stats_module, "STATS_BLOCK_VALUES", 35)  # blocks of 7 rows, merged
     train = ["v0", "v2", "v3"]
     disk = FrameTable(videos, ["x"], dtype=np.float16, cache_dir=tmp_path / "table")
     stats = compute_stats(disk, train)
