@@ -145,3 +145,30 @@ def test_hf_vision_encoder_from_a_local_folder(tmp_path, smiling_crops) -> None:
     np.testing.assert_allclose(out.arrays["features"][0], cls[0].numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ExtractorError, match=re.escape(str(tmp_path / "nothing"))):
         create_extractor("hf-vision", model=str(tmp_path / "nothing")).preflight()
+
+
+def test_iresnet100_has_arcface_torch_keys_and_loads_its_checkpoint(tmp_path, smiling_crops) -> None:  # noqa: F811
+    from models.backbones import create_backbone
+
+    model = create_backbone("iresnet100", random_init=True)
+    state = model.state_dict()
+    # parameter names and shapes of insightface's arcface_torch r100 backbone.pth
+    expected = {
+        "conv1.weight": (64, 3, 3, 3),
+        "prelu.weight": (64,),
+        "layer1.0.downsample.0.weight": (64, 64, 1, 1),
+        "layer2.12.conv2.weight": (128, 128, 3, 3),
+        "layer3.29.bn3.running_var": (256,),
+        "layer4.2.prelu.weight": (512,),
+        "fc.weight": (512, 512 * 7 * 7),
+        "features.running_mean": (512,),
+    }
+    assert {key: tuple(state[key].shape) for key in expected} == expected
+    assert [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [3, 13, 30, 3]
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6, 1) == 65.2
+    path = tmp_path / "backbone.pth"
+    torch.save(state, path)
+    extractor, out = embed("iresnet100", smiling_crops, checkpoint=str(path))
+    assert extractor.feature_dim == 512 and out.arrays["features"].shape == (3, 512)
+    with pytest.raises(ExtractorError, match=r"ms1mv3_arcface_r100_backbone\.pth"):
+        create_extractor("iresnet100").preflight()

