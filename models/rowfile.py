@@ -52,12 +52,19 @@ class RowFile:
 
     def read_range(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` as a new array."""
+        out = np.empty((max(0, stop - start), self.dim), dtype=self.dtype)
+        self._read_into(out, start)
+        return out
+
+    def _read_into(self, out: np.ndarray, start: int) -> None:
+        """Fill ``out`` (rows x dim, contiguous) with the rows from ``start``, straight from the file."""
         assert self._fd is not None, "RowFile.finish() first"
-        count = max(0, stop - start)
-        data = os.pread(self._fd, count * self.row_bytes, start * self.row_bytes)
-        if len(data) != count * self.row_bytes:
-            raise OSError(f"{self.path}: short read of rows {start}..{stop} (file truncated?)")
-        return np.frombuffer(data, dtype=self.dtype).reshape(count, self.dim).copy()
+        wanted = out.shape[0] * self.row_bytes
+        done = os.preadv(self._fd, [memoryview(out).cast("B")], start * self.row_bytes) if wanted else 0
+        if done != wanted:
+            raise OSError(
+                f"{self.path}: short read of rows {start}..{start + out.shape[0]} (file truncated?)"
+            )
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
         """``values[rows]`` for an integer array of any shape: one read per run of consecutive rows."""
@@ -68,6 +75,6 @@ class RowFile:
             breaks = np.flatnonzero(np.diff(flat) != 1) + 1
             starts = np.concatenate([[0], breaks])
             stops = np.concatenate([breaks, [flat.size]])
-            for a, b in zip(starts, stops, strict=True):
-                out[a:b] = self.read_range(int(flat[a]), int(flat[a]) + int(b - a))
+            for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+                self._read_into(out[a:b], int(flat[a]))
         return out.reshape(*rows.shape, self.dim)

@@ -43,10 +43,12 @@ class StandardisedView:
         return tuple(self.values.shape)
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.values[rows], dtype=np.float32)
-        out -= self.mean
+        raw = self.values[rows]
+        out = np.subtract(raw, self.mean, dtype=np.float32)  # converts and centres in one pass
         out *= self.scale
-        out[~self.valid[rows]] = 0.0
+        invalid = ~self.valid[rows]
+        if invalid.any():
+            out[invalid] = 0.0
         return out
 
 
