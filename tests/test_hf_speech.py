@@ -243,6 +243,8 @@ def test_model_types_load_and_give_their_width(models) -> None:
         assert ex.feature_dim == 48 and ex._encoder.geometry == FrameGeometry(hop=320, offset=199.5)
         fs = run(ex, np.zeros(RATE, np.float32), Timeline(np.arange(25) / 25.0, np.arange(25)))
         assert fs.arrays["features"].shape == (25, 48) and fs.mask.all()
+    tiny_track = run(ex, np.zeros(150, np.float32), Timeline(np.arange(3) / 25.0, np.arange(3)))
+    assert not tiny_track.mask.any()  # 150 samples: no encoder frame centre inside the track
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -208,6 +208,8 @@ class HfSpeechExtractor(Extractor):
                 first = (c.start - 0) // geometry.hop  # chunk starts are multiples of the hop
                 for k in np.flatnonzero(keep):
                     frames[int(first + k)] = rows[k]
+        if not frames:  # a track shorter than half a receptive field: no frame centre inside it
+            return NativeFeatures(values=np.zeros((0, self.feature_dim), np.float32), times=np.zeros(0))
         order = sorted(frames)
         values = np.stack([frames[k] for k in order]).astype(np.float32)
         times = track.start + geometry.centres(order[-1] + 1)[order] / track.sample_rate
