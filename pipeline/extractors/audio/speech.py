@@ -99,8 +99,16 @@ def window_probabilities(model: Any, samples: np.ndarray, sample_rate: int) -> n
     ``audio_forward`` computes it: one pass, recurrent state carried across windows."""
     import torch
 
-    with torch.inference_mode():
-        probs = model.audio_forward(torch.from_numpy(np.ascontiguousarray(samples))[None], sample_rate)
+    # One thread, as Silero runs itself: ~2 000 tiny sequential steps per minute of audio, where
+    # waking a second thread costs more than it gives (measured 20-40x slower with 2 threads on a
+    # busy 2-core machine). The caller's setting is put back.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            probs = model.audio_forward(torch.from_numpy(np.ascontiguousarray(samples))[None], sample_rate)
+    finally:
+        torch.set_num_threads(threads)
     return probs[0].float().numpy()
 
 
