@@ -36,7 +36,18 @@ class StandardisedView:
         self.values = values  # (n_rows, D) array or RowFile, any float dtype
         self.valid = valid
         self.mean = np.asarray(mean, np.float32)
-        self.scale = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
+        self.scale = _inverse(std)
+        self.group: np.ndarray | None = None  # row -> statistics index, once ``override`` is used
+        self.means: list[np.ndarray] = [self.mean]
+        self.scales: list[np.ndarray] = [self.scale]
+
+    def override(self, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+        """Standardise the rows selected by the bool mask ``rows`` with their own statistics."""
+        if self.group is None:
+            self.group = np.zeros(self.valid.shape[0], dtype=np.int16)
+        self.means.append(np.asarray(mean, np.float32))
+        self.scales.append(_inverse(std))
+        self.group[rows] = len(self.means) - 1
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -44,12 +55,21 @@ class StandardisedView:
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
         raw = self.values[rows]
-        out = np.subtract(raw, self.mean, dtype=np.float32)  # converts and centres in one pass
-        out *= self.scale
+        if self.group is None:
+            out = np.subtract(raw, self.mean, dtype=np.float32)  # converts and centres in one pass
+            out *= self.scale
+        else:
+            group = self.group[rows]
+            out = np.subtract(raw, np.stack(self.means)[group], dtype=np.float32)
+            out *= np.stack(self.scales)[group]
         invalid = ~self.valid[rows]
         if invalid.any():
             out[invalid] = 0.0
         return out
+
+
+def _inverse(std: np.ndarray) -> np.ndarray:
+    return (1.0 / np.asarray(std, np.float64)).astype(np.float32)
 
 
 @dataclass
