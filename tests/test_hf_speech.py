@@ -159,6 +159,7 @@ def test_click_energy_peaks_on_the_click_frames(models, tmp_path, delay) -> None
     for frame in FLASH_FRAMES:
         assert int(np.argmax(energy[frame - 5 : frame + 6])) + frame - 5 == frame
     assert fs.attrs["native_hop"] == pytest.approx(0.03)
+    assert fs.attrs["model_type"] == "wav2vec2" and len(fs.attrs["model_fingerprint"]) == 16
 
 
 def test_whisper_encoder_frames_every_20ms_and_window_limit(models) -> None:
@@ -292,3 +293,18 @@ def test_repo_id_resolves_from_the_local_cache_only(models, tmp_path, monkeypatc
     (cache / "models--someone--wavlm-tiny" / "refs" / "main").write_text("a" * 40)
     ex = extractor("someone/wavlm-tiny")
     assert ex._encoder.directory == snapshot and ex.feature_dim == 32
+
+
+def test_without_its_model_the_stage_stops_before_any_video(tmp_path) -> None:
+    """run_extractor (what `avpipe audio hf-speech` runs) names the missing folder and writes nothing."""
+    from pipeline.config import RunnerConfig, StoreConfig
+    from pipeline.extract import run_extractor
+    from pipeline.manifest import ManifestRow
+
+    missing = tmp_path / "weights" / "wavlm-base-plus"
+    rows = [ManifestRow(video_id="v", media_path=str(tmp_path / "v.mp4"))]
+    store_cfg = StoreConfig(root=str(tmp_path / "features"))
+    runner_cfg = RunnerConfig(n_workers=1, threads_per_worker=1, torch_threads=1, device="cpu")
+    with pytest.raises(ExtractorError, match=re.escape(str(missing))):
+        run_extractor("hf-speech", HfSpeechConfig(model=str(missing)), rows, store_cfg, runner_cfg)
+    assert not (tmp_path / "features" / "hf-speech").exists()

@@ -108,6 +108,7 @@ class SpeechEncoder:
         self.net.to(self.device, self.dtype)
         self.sample_rate = int(self.frontend.sampling_rate)
         self.geometry = self._geometry()
+        self.fingerprint = weights_fingerprint(directory)
 
     def _geometry(self) -> FrameGeometry:
         import torch
@@ -152,6 +153,17 @@ class SpeechEncoder:
                 inputs = torch.from_numpy(batch).to(self.device, self.dtype)
                 out = self.net(inputs, output_hidden_states=True)
         return [h.float().cpu().numpy() for h in out.hidden_states]
+
+
+def weights_fingerprint(directory: Path) -> str:
+    """Hash of the folder's config and of its weight files' names and sizes: which model made a shard
+    (the params only say where it was; the folder's content may change under the same path)."""
+    import hashlib
+
+    digest = hashlib.sha256((directory / "config.json").read_bytes())
+    for path in sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin")):
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _padding(conv: Any) -> int:

@@ -254,4 +254,6 @@ class HfSpeechExtractor(Extractor):
         if self._encoder is not None:
             out["native_hop"] = self._encoder.geometry.hop / cfg.sample_rate
             out["model_type"] = str(self._encoder.config.get("model_type"))
+            out["model_dir"] = str(self._encoder.directory)
+            out["model_fingerprint"] = self._encoder.fingerprint
         return out
