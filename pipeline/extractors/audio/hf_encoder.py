@@ -140,8 +140,9 @@ class SpeechEncoder:
         out = self.frontend(samples, sampling_rate=self.sample_rate, return_tensors="np")
         return np.asarray(out["input_values"][0], dtype=np.float32)
 
-    def hidden_states(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Every hidden state (input embeddings first) of a (B, samples) batch: (B, frames, hidden) each."""
+    def hidden_states(self, batch: np.ndarray, layers: list[int]) -> list[np.ndarray]:
+        """Hidden states ``layers`` (0: the input embeddings) of a (B, samples) batch: (B, frames, hidden)
+        each; only those leave the device."""
         import torch
 
         with torch.inference_mode():
@@ -152,7 +153,7 @@ class SpeechEncoder:
             else:
                 inputs = torch.from_numpy(batch).to(self.device, self.dtype)
                 out = self.net(inputs, output_hidden_states=True)
-        return [h.float().cpu().numpy() for h in out.hidden_states]
+        return [out.hidden_states[layer].float().cpu().numpy() for layer in layers]
 
 
 def weights_fingerprint(directory: Path) -> str:

@@ -193,6 +193,7 @@ class HfSpeechExtractor(Extractor):
         geometry = encoder.geometry
         samples = encoder.normalise(track.samples)
         chunk, context = self._chunk_sizes()
+        layers = self.layer_indices()
         frames: dict[int, np.ndarray] = {}
         pending: list[Chunk] = plan_chunks(samples.shape[0], chunk, context)
         while pending:
@@ -200,9 +201,9 @@ class HfSpeechExtractor(Extractor):
             batch = [c for c in pending if c.stop - c.start == size][: self.config.batch_size]
             pending = [c for c in pending if c not in batch]
             inputs = np.stack([self._input(samples, c) for c in batch])
-            states = encoder.hidden_states(inputs)
+            states = encoder.hidden_states(inputs, layers)
             for i, c in enumerate(batch):
-                rows = self._combine([states[layer][i] for layer in self.layer_indices()])
+                rows = self._combine([state[i] for state in states])
                 centres = c.start + geometry.centres(rows.shape[0])
                 keep = (centres >= c.own_start) & (centres < c.own_stop) & (centres < samples.shape[0])
                 first = (c.start - 0) // geometry.hop  # chunk starts are multiples of the hop
