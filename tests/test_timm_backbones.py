@@ -172,3 +172,27 @@ def test_iresnet100_has_arcface_torch_keys_and_loads_its_checkpoint(tmp_path, sm
     assert extractor.feature_dim == 512 and out.arrays["features"].shape == (3, 512)
     with pytest.raises(ExtractorError, match=r"ms1mv3_arcface_r100_backbone\.pth"):
         create_extractor("iresnet100").preflight()
+
+
+def test_timm_runs_through_the_embed_stage_path(net, tmp_path, smiling_crops) -> None:  # noqa: F811
+    """run_extractor (what `avpipe embed timm` runs): Dask workers build the model from the config."""
+    from pipeline.config import RunnerConfig, StoreConfig
+    from pipeline.extract import run_extractor
+    from pipeline.manifest import ManifestRow
+    from pipeline.store import FeatureStore
+    from tests.test_embeddings import faces_featureset
+
+    checkpoint = tmp_path / "enet.pth"
+    torch.save(net.state_dict(), checkpoint)
+    store_cfg = StoreConfig(root=str(tmp_path / "features"))
+    store = FeatureStore(store_cfg.root)
+    store.write("faces", "astronaut", faces_featureset(smiling_crops), extractor_version="1", params_hash="f")
+    config = create_extractor("timm", model=ARCH, checkpoint=str(checkpoint), logit_names=CLASSES).config
+    runner_cfg = RunnerConfig(n_workers=1, threads_per_worker=1, torch_threads=1, device="cpu")
+    rows = [ManifestRow(video_id="astronaut", media_path=str(tmp_path / "astronaut.mp4"))]
+    report = run_extractor("timm", config, rows, store_cfg, runner_cfg)
+    assert report.done == 1 and report.failed == 0
+    stored = store.read("timm", "astronaut")
+    _, direct = embed("timm", smiling_crops, model=ARCH, checkpoint=str(checkpoint), logit_names=CLASSES)
+    np.testing.assert_allclose(stored.arrays["features"], direct.arrays["features"], rtol=1e-4, atol=1e-5)
+    assert stored.attrs["logit_names"] == CLASSES and stored.mask.tolist() == [1, 0, 1]
