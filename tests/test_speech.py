@@ -120,6 +120,9 @@ def test_silero_import_keeps_the_torch_thread_count() -> None:
         fs = extractor.extract(track, timeline, VideoContext(video_id="s", media_path="silence"))
         assert torch.get_num_threads() == 2
         assert fs.attrs["segments"] == 0 and fs.mask.all()  # silence is audio: valid, not speech
+        short = AudioTrack(samples=np.full(100, 0.1, np.float32), sample_rate=RATE, start=0.52)  # 6 ms
+        fs = extractor.extract(short, timeline, VideoContext(video_id="s", media_path="short"))
+        assert np.flatnonzero(fs.mask).tolist() == [13]  # the one frame (0.52 s) inside its 6 ms
     finally:
         torch.set_num_threads(before)
 

@@ -102,6 +102,9 @@ def window_probabilities(model: Any, samples: np.ndarray, sample_rate: int) -> n
     # One thread, as Silero runs itself: ~2 000 tiny sequential steps per minute of audio, where
     # waking a second thread costs more than it gives (measured 20-40x slower with 2 threads on a
     # busy 2-core machine). The caller's setting is put back.
+    window = SILERO_RATES[sample_rate]
+    if samples.shape[0] < window:  # Silero refuses inputs shorter than one window; it pads the tail itself
+        samples = np.pad(samples, (0, window - samples.shape[0]))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
