@@ -88,6 +88,13 @@ class Normalisation(StrEnum):
     PER_PARTITION = "per_partition"  # each partition its own (ABAW2 calculate_mean_and_std.py, dataset.py)
 
 
+class NormalisationScope(StrEnum):
+    """Over which values a mean and std are taken."""
+
+    DIMENSION = "dimension"  # each dimension of a feature its own
+    FEATURE = "feature"  # one over every value of a feature (ABAW2 calculate_mean_and_std.py:29-50)
+
+
 class MergeMethod(StrEnum):
     """CCC centering of the fold models' valence/arousal (models.merge)."""
 
@@ -253,6 +260,7 @@ class TrainConfig:
     restore_best: bool = False  # reload the best weights after every epoch (ABAW2 load_best_at_each_epoch)
     unlabeled: UnlabeledFrames = UnlabeledFrames.MASK
     normalisation: Normalisation = Normalisation.TRAIN
+    normalisation_scope: NormalisationScope = NormalisationScope.DIMENSION
     merge: MergeMethod = MergeMethod.CLIPPED  # merging the folds' valence/arousal (then clipped to [-1, 1])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default

@@ -132,27 +132,30 @@ def test_unlabelled_frames_are_deleted_and_partitions_standardised_on_their_own(
     assert predictions[test]["frame_index"][0] == 0  # test videos stay whole
 
 
-def test_per_partition_standardises_each_partition_with_its_own_statistics(tmp_path):
+@pytest.mark.parametrize("scope", ["dimension", "feature"])
+def test_per_partition_standardises_each_partition_with_its_own_statistics(tmp_path, scope):
     from models.data import load_video
-    from models.experiment import _standardise_own_statistics
-    from models.stats import compute_stats
+    from models.normalisation import standardise
     from models.table import FrameTable
 
     store, rows = build_dataset(tmp_path, n_train=2, n_validation=1, n_test=1, frames=(40, 50), seed=8)
-    config = config_for("lstm-fusion", tmp_path)
+    config = config_for("lstm-fusion", tmp_path, normalisation="per_partition", normalisation_scope=scope)
     videos = [load_video(store, config.feature_specs, r.video_id, require_labels=False) for r in rows]
     table = FrameTable(videos, [spec.key for spec in config.feature_specs])
     ids = {split: [r.video_id for r in rows if r.split is split] for split in Split}
     table.features["mfcc"][table.rows_of(ids[Split.VALIDATION])] += 50.0  # a shifted partition
-    standardised = compute_stats(table, ids[Split.TRAIN]).apply(table)
-    assert standardised["mfcc"][table.rows_of(ids[Split.VALIDATION])].mean() > 10  # train statistics
-    _standardise_own_statistics(standardised, table, [ids[Split.VALIDATION], ids[Split.TEST]])
-    for split in (Split.VALIDATION, Split.TEST):
+    partitions = [ids[Split.VALIDATION], ids[Split.TEST]]
+    stats, standardised = standardise(config, table, ids[Split.TRAIN], partitions, "key")
+    for split in Split:
         own = table.rows_of(ids[split]) & table.valid["mfcc"]
-        np.testing.assert_allclose(standardised["mfcc"][own].mean(axis=0), 0.0, atol=1e-4)
-        np.testing.assert_allclose(standardised["mfcc"][own].std(axis=0), 1.0, atol=1e-3)
-    train_rows = table.rows_of(ids[Split.TRAIN]) & table.valid["mfcc"]
-    np.testing.assert_allclose(standardised["mfcc"][train_rows].mean(axis=0), 0.0, atol=1e-4)
+        values = standardised["mfcc"][own]
+        if scope == "dimension":
+            np.testing.assert_allclose(values.mean(axis=0), 0.0, atol=1e-4)
+            np.testing.assert_allclose(values.std(axis=0), 1.0, atol=1e-3)
+        else:  # one mean and std over all values of the feature: per dimension they differ
+            assert values.mean() == pytest.approx(0.0, abs=1e-4)
+            assert values.std(ddof=1) == pytest.approx(1.0, abs=1e-3)
+            assert np.ptp(stats.mean["mfcc"]) == 0 and np.abs(values.mean(axis=0)).max() > 0.1
 
 
 def test_restore_best_continues_from_the_best_weights(tmp_path, monkeypatch):
