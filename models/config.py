@@ -49,6 +49,14 @@ class Modality(StrEnum):
     AUDIO = "audio"
 
 
+class Scheduler(StrEnum):
+    """The learning-rate schedule, stepped once per epoch."""
+
+    PLATEAU = "plateau"  # ReduceLROnPlateau on the validation score (train.plateau)
+    LINEAR_WARMUP = "linear_warmup"  # 0 -> lr over warmup_epochs, then linearly to 0 at epochs (AIM3)
+    CONSTANT = "constant"
+
+
 class OptimizerName(StrEnum):
     ADAM = "adam"
     ADAMW = "adamw"
@@ -158,9 +166,12 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam and adamw
 
     def __post_init__(self) -> None:
         _positive("train.optimizer.lr", self.lr)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError("train.optimizer.betas", f"must be two values in [0, 1), got {self.betas}")
         for key in ("weight_decay", "momentum", "grad_clip"):
             _non_negative(f"train.optimizer.{key}", getattr(self, key))
 
@@ -253,6 +264,8 @@ class TrainConfig:
     epochs: int = 100
     patience: int = 10  # early stopping: epochs without a better validation score
     min_epochs: int = 1
+    scheduler: Scheduler = Scheduler.PLATEAU
+    warmup_epochs: int = 0  # linear_warmup: epochs of the warm-up
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
     folds: FoldConfig = field(default_factory=FoldConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -292,6 +305,11 @@ class TrainConfig:
         for key in ("batch_size", "epochs", "min_epochs"):
             _at_least(f"train.{key}", getattr(self, key), 1)
         _at_least("train.patience", self.patience, 0)
+        _at_least("train.warmup_epochs", self.warmup_epochs, 0)
+        if self.scheduler is Scheduler.LINEAR_WARMUP and self.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                "train.warmup_epochs", f"must be < epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
         _at_least("train.threads", self.threads, 0)
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")

@@ -202,3 +202,24 @@ def test_restore_state_takes_each_emotions_model_from_its_own_best_epoch():
     state = restore_state(best, {"valence": valence, "arousal": arousal}, {"valence": 0, "arousal": 1})
     assert state == {"per_dimension.0.w": "valence-best", "per_dimension.1.w": "sum-best"}
     assert restore_state(best, {"va": valence}, {"va": None}) == best.state  # whole-task criteria
+
+
+def test_linear_warmup_follows_the_aim3_schedule_stepped_per_epoch(tmp_path):
+    store, rows = build_dataset(tmp_path, n_train=2, n_validation=1, n_test=0, frames=(50, 60), seed=12)
+    config = config_for(
+        "abaw4-mtl",
+        tmp_path,
+        epochs=5,
+        min_epochs=5,
+        scheduler="linear_warmup",
+        warmup_epochs=2,
+        optimizer={"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.5, 0.999]},
+    )
+    run_training(config, store, rows)
+    with (fold_dir(config.output_dir, 0) / "log.csv").open() as handle:
+        log_rows = list(csv.DictReader(handle))
+    # transformers' get_linear_schedule_with_warmup(warmup 2, total 5), one step per epoch: the lr an
+    # epoch leaves for the next is lr * [1/2, 2/2, 2/3, 1/3, 0]; the first epoch runs at lr 0
+    expected = [1e-3 * f for f in (0.5, 1.0, 2 / 3, 1 / 3, 0.0)]
+    np.testing.assert_allclose([float(r["lr"]) for r in log_rows[1:]], expected, rtol=1e-5, atol=1e-12)
+    assert log_rows[1]["val_score"] == log_rows[0]["val_score"]  # lr 0: the weights did not move
