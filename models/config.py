@@ -110,6 +110,20 @@ class MergeMethod(StrEnum):
     CLIPPED = "clipped"  # negative agreements count as 0: the centre stays within the folds' means
 
 
+class Shuffle(StrEnum):
+    """The order of the training windows."""
+
+    EVERY_EPOCH = "every_epoch"  # a new permutation each epoch
+    ONCE = "once"  # one permutation per fold, kept for every epoch (ABAW2 experiment_regular.py:120,126)
+
+
+class MSEReduction(StrEnum):
+    """What the VA MSE loss is averaged over."""
+
+    LABELLED = "labelled"  # the labelled frames
+    ALL_POSITIONS = "all_positions"  # every (window, frame, dimension), unlabelled ones counting 0 (AIM3)
+
+
 class Selection(StrEnum):
     """How the best epoch is chosen on the validation fold."""
 
@@ -227,6 +241,7 @@ class LossConfig:
     ccc: CCCReduction = CCCReduction.POOLED  # the CCC loss over the batch, or per window
     variance: Moments = Moments.POPULATION  # the CCC loss's variances
     covariance: Moments = Moments.POPULATION  # the CCC loss's covariance
+    mse: MSEReduction = MSEReduction.LABELLED  # va: mse only
 
     def __post_init__(self) -> None:
         for name, weight in self.weights.items():
@@ -270,6 +285,7 @@ class TrainConfig:
     folds: FoldConfig = field(default_factory=FoldConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    shuffle: Shuffle = Shuffle.EVERY_EPOCH
     restore_best: bool = False  # reload the best weights after every epoch (ABAW2 load_best_at_each_epoch)
     unlabeled: UnlabeledFrames = UnlabeledFrames.MASK
     normalisation: Normalisation = Normalisation.TRAIN

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from models.base import InputSpec, SequenceModel
-from models.config import OptimizerName, Scheduler, Selection, TrainConfig
+from models.config import OptimizerName, Scheduler, Selection, Shuffle, TrainConfig
 from models.inference import VideoPrediction, predict_videos
 from models.losses import MultiTaskLoss
 from models.metrics import task_metrics
@@ -154,7 +154,12 @@ class FoldTrainer:
         if windows.shape[0] == 0:
             raise ValueError(f"fold {fold}: the training videos have no labeled frame for {list(cfg.tasks)}")
         targets = {task: self.table.labels[task] for task in cfg.tasks}
-        batches = WindowBatches(inputs, targets, windows, cfg.batch_size, shuffle=True, seed=cfg.seed + fold)
+        every_epoch = cfg.shuffle is Shuffle.EVERY_EPOCH
+        if not every_epoch:  # one order for the whole fold
+            windows = windows[np.random.default_rng(cfg.seed + fold).permutation(windows.shape[0])]
+        batches = WindowBatches(
+            inputs, targets, windows, cfg.batch_size, shuffle=every_epoch, seed=cfg.seed + fold
+        )
         model = self.build_model().to(self.device)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)

@@ -223,3 +223,25 @@ def test_linear_warmup_follows_the_aim3_schedule_stepped_per_epoch(tmp_path):
     expected = [1e-3 * f for f in (0.5, 1.0, 2 / 3, 1 / 3, 0.0)]
     np.testing.assert_allclose([float(r["lr"]) for r in log_rows[1:]], expected, rtol=1e-5, atol=1e-12)
     assert log_rows[1]["val_score"] == log_rows[0]["val_score"]  # lr 0: the weights did not move
+
+
+@pytest.mark.parametrize(("shuffle", "same"), [("once", True), ("every_epoch", False)])
+def test_window_order_is_shuffled_once_or_every_epoch(tmp_path, monkeypatch, shuffle, same):
+    from models.table import WindowBatches
+
+    store, rows = build_dataset(tmp_path, n_train=3, n_validation=1, n_test=0, frames=(80, 90), seed=13)
+    seen: list[int] = []
+    original = WindowBatches.gather
+
+    def gather(self, index):
+        if self.targets:  # training batches (prediction batches have no targets)
+            seen.extend(self.windows[index][:, 0].tolist())
+        return original(self, index)
+
+    monkeypatch.setattr(WindowBatches, "gather", gather)
+    config = config_for("lstm-fusion", tmp_path, epochs=2, min_epochs=2, shuffle=shuffle, window=16, hop=8)
+    run_training(config, store, rows)
+    first, second = seen[: len(seen) // 2], seen[len(seen) // 2 :]
+    assert sorted(first) == sorted(second) and len(first) > 4
+    assert (first == second) is same
+    assert first != sorted(first)  # shuffled either way
