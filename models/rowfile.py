@@ -68,7 +68,10 @@ class RowFile:
 
     def __getitem__(self, rows: np.ndarray) -> np.ndarray:
         """``values[rows]`` for an integer array of any shape: one read per run of consecutive rows."""
-        rows = np.asarray(rows, dtype=np.int64)
+        rows = np.asarray(rows)
+        if rows.dtype == bool:  # a row mask, as numpy reads it
+            rows = np.flatnonzero(rows)
+        rows = rows.astype(np.int64, copy=False)
         flat = rows.reshape(-1)
         out = np.empty((flat.shape[0], self.dim), dtype=self.dtype)
         if flat.size:

@@ -133,14 +133,12 @@ def compute_stats(table: FrameTable, video_ids: Sequence[str]) -> FeatureStats:
     for key in table.keys:
         dim = table.features[key].shape[1]
         count, block_mean, m2 = 0, np.zeros(dim), np.zeros(dim)
-        block = max(1, STATS_BLOCK_VALUES // max(dim, 1))
-        for start in range(0, table.n_rows, block):
-            stop = min(start + block, table.n_rows)
+        for start, stop in row_blocks(table.n_rows, dim):
             keep = rows[start:stop] & table.valid[key][start:stop]
             if not keep.any():
                 continue
-            values = _read_rows(table.features[key], start, stop)[keep].astype(np.float64)
-            count, block_mean, m2 = _merge(count, block_mean, m2, values)
+            values = read_rows(table.features[key], start, stop)[keep].astype(np.float64)
+            count, block_mean, m2 = merge_moments(count, block_mean, m2, values)
         if count == 0:
             log.warning("input %s has no valid frame in the training videos: left unscaled", key)
             mean[key] = np.zeros(dim, dtype=np.float32)
@@ -152,11 +150,18 @@ def compute_stats(table: FrameTable, video_ids: Sequence[str]) -> FeatureStats:
     return FeatureStats(mean=mean, std=std)
 
 
-def _read_rows(values: Any, start: int, stop: int) -> np.ndarray:
+def row_blocks(n_rows: int, dim: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` blocks of rows holding about STATS_BLOCK_VALUES values each."""
+    block = max(1, STATS_BLOCK_VALUES // max(dim, 1))
+    return [(start, min(start + block, n_rows)) for start in range(0, n_rows, block)]
+
+
+def read_rows(values: Any, start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` of an in-memory array or a RowFile."""
     return values.read_range(start, stop) if hasattr(values, "read_range") else values[start:stop]
 
 
-def _merge(
+def merge_moments(
     count: int, mean: np.ndarray, m2: np.ndarray, values: np.ndarray
 ) -> tuple[int, np.ndarray, np.ndarray]:
     """Running (count, mean, sum of squared deviations) updated with a block of rows."""

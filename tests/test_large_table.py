@@ -96,3 +96,19 @@ def test_wavlm_jca_preset_trains_on_timm_and_hf_speech_features(tiny, tmp_path) 
     summary = run_training(config, copy, rows)
     assert [spec["modality"] for spec in summary["inputs"]] == ["visual", "audio"]
     assert summary["folds"][0]["best_score"] is not None
+
+
+def test_feature_scope_statistics_and_row_masks_on_a_disk_table(videos, tmp_path, monkeypatch) -> None:
+    from models.normalisation import scalar_stats
+
+    monkeypatch.setattr(stats_module, "STATS_BLOCK_VALUES", 40)  # blocks of 8 rows
+    disk = FrameTable(videos, ["x"], dtype=np.float16, cache_dir=tmp_path / "table")
+    train = ["v0", "v1"]
+    values = np.concatenate([v.features["x"][v.valid["x"]] for v in videos if v.video_id in train])
+    values = values.astype(np.float16).astype(np.float64).ravel()  # independent: numpy over every value
+    stats = scalar_stats(disk, train)
+    np.testing.assert_allclose(stats.mean["x"], values.mean(), rtol=1e-6)
+    np.testing.assert_allclose(stats.std["x"], values.std(ddof=1), rtol=1e-5)
+    mask = disk.rows_of(["v2"])  # a row mask reads the rows it selects, as numpy's indexing does
+    np.testing.assert_array_equal(disk.features["x"][mask], disk.features["x"][np.flatnonzero(mask)])
+    assert disk.features["x"][mask].shape == (300, 5)
