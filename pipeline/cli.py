@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_text, parents=[common])
 
-    command("demo", "build the synthetic demo dataset (params: demo)")
+    p = command("demo", "build the synthetic demo dataset (params: demo)")
+    p.add_argument(
+        "--only-if-dataset",
+        action="store_true",
+        help="build only when dataset.root is demo.root; else leave a marker there (what dvc.yaml runs)",
+    )
     command("manifest", "probe the dataset, write the manifest, failures and per-frame labels")
     command("faces", "detect, track and align faces; crops into the store; QA contact sheets")
     p = command("audio", "one audio feature (logmel, mfcc, egemaps, vggish) for every manifest video")
@@ -108,7 +113,7 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from stages import demo
 
-        return demo.run(params)
+        return demo.run(params, only_if_dataset=args.only_if_dataset)
     if args.command == "manifest":
         from stages import manifest
 

@@ -233,3 +233,34 @@ def test_verbose_turns_on_debug_for_avpipe_only() -> None:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+# --------------------------------------------------------------------------- the demo stage
+
+
+def test_demo_stage_builds_nothing_for_another_dataset_and_keeps_a_previous_build(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.errors import ConfigError
+    from stages import demo
+
+    def params(root: Path) -> object:
+        overrides = [f"demo.root={tmp_path / 'demo'}", f"dataset.root={root}"]
+        return load_params(REPO / "params.yaml", overrides)
+
+    assert demo.run(params(tmp_path / "mine"), only_if_dataset=True) == 0
+    marker = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert marker["skipped"] and "mine" in marker["reason"]
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["demo.json"]  # no clip generated
+
+    (tmp_path / "demo" / "videos").mkdir()  # as a previous build left it: kept as it is
+    assert demo.run(params(tmp_path / "mine"), only_if_dataset=True) == 0
+    assert (tmp_path / "demo" / "videos").is_dir()
+
+    foreign = tmp_path / "foreign"
+    (foreign / "thesis.tex").parent.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    overrides = [f"demo.root={foreign}", f"dataset.root={tmp_path / 'mine'}"]
+    with pytest.raises(ConfigError, match=r"demo\.root"):
+        demo.run(load_params(REPO / "params.yaml", overrides), only_if_dataset=True)
+    assert sorted(p.name for p in foreign.iterdir()) == ["thesis.tex"]

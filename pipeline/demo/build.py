@@ -17,6 +17,7 @@ from pipeline.demo.config import DemoConfig, Split
 from pipeline.demo.encode import Mp4Writer
 from pipeline.demo.face_animation import FaceState, apply_lighting, render_face
 from pipeline.demo.face_sources import FaceSource, FaceSourceName, load_face_source
+from pipeline.demo.guard import MANIFEST_NAME, check_replaceable
 from pipeline.demo.labels import action_units, au_text, expr_text, expression_classes, va_text
 from pipeline.demo.speech import per_frame_mean, synthesize_voice, turn_taking
 from pipeline.demo.streams import Purpose, random_stream
@@ -24,7 +25,6 @@ from pipeline.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "demo.json"
 FORMAT_VERSION = 1
 PEAK_LIMIT = 0.99
 
@@ -36,7 +36,7 @@ def build_demo_dataset(cfg: DemoConfig) -> Path:
     interrupted build never leaves a half-written dataset behind.
     """
     root = Path(cfg.root)
-    _check_replaceable(root)
+    check_replaceable(root)
     absolute = root.resolve()
     if not absolute.name:
         raise ConfigError("demo.root", f"{cfg.root!r} is a filesystem root; name a directory inside one")
@@ -57,16 +57,6 @@ def build_demo_dataset(cfg: DemoConfig) -> Path:
     staging.rename(root)
     logger.info("built %d demo clips in %s (%.1f s)", len(plans), root, time.monotonic() - started)
     return root
-
-
-def _check_replaceable(root: Path) -> None:
-    """Refuse to delete a directory that is not a previous demo build (e.g. a mistyped root)."""
-    if root.exists() and (
-        not root.is_dir() or (any(root.iterdir()) and not (root / MANIFEST_NAME).is_file())
-    ):
-        raise ConfigError(
-            "demo.root", f"{root} exists and is not a demo dataset (no {MANIFEST_NAME}); not replacing it"
-        )
 
 
 def _build_clip(
