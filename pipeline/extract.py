@@ -1,8 +1,9 @@
 """Run one registered extractor over the manifest into the feature store.
 
 This is the plumbing every extraction stage shares: the parameter hash, the skip of videos already
-stored with it, one Dask task per video, decoding the extractor's input, the atomic shard write on the
-worker, the index update on the driver as each video finishes, and the run report with its failures.
+stored with it, one Dask task per video (short ones grouped, ``runner.task_seconds``), decoding the
+extractor's input, the atomic shard write on the worker, the index update on the driver as each video
+finishes, and the run report with its failures.
 """
 
 from __future__ import annotations
@@ -233,8 +234,8 @@ def process_video(
         timeline = video_timeline(path, fps=job.fps, info=info)
         source = iter_frames(path, fps=job.fps, info=info)
     else:
-        # No ffprobe run here: PyAV finds the streams itself, and the probe's ~0.15 s of CPU (starting
-        # ffprobe) was most of an audio stage's cost per short clip.
+        # No probe here: PyAV finds the streams itself (files without video only with audio_fps,
+        # whose grid needs the probe's audio span).
         info = None
         timeline = media_timeline(path, fps=job.fps, audio_fps=job.audio_fps)
         source = decode_audio(path, sample_rate=job.config.sample_rate)
