@@ -846,7 +846,7 @@ class FeatureStore:
                     entries.pop(video_id, None)
                     continue
                 sync.added += 1
-            if sync.changed or loaded is None or loaded.log_lines or loaded.bad_lines or on_disk:
+            if sync.changed or loaded is None or loaded.log_lines or loaded.bad_lines:
                 index._replace_locked(entries)
         if sync.changed:
             log.info("%s index: %s", extractor, sync)
