@@ -282,3 +282,19 @@ def test_no_index_temp_files_left(tmp_path, clips, threaded_client) -> None:
     assert index_temp_files(folder) == []
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp") or p.name.endswith(".tmp.h5")]
     assert sorted(assert_index_truthful(store, EXTRACTOR)) == sorted(r.video_id for r in clips)
+
+
+def test_a_compaction_that_fails_does_not_fail_the_record(tmp_path: Path, monkeypatch, caplog) -> None:
+    store = FeatureStore(tmp_path)
+    store.write("feat", "a", _features(), extractor_version="1", params_hash="p")
+    store.record("feat", "a")
+    monkeypatch.setattr(index_module, "COMPACT_MIN_LOG_BYTES", 0)  # every append wants to compact
+
+    def disk_full(path: Path, payload: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(index_module, "write_json_atomically", disk_full)
+    store.write("feat", "b", _features(), extractor_version="1", params_hash="p")
+    store.record("feat", "b")  # the line is appended: no error although compaction failed
+    assert "could not compact the index log" in caplog.text
+    assert sorted(plain_index(tmp_path / "feat")) == ["a", "b"]
