@@ -429,6 +429,7 @@ def pending_tasks(
         }
         payload = {"job": job, "video": video, "fingerprint": fingerprint, "seconds": row.duration}
         tasks.append((row.video_id, payload))
+    report.skipped_by_index = status.from_index
     return tasks
 
 

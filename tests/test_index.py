@@ -265,6 +265,7 @@ def test_index_lists_shards_written_before_driver_kill(tmp_path, clips, threaded
 
     report = run_logmel(clips, tmp_path, threaded_client)  # the next run
     assert (report.index_synced, report.skipped, report.done) == (3, len(clips), 0)
+    assert report.skipped_by_index == len(clips)  # synced at the start, so no shard was opened
     assert sorted(assert_index_truthful(store, EXTRACTOR)) == sorted(stamps)
     assert {r.video_id: store.shard_path(EXTRACTOR, r.video_id).stat().st_mtime_ns for r in clips} == stamps
 
