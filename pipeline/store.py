@@ -5,6 +5,7 @@ Layout, attributes and guarantees are specified in docs/FORMAT.md. In short::
     <root>/<extractor>/<safe video id>.h5     one shard per video, written by any worker process
     <root>/<extractor>/index.json             video id -> summary (snapshot), written by drivers
     <root>/<extractor>/index.log              entries recorded since the snapshot, one JSON line each
+    <root>/<extractor>/packs/<name>.h5        multi-video shards (store.videos_per_shard > 1)
 
 A shard is written to a private temp file in the same folder and renamed onto its final name only
 once it is complete and on disk, so a reader (or a re-run after a crash) sees either the whole old
@@ -477,9 +478,10 @@ class IndexedStatus:
 class FeatureStore:
     """Per-video HDF5 shards of every extractor under ``root`` (docs/FORMAT.md).
 
-    Instances hold only settings, so they pickle to Dask workers; every method opens and closes its
-    files. ``write`` is safe from any number of processes at once; the index is updated under a
-    file lock by ``record``/``rebuild_index``/``remove``.
+    Instances hold settings (and a cache of which multi-video shard holds which video, refreshed
+    when the index changes and never pickled), so they pickle to Dask workers; every method opens
+    and closes its files. ``write`` is safe from any number of processes at once; the index is
+    updated under a file lock by ``record``/``sync_index``/``rebuild_index``/``remove``.
     """
 
     def __init__(
@@ -502,6 +504,10 @@ class FeatureStore:
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r}, compression={self.compression.value!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Settings only travel to workers; the pack lookup cache is rebuilt where it is needed.
+        return {**self.__dict__, "_packed_cache": {}}
 
     # ---- paths
 
