@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import AvpipeError, ConfigError
-from pipeline.labels import LabelTask
+from pipeline.label_config import LabelConfig
 from pipeline.types import MediaInfo
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class DatasetConfig:
     # over the audio (frame_index = grid index). None: such files are failure rows.
     audio_fps: float | None = None
     video_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_VIDEO_EXTENSIONS))
+    labels: LabelConfig = field(default_factory=LabelConfig)  # declared tasks, resampling (docs/DATASETS.md)
 
     def __post_init__(self) -> None:
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
@@ -181,7 +182,8 @@ class ManifestRow:
             self.subject_position = SubjectPosition(self.subject_position)
         self.subject = self.subject or self.video_id
         for task in self.labels:
-            LabelTask(task)
+            if not isinstance(task, str) or not task:
+                raise ValueError(f"label task names must be non-empty strings, got {task!r}")
 
     def with_probe(self, info: MediaInfo, n_frames: int, audio_fps: float | None = None) -> ManifestRow:
         """A copy carrying ``info`` flattened (``n_frames`` from the native timeline). A file without

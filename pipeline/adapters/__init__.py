@@ -7,6 +7,7 @@ this package stays cheap and free of import cycles.
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ def create_adapter(name: str, root: str | Path, **options: Any) -> DatasetAdapte
         raise ConfigError(
             "dataset.root", f"{root} {'is not a directory' if root.exists() else 'does not exist'}"
         )
+    if options.get("labels") is None or "labels" not in inspect.signature(classes[name]).parameters:
+        options.pop("labels", None)  # adapters written before dataset.labels existed take no label config
     try:
         return classes[name](root, **options)
     except TypeError as err:

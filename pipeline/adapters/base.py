@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from pipeline.label_config import LabelConfig
 from pipeline.labels import LabelTask, RawLabels
 from pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, Split, SubjectPosition, normalize_extensions
 
@@ -21,7 +22,7 @@ class Candidate:
     media_path: Path
     subject: str
     split: Split
-    labels: dict[LabelTask, Path] = field(default_factory=dict)
+    labels: dict[LabelTask | str, Path] = field(default_factory=dict)  # task -> its annotation file
     subject_position: SubjectPosition | None = None
     notes: tuple[str, ...] = ()
 
@@ -40,9 +41,15 @@ class DatasetAdapter(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
 
-    def __init__(self, root: str | Path, video_extensions: Iterable[str] = DEFAULT_VIDEO_EXTENSIONS) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        video_extensions: Iterable[str] = DEFAULT_VIDEO_EXTENSIONS,
+        labels: LabelConfig | None = None,
+    ) -> None:
         self.root = Path(root).resolve()
         self.video_extensions = tuple(normalize_extensions(video_extensions))
+        self.label_config = labels or LabelConfig()
 
     @abstractmethod
     def scan(self) -> Scan:
