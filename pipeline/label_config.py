@@ -119,12 +119,14 @@ class LabelConfig:
                     raise ConfigError(f"dataset.labels.{kind}.{task}", "needs distinct class names")
         if set(self.categorical) & set(self.multilabel):
             raise ConfigError("dataset.labels.multilabel", "a task name is both categorical and multi-label")
-        if self.categorical.get(TRAINER_CATEGORICAL, EXPRESSION_CLASS_NAMES) != list(EXPRESSION_CLASS_NAMES):
+        if list(self.categorical.get(TRAINER_CATEGORICAL, EXPRESSION_CLASS_NAMES)) != list(
+            EXPRESSION_CLASS_NAMES
+        ):
             raise ConfigError(
                 "dataset.labels.categorical.expression",
                 "is the trainers' task with Aff-Wild2's classes; declare your classes under another name",
             )
-        if self.multilabel.get(TRAINER_MULTILABEL, AU_CLASS_NAMES) != list(AU_CLASS_NAMES):
+        if list(self.multilabel.get(TRAINER_MULTILABEL, AU_CLASS_NAMES)) != list(AU_CLASS_NAMES):
             raise ConfigError(
                 "dataset.labels.multilabel.au",
                 "is the trainers' task with the 12 ABAW units; declare your units under another name",

@@ -257,7 +257,7 @@ def _dimension_track(
         ).reshape(len(records), len(rater_columns))
     if name in header:
         values = np.asarray([_dimension_cell(r, name, name, path, line) for line, r in records])
-        gold = "given"
+        gold = ""  # given by the file
     else:
         result = gold_standard(raters, config.gold_standard, config.ewe_reference)
         values = result.values
@@ -277,7 +277,7 @@ def _dimension_track(
         kind=TaskKind.CONTINUOUS,
         raters=raters,
         rater_names=tuple(c.partition(RATER_SEPARATOR)[2] for c in rater_columns),
-        gold=gold if rater_columns else "",
+        gold=gold,
     )
 
 
