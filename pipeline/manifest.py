@@ -82,6 +82,7 @@ class DatasetConfig:
     audio_fps: float | None = None
     video_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_VIDEO_EXTENSIONS))
     labels: LabelConfig = field(default_factory=LabelConfig)  # declared tasks, resampling (docs/DATASETS.md)
+    options: dict[str, Any] = field(default_factory=dict)  # the adapter's own options (docs/DATASETS.md)
 
     def __post_init__(self) -> None:
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):

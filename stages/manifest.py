@@ -99,7 +99,11 @@ def build_manifest(
     started = time.perf_counter()
     root = dataset.require_root()
     adapter = create_adapter(
-        dataset.adapter, root, video_extensions=dataset.video_extensions, labels=dataset.labels
+        dataset.adapter,
+        root,
+        video_extensions=dataset.video_extensions,
+        labels=dataset.labels,
+        **dataset.options,
     )
     scan = adapter.scan()
     feature_store = FeatureStore(
@@ -177,7 +181,7 @@ def process_candidate(
     media = str(candidate.media_path)
     stage = FailureStage.LABELS
     try:
-        raw = adapter.read_labels(candidate) if candidate.labels else RawLabels()
+        raw = adapter.read_labels(candidate) if candidate.labels or candidate.label_text else RawLabels()
         stage = FailureStage.PROBE
         info = _probe_video(media, audio_fps)
         stage = FailureStage.TIMELINE
@@ -249,7 +253,8 @@ def labels_hash(candidate: Candidate, config: LabelConfig | None = None) -> str:
         for task, path in candidate.labels.items()
     }
     rules = dataclasses.asdict(config or LabelConfig())
-    return params_hash({"labels": contents, "rules": rules}, ALIGNMENT_VERSION)
+    inline = {"label_text": candidate.label_text} if candidate.label_text else {}
+    return params_hash({"labels": contents, "rules": rules, **inline}, ALIGNMENT_VERSION)
 
 
 def _store_labels(

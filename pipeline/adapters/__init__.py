@@ -1,7 +1,7 @@
 """Dataset adapters: name -> class, filled by ``@register_adapter`` as adapter modules are imported.
 
-Built-in adapters (``affwild2``, ``folder``) are imported on first use of the registry, so that importing
-this package stays cheap and free of import cycles.
+Built-in adapters (``affwild2``, ``folder``, the corpus recipes of docs/DATASETS.md) are imported on
+first use of the registry, so that importing this package stays cheap and free of import cycles.
 """
 
 from __future__ import annotations
@@ -24,7 +24,12 @@ __all__ = [
     "register_adapter",
 ]
 
-BUILTIN_MODULES = ("pipeline.adapters.affwild2", "pipeline.adapters.folder")
+BUILTIN_MODULES = (
+    "pipeline.adapters.affwild2",
+    "pipeline.adapters.folder",
+    "pipeline.adapters.crema_d",
+    "pipeline.adapters.ravdess",
+)
 
 # Filled at import time by the decorator and never emptied, like Python's codec registry.
 _REGISTERED: dict[str, type[DatasetAdapter]] = {}

@@ -25,6 +25,9 @@ class Candidate:
     labels: dict[LabelTask | str, Path] = field(default_factory=dict)  # task -> its annotation file
     subject_position: SubjectPosition | None = None
     notes: tuple[str, ...] = ()
+    # Labels the adapter parsed from file names or a corpus-wide index file, as text (JSON): read by
+    # ``read_labels`` and hashed into the labels shard's hash like a label file's contents.
+    label_text: str = ""
 
 
 @dataclass

@@ -1,0 +1,184 @@
+"""Dataset recipes on small mocks of each corpus's published layout, built here: rows, labels, splits,
+subject groups and failures, and one manifest run that writes the clip labels into the labels shard."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.adapters import create_adapter
+from pipeline.config import StoreConfig
+from pipeline.errors import ConfigError
+from pipeline.labels import EXPRESSION_NAMES, LABELS_EXTRACTOR, FrameLabels
+from pipeline.manifest import DatasetConfig, ManifestConfig, Split
+from pipeline.store import FeatureStore
+from stages.manifest import build_manifest
+from tests.media_factory import make_audio_only, make_video
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("recipe_media")
+    return {
+        "flv": make_video(folder / "clip.flv", seconds=0.4, fps=10.0, audio=False),
+        "mp4": make_video(folder / "clip.mp4", seconds=0.4, fps=10.0, audio=False),
+        "wav": make_audio_only(folder / "clip.wav", seconds=0.4, sample_rate=16000),
+    }
+
+
+def place(source: Path, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, path)
+    return path
+
+
+def run_manifest(tmp_path: Path, root: Path, adapter: str, **dataset: object):
+    config = DatasetConfig(adapter=adapter, root=str(root), **dataset)
+    manifest = ManifestConfig(path=str(tmp_path / "m.csv"), failures=str(tmp_path / "f.csv"))
+    store = StoreConfig(root=str(tmp_path / "features"))
+    return build_manifest(config, manifest, store), FeatureStore(store.root)
+
+
+# --------------------------------------------------------------------------- CREMA-D
+
+CREMA_CLIPS = ["1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1002_TIE_SAD_LO", "1091_WSI_NEU_MD"]
+CREMA_BAD = {
+    "1001_DFA_JOY_XX": "unknown emotion code 'JOY'",
+    "0999_DFA_ANG_XX": "actor 0999 is outside 1001-1091",
+    "1001_ABC_ANG_XX": "unknown sentence code 'ABC'",
+    "1001-DFA-ANG-XX": "not <ActorID>_<Sentence>_<Emotion>_<Level>",
+}
+
+
+@pytest.fixture
+def crema_tree(tmp_path: Path, media: dict[str, Path]) -> Path:
+    root = tmp_path / "CREMA-D"
+    for stem in [*CREMA_CLIPS, *CREMA_BAD]:
+        place(media["flv"], root / "VideoFlash" / f"{stem}.flv")
+    for stem in CREMA_CLIPS[:2]:
+        place(media["wav"], root / "AudioWAV" / f"{stem}.wav")
+    (root / "VideoDemographics.csv").write_text(
+        "ActorID,Age,Sex,Race,Ethnicity\n1001,51,Male,Caucasian,Not Hispanic\n"
+    )
+    (root / "VideoFlash" / "README.txt").write_text("not a clip\n")
+    return root
+
+
+def test_crema_d_rows_labels_subjects_and_splits(crema_tree: Path) -> None:
+    adapter = create_adapter("crema_d", crema_tree, speaker_splits={"test": [1002]})
+    scan = adapter.scan()
+    by_id = {c.video_id: c for c in scan.candidates}
+    assert sorted(by_id) == CREMA_CLIPS
+    assert {c.subject for c in scan.candidates} == {"1001", "1002", "1091"}
+    assert by_id["1002_TIE_SAD_LO"].split is Split.TEST and by_id["1001_DFA_ANG_XX"].split is Split.TRAIN
+    failures = {Path(f.path).stem: f.reason for f in scan.failures}
+    assert set(failures) == set(CREMA_BAD)
+    for stem, problem in CREMA_BAD.items():
+        assert problem in failures[stem]
+    expected = {  # emotion index in ANG, DIS, FEA, HAP, NEU, SAD; intensity LO, MD, HI (XX: none)
+        "1001_DFA_ANG_XX": ("anger", None, "Anger"),
+        "1001_IEO_HAP_HI": ("happy", "high", "Happiness"),
+        "1002_TIE_SAD_LO": ("sad", "low", "Sadness"),
+        "1091_WSI_NEU_MD": ("neutral", "medium", "Neutral"),
+    }
+    for video_id, (emotion, intensity, expression) in expected.items():
+        tracks = {t.name: t for t in adapter.read_labels(by_id[video_id]).tracks}
+        assert tracks["emotion"].class_names[int(tracks["emotion"].values[0])] == emotion
+        level = int(tracks["intensity"].values[0])
+        assert (None if level == -1 else tracks["intensity"].class_names[level]) == intensity
+        assert EXPRESSION_NAMES[int(tracks["expression"].values[0])] == expression
+
+
+def test_crema_d_audio_files_and_bad_options(crema_tree: Path) -> None:
+    scan = create_adapter("crema_d", crema_tree, media="audio").scan()
+    assert [c.media_path.suffix for c in scan.candidates] == [".wav", ".wav"]
+    with pytest.raises(ConfigError, match=r"dataset\.options\.media"):
+        create_adapter("crema_d", crema_tree, media="both")
+    with pytest.raises(ConfigError, match="speaker '1001' is in validation and test"):
+        create_adapter("crema_d", crema_tree, speaker_splits={"validation": [1001], "test": ["1001"]})
+
+
+def test_crema_d_manifest_writes_clip_labels_on_every_frame(tmp_path: Path, crema_tree: Path) -> None:
+    report, store = run_manifest(tmp_path, crema_tree, "crema_d", video_extensions=[".flv"])
+    assert sorted(r.video_id for r in report.rows) == CREMA_CLIPS
+    assert len(report.failures) == len(CREMA_BAD)
+    labels = FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, "1002_TIE_SAD_LO"))
+    assert len(labels) == 4
+    assert np.all(labels.categories["emotion"] == 5) and np.all(labels.categories["intensity"] == 0)
+    assert np.all(labels.expression == EXPRESSION_NAMES.index("Sadness"))
+    assert labels.category_names["emotion"][5] == "sad"
+    row = next(r for r in report.rows if r.video_id == "1002_TIE_SAD_LO")
+    assert row.labeled_frames == 4 and row.label_rows == {"emotion": 1, "intensity": 1, "expression": 1}
+    assert report.label_actions["emotion: frames given the clip label"] == 4 * len(CREMA_CLIPS)
+
+
+# --------------------------------------------------------------------------- RAVDESS
+
+RAVDESS_FILES = {
+    # modality-channel-emotion-intensity-statement-repetition-actor
+    "Video_Speech_Actor_01/Actor_01/01-01-03-02-01-01-01.mp4": "full-AV speech, happy strong",
+    "Video_Speech_Actor_01/Actor_01/02-01-03-02-01-01-01.mp4": "video-only twin",
+    "Video_Song_Actor_02/Actor_02/01-02-02-01-02-02-02.mp4": "full-AV song, calm",
+    "Audio_Speech_Actors_01-24/Actor_01/03-01-05-01-01-02-01.wav": "audio-only angry",
+}
+RAVDESS_BAD = {
+    "Video_Speech_Actor_02/Actor_02/01-01-01-02-01-01-02.mp4": "neutral has no strong intensity",
+    "Video_Speech_Actor_02/Actor_02/01-01-05-01-01-01-04.mp4": "actor 04 in the name, but the file is in",
+    "Video_Speech_Actor_02/Actor_02/01-01-09-01-01-01-02.mp4": "emotion 09 is outside 01-08",
+    "Video_Speech_Actor_02/Actor_02/01-01-05-01-01.mp4": "not seven two-digit identifiers",
+}
+
+
+@pytest.fixture
+def ravdess_tree(tmp_path: Path, media: dict[str, Path]) -> Path:
+    root = tmp_path / "RAVDESS"
+    for relative in [*RAVDESS_FILES, *RAVDESS_BAD]:
+        place(media["wav" if relative.endswith(".wav") else "mp4"], root / relative)
+    return root
+
+
+def test_ravdess_rows_labels_subjects_and_modalities(ravdess_tree: Path) -> None:
+    adapter = create_adapter("ravdess", ravdess_tree, speaker_splits={"validation": ["2"]})
+    scan = adapter.scan()
+    by_id = {c.video_id: c for c in scan.candidates}
+    assert sorted(by_id) == ["01-01-03-02-01-01-01", "01-02-02-01-02-02-02"]  # full-AV only by default
+    assert by_id["01-01-03-02-01-01-01"].subject == "Actor_01"
+    assert by_id["01-02-02-01-02-02-02"].split is Split.VALIDATION
+    happy = {t.name: t for t in adapter.read_labels(by_id["01-01-03-02-01-01-01"]).tracks}
+    names = {name: t.class_names[int(t.values[0])] for name, t in happy.items()}
+    assert names == {
+        "emotion": "happy",
+        "intensity": "strong",
+        "vocal_channel": "speech",
+        "statement": "kids",
+        "expression": "Happiness",
+    }
+    calm = {t.name: t for t in adapter.read_labels(by_id["01-02-02-01-02-02-02"]).tracks}
+    assert calm["emotion"].class_names[int(calm["emotion"].values[0])] == "calm"
+    assert int(calm["expression"].values[0]) == -1  # calm has no Aff-Wild2 class
+    assert "calm has no Aff-Wild2 expression class" in by_id["01-02-02-01-02-02-02"].notes[0]
+    failures = {f.path: f.reason for f in scan.failures}
+    for relative, problem in RAVDESS_BAD.items():
+        assert problem in failures[str(ravdess_tree / relative)]
+
+
+def test_ravdess_modality_and_channel_options(ravdess_tree: Path) -> None:
+    audio = create_adapter("ravdess", ravdess_tree, modality="audio_only").scan()
+    assert [c.video_id for c in audio.candidates] == ["03-01-05-01-01-02-01"]
+    songs = create_adapter("ravdess", ravdess_tree, vocal_channel="song").scan()
+    assert [c.video_id for c in songs.candidates] == ["01-02-02-01-02-02-02"]
+    with pytest.raises(ConfigError, match=r"dataset\.options\.modality"):
+        create_adapter("ravdess", ravdess_tree, modality="av")
+
+
+def test_ravdess_audio_only_manifest(tmp_path: Path, ravdess_tree: Path) -> None:
+    report, store = run_manifest(
+        tmp_path, ravdess_tree, "ravdess", audio_fps=25.0, options={"modality": "audio_only"}
+    )
+    assert [r.video_id for r in report.rows] == ["03-01-05-01-01-02-01"]
+    labels = FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, "03-01-05-01-01-02-01"))
+    assert len(labels) == 10 and np.all(labels.categories["emotion"] == 4)  # angry, on a 25 Hz grid
+    assert np.all(labels.expression == EXPRESSION_NAMES.index("Anger"))
