@@ -31,7 +31,9 @@ time; frames in the last ``delay`` seconds lose their label). Frame-keyed rows s
 ``gold_standard`` combines several raters of a dimension (``<dimension>@<rater>`` columns) when no gold
 column is given: ``mean`` (the per-sample mean of the raters present) or ``ewe`` (evaluator weighted
 estimator, Grimm & Kroschel 2005: each rater weighted by the Pearson correlation of their ratings with
-the mean of all raters; ``ewe_reference: others`` correlates with the mean of the other raters instead).
+the mean of all raters; ``ewe_reference: others`` correlates with the mean of the other raters instead)
+or ``avec2016`` (the AVEC 2016 RECOLA gold standard: each rater's ratings re-centred on an agreement
+weighted mean level, then averaged; pipeline/raters.py).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Resample(enum.StrEnum):
 class GoldStandard(enum.StrEnum):
     MEAN = "mean"
     EWE = "ewe"
+    AVEC2016 = "avec2016"  # CCC centring, then the mean (the AVEC 2016 RECOLA gold standard)
 
 
 class EweReference(enum.StrEnum):

@@ -9,6 +9,13 @@ original) or with the mean of the other raters (``reference="others"``, the leav
 AVEC baselines use). Correlations are taken over the samples every rater rated; a sample some raters
 left empty is the weighted mean of those who rated it. A rater with constant ratings has no correlation
 and gets weight 0; when the weights sum to <= 0 the mean is used instead (both counted).
+
+``avec2016``: the AVEC 2016 (RECOLA) gold standard as the organisers' reproduction script computes it
+("CCC centring"): ``a_r`` = the mean concordance correlation coefficient of rater ``r`` with each other
+rater; every rater's ratings are shifted by ``-mean_n x_r[n] + sum_r(mean(x_r) a_r) / sum_r a_r``
+(their own mean level replaced by the agreement-weighted mean level) and the gold standard is the
+per-sample mean of the shifted ratings. It needs every rater on every sample (RECOLA's ratings are
+complete); samples some rater left empty fall back to the mean and are counted.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ def gold_standard(
     actions: Counter = Counter()
     if GoldStandard(method) is GoldStandard.MEAN or n_raters < 2:
         return GoldResult(_weighted(ratings, np.ones(n_raters)), np.full(n_raters, 1.0 / n_raters), actions)
+    if GoldStandard(method) is GoldStandard.AVEC2016:
+        return avec2016_gold(ratings, actions)
     weights = ewe_weights(ratings, EweReference(reference), actions)
     if weights.sum() <= 0:
         actions["ewe_fell_back_to_mean"] += 1
@@ -59,6 +68,32 @@ def ewe_weights(ratings: np.ndarray, reference: EweReference, actions: Counter) 
             continue
         weights[k] = r
     return weights
+
+
+def avec2016_gold(ratings: np.ndarray, actions: Counter) -> GoldResult:
+    n_raters = ratings.shape[1]
+    equal = np.full(n_raters, 1.0 / n_raters)
+    complete = ~np.isnan(ratings).any(axis=1)
+    if complete.sum() < 2:
+        actions["avec2016_too_few_complete_samples_mean_used"] += 1
+        return GoldResult(_weighted(ratings, np.ones(n_raters)), equal, actions)
+    full = ratings[complete]
+    agreement = np.array(
+        [np.mean([_ccc(full[:, r], full[:, q]) for q in range(n_raters) if q != r]) for r in range(n_raters)]
+    )
+    means = full.mean(axis=0)
+    level = float((means * agreement).sum() / agreement.sum())
+    gold = _weighted(ratings, np.ones(n_raters))
+    gold[complete] = (full - means[None, :] + level).mean(axis=1)
+    if (~complete).any():
+        actions["avec2016_incomplete_samples_mean_used"] += int((~complete & ~np.isnan(gold)).sum())
+    return GoldResult(gold, equal, actions)
+
+
+def _ccc(a: np.ndarray, b: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient (population moments)."""
+    covariance = ((a - a.mean()) * (b - b.mean())).mean()
+    return float(2 * covariance / (a.var() + b.var() + (a.mean() - b.mean()) ** 2))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
