@@ -12,6 +12,7 @@ import pytest
 from pipeline.adapters import create_adapter
 from pipeline.config import StoreConfig
 from pipeline.errors import ConfigError
+from pipeline.label_config import LabelConfig
 from pipeline.labels import EXPRESSION_NAMES, LABELS_EXTRACTOR, FrameLabels
 from pipeline.manifest import DatasetConfig, ManifestConfig, Split
 from pipeline.store import FeatureStore
@@ -182,3 +183,106 @@ def test_ravdess_audio_only_manifest(tmp_path: Path, ravdess_tree: Path) -> None
     labels = FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, "03-01-05-01-01-02-01"))
     assert len(labels) == 10 and np.all(labels.categories["emotion"] == 4)  # angry, on a 25 Hz grid
     assert np.all(labels.expression == EXPRESSION_NAMES.index("Anger"))
+
+
+# --------------------------------------------------------------------------- RECOLA (AVEC 2016)
+
+RECOLA_RATERS = ["FM1", "FM2", "FM3", "FF1", "FF2", "FF3"]
+N_RECOLA = 25  # 1 s of 40 ms ratings on 1 s of 25 fps video
+
+
+def recola_gold(seed: int) -> np.ndarray:
+    return np.round(np.random.default_rng(seed).uniform(-0.5, 0.5, N_RECOLA), 4)
+
+
+def recola_raters(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.cumsum(rng.normal(0, 0.05, N_RECOLA))
+    return np.round(base[:, None] + rng.normal(0, 0.05, (N_RECOLA, 6)) + rng.uniform(-0.2, 0.2, 6), 4)
+
+
+def write_arff(path: Path, recording: str, values: np.ndarray) -> None:
+    head = "@relation GoldStandard\n\n@attribute Instance_name string\n@attribute frameTime numeric\n"
+    head += "@attribute GoldStandard numeric\n\n@data\n\n"
+    rows = "".join(f"'{recording}',{k * 0.04:.6f},{v:.6f}\n" for k, v in enumerate(values))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(head + rows)
+
+
+def write_individual(path: Path, ratings: np.ndarray) -> None:
+    rows = "".join(
+        f"{k * 0.04:.2f};" + ";".join(f"{v:.4f}" for v in row) + "\n" for k, row in enumerate(ratings)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("time;" + ";".join(RECOLA_RATERS) + "\n" + rows)
+
+
+@pytest.fixture(scope="module")
+def recola_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("recola") / "clip.mp4", seconds=1.0, fps=25.0, audio=False)
+
+
+@pytest.fixture
+def recola_tree(tmp_path: Path, recola_clip: Path) -> Path:
+    root = tmp_path / "AVEC_2016"
+    for recording in ("train_1", "train_2", "dev_1", "test_1", "session_9"):
+        place(recola_clip, root / "recordings_video" / f"{recording}.mp4")
+    for seed, recording in enumerate(("train_1", "train_2", "dev_1")):
+        for offset, dimension in enumerate(("arousal", "valence")):
+            write_arff(
+                root / "ratings_gold_standard" / dimension / f"{recording}.arff",
+                recording,
+                recola_gold(seed * 2 + offset),
+            )
+    for offset, dimension in enumerate(("arousal", "valence")):
+        write_individual(root / "ratings_individual" / dimension / "train_1.csv", recola_raters(10 + offset))
+    return root
+
+
+def test_recola_rows_splits_and_40ms_gold_standard_on_the_frames(tmp_path: Path, recola_tree: Path) -> None:
+    report, store = run_manifest(tmp_path, recola_tree, "recola")
+    rows = {r.video_id: r for r in report.rows}
+    assert sorted(rows) == ["dev_1", "test_1", "train_1", "train_2"]
+    assert [Path(f.path).name for f in report.failures] == ["session_9.mp4"]
+    assert {v: r.split for v, r in rows.items()} == {
+        "dev_1": Split.VALIDATION,
+        "test_1": Split.TEST,
+        "train_1": Split.TRAIN,
+        "train_2": Split.TRAIN,
+    }
+    assert {r.subject for r in rows.values()} == set(rows)  # one participant per recording
+    train_1 = FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, "train_1"))
+    np.testing.assert_allclose(train_1.valence_arousal[:, 1], recola_gold(0), atol=1e-5)  # arousal
+    np.testing.assert_allclose(train_1.valence_arousal[:, 0], recola_gold(1), atol=1e-5)  # valence
+    np.testing.assert_allclose(train_1.raters["arousal"], recola_raters(10), atol=1e-5)
+    assert train_1.rater_names["arousal"] == RECOLA_RATERS
+    assert "arousal" not in FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, "train_2")).raters
+    assert rows["test_1"].labeled_frames == 0 and rows["test_1"].notes == ""
+
+
+def test_recola_gold_standard_from_individual_ratings(tmp_path: Path, recola_tree: Path) -> None:
+    from tests.test_label_rules import avec2016_reference
+
+    labels = LabelConfig(gold_standard="avec2016")
+    adapter = create_adapter("recola", recola_tree, labels=labels, labels_from="individual")
+    scan = adapter.scan()
+    train_1 = next(c for c in scan.candidates if c.video_id == "train_1")
+    tracks = {t.name: t for t in adapter.read_labels(train_1).tracks}
+    np.testing.assert_allclose(tracks["arousal"].values, avec2016_reference(recola_raters(10)), atol=1e-5)
+    train_2 = next(c for c in scan.candidates if c.video_id == "train_2")
+    assert "no individual ratings for arousal, valence" in train_2.notes[0]
+
+
+def test_recola_delay_shifts_the_gold_standard(tmp_path: Path, recola_tree: Path) -> None:
+    _, store = run_manifest(tmp_path, recola_tree, "recola", labels=LabelConfig(delay=0.08))
+    arousal = FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, "dev_1")).valence_arousal[:, 1]
+    np.testing.assert_allclose(arousal[:-2], recola_gold(4)[2:], atol=1e-5)  # 80 ms = 2 frames at 25 fps
+    assert np.all(arousal[-2:] == -5.0)
+
+
+def test_recola_bad_gold_file_is_a_labels_failure(tmp_path: Path, recola_tree: Path) -> None:
+    path = recola_tree / "ratings_gold_standard" / "arousal" / "train_2.arff"
+    path.write_text(path.read_text().replace("@data", "@dat"))
+    report, _ = run_manifest(tmp_path, recola_tree, "recola")
+    failure = next(f for f in report.failures if f.path == str(path))
+    assert "no @data line" in failure.reason and failure.stage == "labels"

@@ -29,6 +29,7 @@ BUILTIN_MODULES = (
     "pipeline.adapters.folder",
     "pipeline.adapters.crema_d",
     "pipeline.adapters.ravdess",
+    "pipeline.adapters.recola",
 )
 
 # Filled at import time by the decorator and never emptied, like Python's codec registry.
