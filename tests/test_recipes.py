@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.adapters import create_adapter
 from pipeline.config import StoreConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, LabelError
 from pipeline.label_config import LabelConfig
 from pipeline.labels import EXPRESSION_NAMES, LABELS_EXTRACTOR, FrameLabels
 from pipeline.manifest import DatasetConfig, ManifestConfig, Split
@@ -286,3 +286,73 @@ def test_recola_bad_gold_file_is_a_labels_failure(tmp_path: Path, recola_tree: P
     report, _ = run_manifest(tmp_path, recola_tree, "recola")
     failure = next(f for f in report.failures if f.path == str(path))
     assert "no @data line" in failure.reason and failure.stage == "labels"
+
+
+# --------------------------------------------------------------------------- MSP-Podcast
+
+MSP_ROWS = [
+    # FileName, EmoClass, EmoAct, EmoVal, EmoDom, SpkrID, Gender, Split_Set
+    ("MSP-PODCAST_0001_0008.wav", "H", "5.4", "6.0", "4.2", "127", "Female", "Train"),
+    ("MSP-PODCAST_0001_0012.wav", "C", "3.0", "2.5", "4.0", "127", "Female", "Development"),
+    ("MSP-PODCAST_0002_0033.wav", "X", "4.0", "4.0", "4.0", "Unknown", "Unknown", "Test2"),
+    ("MSP-PODCAST_0003_0001.wav", "A", "6.0", "1.0", "7.0", "30", "Male", "Test1"),
+]
+
+
+@pytest.fixture
+def msp_tree(tmp_path: Path, media: dict[str, Path]) -> Path:
+    root = tmp_path / "MSP-Podcast"
+    for row in MSP_ROWS[:3]:
+        place(media["wav"], root / "Audios" / row[0])
+    place(media["wav"], root / "Audios" / "MSP-PODCAST_0009_0001.wav")  # unlabeled segment
+    header = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set\n"
+    (root / "Labels").mkdir()
+    (root / "Labels" / "labels_consensus.csv").write_text(
+        header + "".join(",".join(r) + "\n" for r in MSP_ROWS)
+    )
+    return root
+
+
+def test_msp_podcast_rows_partitions_speakers_and_consensus_labels(msp_tree: Path) -> None:
+    adapter = create_adapter("msp_podcast", msp_tree)
+    scan = adapter.scan()
+    by_id = {c.video_id: c for c in scan.candidates}
+    assert sorted(by_id) == ["MSP-PODCAST_0001_0008", "MSP-PODCAST_0001_0012", "MSP-PODCAST_0002_0033"]
+    assert [Path(f.path).name for f in scan.failures] == ["MSP-PODCAST_0003_0001.wav"]  # listed, no audio
+    assert [by_id[v].split for v in sorted(by_id)] == [Split.TRAIN, Split.VALIDATION, Split.TEST]
+    assert by_id["MSP-PODCAST_0001_0008"].subject == by_id["MSP-PODCAST_0001_0012"].subject == "speaker_127"
+    assert by_id["MSP-PODCAST_0002_0033"].subject == "MSP-PODCAST_0002_0033"  # unknown speaker
+    assert "test set Test2" in by_id["MSP-PODCAST_0002_0033"].notes
+    happy = {t.name: t for t in adapter.read_labels(by_id["MSP-PODCAST_0001_0008"]).tracks}
+    assert happy["emotion"].class_names[int(happy["emotion"].values[0])] == "happy"
+    assert EXPRESSION_NAMES[int(happy["expression"].values[0])] == "Happiness"
+    for name, rating in (("arousal", 5.4), ("valence", 6.0), ("dominance", 4.2)):
+        assert float(happy[name].values[0]) == pytest.approx((rating - 4) / 3, abs=1e-6)
+    contempt = adapter.read_labels(by_id["MSP-PODCAST_0001_0012"]).tracks
+    assert {t.name: int(t.values[0]) for t in contempt if t.kind == "categorical"} == {
+        "emotion": 6,
+        "expression": -1,
+    }
+    no_agreement = adapter.read_labels(by_id["MSP-PODCAST_0002_0033"]).tracks
+    assert int(next(t for t in no_agreement if t.name == "emotion").values[0]) == -1
+
+
+def test_msp_podcast_raw_scale_and_audio_only_manifest(tmp_path: Path, msp_tree: Path) -> None:
+    report, store = run_manifest(
+        tmp_path, msp_tree, "msp_podcast", audio_fps=25.0, options={"dimension_scale": "raw"}
+    )
+    assert len(report.rows) == 3
+    labels = FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, "MSP-PODCAST_0001_0008"))
+    assert len(labels) == 10  # 0.4 s on a 25 Hz grid
+    np.testing.assert_allclose(labels.dimensions["EmoAct"], 5.4, atol=1e-6)
+    np.testing.assert_allclose(labels.dimensions["EmoDom"], 4.2, atol=1e-6)
+    assert np.all(labels.valence_arousal == -5.0)  # raw 1-7 ratings stay out of the VA task
+    assert np.all(labels.categories["emotion"] == 2)
+
+
+def test_msp_podcast_bad_consensus_file_names_the_line(msp_tree: Path) -> None:
+    path = msp_tree / "Labels" / "labels_consensus.csv"
+    path.write_text(path.read_text().replace("Development", "Dev2"))
+    with pytest.raises(LabelError) as err:
+        create_adapter("msp_podcast", msp_tree).scan()
+    assert err.value.path == str(path) and "line 3: unknown Split_Set 'Dev2'" in err.value.reason

@@ -30,6 +30,7 @@ BUILTIN_MODULES = (
     "pipeline.adapters.crema_d",
     "pipeline.adapters.ravdess",
     "pipeline.adapters.recola",
+    "pipeline.adapters.msp_podcast",
 )
 
 # Filled at import time by the decorator and never emptied, like Python's codec registry.
