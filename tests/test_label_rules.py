@@ -306,3 +306,62 @@ def test_given_gold_column_is_kept_beside_the_raters(tmp_path: Path, clip30: Pat
     assert labels.valence_arousal[0, 1] == pytest.approx(0.5)
     np.testing.assert_allclose(labels.raters["arousal"][0], [0.1, 0.2], atol=1e-7)
     assert "gold standard" not in note
+
+
+# --------------------------------------------------------------------------- docs/DATASETS.md example
+
+
+def test_the_worked_example_of_docs_datasets(tmp_path: Path, clip30: Path, frame_times: np.ndarray) -> None:
+    """The folder-adapter example of docs/DATASETS.md gives the labels the document promises."""
+    from pipeline.config import StoreConfig
+    from pipeline.manifest import DatasetConfig, ManifestConfig
+    from stages.manifest import build_manifest
+
+    root = tmp_path / "clips"
+    root.mkdir()
+    for stem in ("1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1002_TIE_SAD_LO"):
+        (root / f"{stem}.mp4").write_bytes(clip30.read_bytes())
+    (root / "1001_DFA_ANG_XX.csv").write_text("expression,intensity,valence\nAnger,,-0.6\n")
+    (root / "1002_TIE_SAD_LO.csv").write_text(
+        "time,valence@r1,valence@r2,dominance\n0.0,-0.20,-0.30,4\n0.1,-0.25,-0.30,4\n0.2,-0.40,-0.35,3\n"
+    )
+    (root / "splits.csv").write_text(
+        "video_id,split,subject\n1001_DFA_ANG_XX,train,1001\n1001_IEO_HAP_HI,train,1001\n"
+        "1002_TIE_SAD_LO,validation,1002\n"
+    )
+    labels = LabelConfig(
+        dimensions=["valence", "arousal", "dominance"],
+        categorical={
+            "expression": list(LabelConfig().categorical["expression"]),
+            "intensity": ["low", "medium", "high"],
+        },
+        gold_standard="ewe",
+    )
+    dataset = DatasetConfig(adapter="folder", root=str(root), labels=labels)
+    manifest = ManifestConfig(path=str(tmp_path / "m.csv"), failures=str(tmp_path / "f.csv"))
+    report = build_manifest(dataset, manifest, StoreConfig(root=str(tmp_path / "features")))
+    assert not report.failures
+    store = FeatureStore(tmp_path / "features")
+
+    angry = FrameLabels.from_feature_set(store.read("labels", "1001_DFA_ANG_XX"))
+    assert np.all(angry.expression == 1) and np.all(angry.categories["intensity"] == -1)
+    np.testing.assert_allclose(angry.valence_arousal[:, 0], -0.6, atol=1e-7)
+
+    sad = FrameLabels.from_feature_set(store.read("labels", "1002_TIE_SAD_LO"))
+    ratings = np.array([[-0.20, -0.30], [-0.25, -0.30], [-0.40, -0.35]])
+    gold = ewe_reference(ratings, leave_one_out=False)
+    covered = frame_times <= 0.25 + 1e-9  # the last sample and half a sample interval after it
+    expected = np.interp(frame_times[covered], [0.0, 0.1, 0.2], gold)
+    np.testing.assert_allclose(sad.valence_arousal[covered, 0], expected, atol=1e-6)
+    np.testing.assert_allclose(
+        sad.dimensions["dominance"][covered],
+        np.interp(frame_times[covered], [0, 0.1, 0.2], [4, 4, 3]),
+        atol=1e-6,
+    )
+    assert sad.raters["valence"].shape == (30, 2)
+    assert report.label_actions["valence: interpolated_linear (linear)"] > 0
+    rows = {r.video_id: r for r in report.rows}
+    assert (
+        rows["1002_TIE_SAD_LO"].subject == "1002"
+        and "gold standard ewe of 2 raters" in rows["1002_TIE_SAD_LO"].notes
+    )
