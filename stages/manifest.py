@@ -24,6 +24,7 @@ from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, LabelError, MediaError
 from pipeline.fingerprint import media_fingerprint, params_hash, params_json
 from pipeline.label_config import LabelConfig
+from pipeline.label_report import write_label_report
 from pipeline.labels import (
     ALIGNMENT_VERSION,
     AU_NAMES,
@@ -63,6 +64,7 @@ class ManifestReport:
     labels_written: int = 0
     labels_skipped: int = 0
     label_actions: Counter = field(default_factory=Counter)  # resampling/repair rule -> times it acted
+    label_actions_by_video: dict[str, Counter] = field(default_factory=dict)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -86,6 +88,7 @@ class _Outcome:
 def run(params: Params) -> int:
     """The ``avpipe manifest`` command: exit 1 only when something failed and runner.fail_on_error."""
     report = build_manifest(params.dataset, params.manifest, params.store, params.runner)
+    write_label_report(report.label_actions_by_video, params.runner.reports)
     return 1 if report.failures and params.runner.fail_on_error else 0
 
 
@@ -156,6 +159,7 @@ def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> 
     assert outcome.row is not None
     report.rows.append(outcome.row)
     report.label_actions.update(outcome.label_actions)
+    report.label_actions_by_video[outcome.row.video_id] = outcome.label_actions
     if outcome.labels_entry is not None:
         try:
             store.record(LABELS_EXTRACTOR, outcome.row.video_id, outcome.labels_entry)

@@ -4,6 +4,7 @@ delay, raters and gold standards. Expected per-frame labels are computed here fr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -360,6 +361,15 @@ def test_the_worked_example_of_docs_datasets(tmp_path: Path, clip30: Path, frame
     )
     assert sad.raters["valence"].shape == (30, 2)
     assert report.label_actions["valence: interpolated_linear (linear)"] > 0
+    from pipeline.label_report import write_label_report
+
+    written = json.loads(write_label_report(report.label_actions_by_video, tmp_path / "reports").read_text())
+    assert written["total"] == dict(report.label_actions)
+    assert written["videos"]["1001_DFA_ANG_XX"] == {
+        "expression: frames given the clip label": 30,
+        "intensity: frames given the clip label": 30,
+        "valence: frames given the clip label": 30,
+    }
     rows = {r.video_id: r for r in report.rows}
     assert (
         rows["1002_TIE_SAD_LO"].subject == "1002"
