@@ -38,10 +38,15 @@ class StoreConfig:
     root: str = "data/features"
     compression: Compression = Compression.LZF
     chunk_frames: int = 256
+    # > 1: the videos of a batched task (runner.task_seconds) go into multi-video shards of up to
+    # this many videos (docs/FORMAT.md); 1: one shard file per video.
+    videos_per_shard: int = 1
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
             raise ConfigError("store.chunk_frames", f"must be >= 1, got {self.chunk_frames}")
+        if self.videos_per_shard < 1:
+            raise ConfigError("store.videos_per_shard", f"must be >= 1, got {self.videos_per_shard}")
 
 
 @dataclass
