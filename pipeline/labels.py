@@ -381,7 +381,7 @@ def _track_on_frames(
     out, counts = resample(label_times, values, times, rule, max_gap)
     for action, count in counts.items():
         actions[f"{track.name}: {action} ({rule.value})"] += count
-    return out, _outside_note(track, label_times, times)
+    return out, _outside_note(track, label_times, times, rule)
 
 
 def _frame_rate(timeline: Timeline) -> float:
@@ -449,7 +449,7 @@ def _frame_note(track: LabelTrack, keys: np.ndarray, inside: np.ndarray, n_video
     return f"{head}: {', '.join(parts)}"
 
 
-def _outside_note(track: LabelTrack, label_times: np.ndarray, times: np.ndarray) -> str:
+def _outside_note(track: LabelTrack, label_times: np.ndarray, times: np.ndarray, rule: Resample) -> str:
     if times.shape[0] == 0:
         return f"video has no frames: {len(track)} rows dropped" if len(track) else ""
     half_interval = _half_frame_interval(times)
@@ -457,9 +457,11 @@ def _outside_note(track: LabelTrack, label_times: np.ndarray, times: np.ndarray)
     dropped = int(len(track) - np.count_nonzero(inside))
     if not dropped:
         return ""
+    # only the sparse rule drops them; the others still interpolate or hold towards them
+    fate = "were dropped" if rule is Resample.SPARSE else "label no frame of their own"
     return (
         f"{dropped} of {len(track)} timed rows lie outside the video's frames "
-        f"({times[0]:.3f}s..{times[-1]:.3f}s) and were dropped"
+        f"({times[0]:.3f}s..{times[-1]:.3f}s) and {fate}"
     )
 
 

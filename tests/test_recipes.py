@@ -356,3 +356,52 @@ def test_msp_podcast_bad_consensus_file_names_the_line(msp_tree: Path) -> None:
     with pytest.raises(LabelError) as err:
         create_adapter("msp_podcast", msp_tree).scan()
     assert err.value.path == str(path) and "line 3: unknown Split_Set 'Dev2'" in err.value.reason
+
+
+# --------------------------------------------------------------------------- SEWA (AVEC 2019 CES)
+
+
+def ces_rows(recording: str, seed: int, step: float = 0.1) -> tuple[np.ndarray, str]:
+    ratings = np.round(np.random.default_rng(seed).uniform(-0.6, 0.6, (11, 3)), 4)  # 0.0 .. 1.0 s
+    lines = "".join(
+        f"{recording};{k * step:.1f};" + ";".join(f"{v:.4f}" for v in row) + "\n"
+        for k, row in enumerate(ratings)
+    )
+    return ratings, "name;timestamp;arousal;valence;liking\n" + lines
+
+
+@pytest.fixture
+def ces_tree(tmp_path: Path, recola_clip: Path) -> Path:
+    root = tmp_path / "AVEC2019_CES"
+    for recording in ("Train_DE_01", "Train_HU_02", "Devel_DE_01", "Test_CN_01", "Train_FR_01"):
+        place(recola_clip, root / "video" / f"{recording}.mp4")
+    for seed, recording in enumerate(("Train_DE_01", "Train_HU_02", "Devel_DE_01")):
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+        (root / "labels" / f"{recording}.csv").write_text(ces_rows(recording, seed)[1])
+    return root
+
+
+def test_avec2019_ces_rows_and_100ms_labels_on_25_fps(tmp_path: Path, ces_tree: Path) -> None:
+    report, store = run_manifest(tmp_path, ces_tree, "avec2019_ces")
+    rows = {r.video_id: r for r in report.rows}
+    assert sorted(rows) == ["Devel_DE_01", "Test_CN_01", "Train_DE_01", "Train_HU_02"]
+    assert [Path(f.path).name for f in report.failures] == ["Train_FR_01.mp4"]
+    assert rows["Devel_DE_01"].split is Split.VALIDATION and rows["Test_CN_01"].split is Split.TEST
+    assert rows["Train_HU_02"].notes.startswith("culture HU; arousal: 1 of 11 timed rows lie outside")
+    assert rows["Test_CN_01"].notes == "culture CN" and rows["Test_CN_01"].labeled_frames == 0
+    ratings, _ = ces_rows("Train_HU_02", 1)
+    shard = store.read(LABELS_EXTRACTOR, "Train_HU_02")
+    labels = FrameLabels.from_feature_set(shard)
+    stamps = np.arange(11) * 0.1
+    t = shard.time
+    np.testing.assert_allclose(labels.valence_arousal[:, 1], np.interp(t, stamps, ratings[:, 0]), atol=1e-5)
+    np.testing.assert_allclose(labels.valence_arousal[:, 0], np.interp(t, stamps, ratings[:, 1]), atol=1e-5)
+    np.testing.assert_allclose(labels.dimensions["liking"], np.interp(t, stamps, ratings[:, 2]), atol=1e-5)
+
+
+def test_avec2019_ces_refuses_timestamps_not_in_seconds(tmp_path: Path, ces_tree: Path) -> None:
+    path = ces_tree / "labels" / "Train_DE_01.csv"
+    path.write_text(ces_rows("Train_DE_01", 0, step=100.0)[1])
+    report, _ = run_manifest(tmp_path, ces_tree, "avec2019_ces")
+    failure = next(f for f in report.failures if f.path == str(path))
+    assert "expected seconds" in failure.reason

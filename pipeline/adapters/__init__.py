@@ -31,6 +31,7 @@ BUILTIN_MODULES = (
     "pipeline.adapters.ravdess",
     "pipeline.adapters.recola",
     "pipeline.adapters.msp_podcast",
+    "pipeline.adapters.avec2019_ces",
 )
 
 # Filled at import time by the decorator and never emptied, like Python's codec registry.
