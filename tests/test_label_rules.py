@@ -90,6 +90,12 @@ def test_extra_dimensions_are_stored_and_read_back(tmp_path: Path, clip30: Path)
     np.testing.assert_array_equal(back.multilabels["gaze"], labels.multilabels["gaze"])
     assert back.category_names["intensity"] == ["low", "high"]
     np.testing.assert_array_equal(back.valence_arousal, labels.valence_arousal)
+    # the trainers' reader still finds VA, EXPR and AU in a shard that also holds other tasks
+    from models.data import read_labels
+
+    for_training = read_labels(store, "v", np.asarray(timeline.frame_index))
+    np.testing.assert_array_equal(for_training.valence_arousal, labels.valence_arousal)
+    assert for_training.task_mask(LabelTask.VA).sum() == 1
 
 
 def test_folder_adapter_rejects_an_undeclared_dimension_and_accepts_it_declared(
