@@ -26,7 +26,7 @@ means twice the median interval of the track's samples (one missing sample is br
 ``delay`` (seconds, >= 0) compensates the annotators' reaction time as the AVEC/RECOLA baselines do: the
 label rated at time ``t`` describes the frame at ``t - delay`` (the label sequence is shifted back in
 time; frames in the last ``delay`` seconds lose their label). Frame-keyed rows shift by
-``round(delay * fps)`` frames.
+``round(delay * fps)`` frames. ``delays`` sets it per task (``{arousal: 2.0, valence: 1.2}``).
 
 ``gold_standard`` combines several raters of a dimension (``<dimension>@<rater>`` columns) when no gold
 column is given: ``mean`` (the per-sample mean of the raters present) or ``ewe`` (evaluator weighted
@@ -84,6 +84,7 @@ class LabelConfig:
     resample: dict[str, str] = field(default_factory=dict)
     max_gap: float | None = None
     delay: float = 0.0
+    delays: dict[str, float] = field(default_factory=dict)  # per task, overriding ``delay``
     gold_standard: str = GoldStandard.MEAN.value
     ewe_reference: str = EweReference.ALL.value
 
@@ -98,8 +99,14 @@ class LabelConfig:
             _enum("dataset.labels.resample." + name, Resample, rule)
         if self.max_gap is not None and not (math.isfinite(self.max_gap) and self.max_gap > 0):
             raise ConfigError("dataset.labels.max_gap", f"must be > 0 seconds or null, got {self.max_gap}")
-        if not (math.isfinite(self.delay) and self.delay >= 0):
-            raise ConfigError("dataset.labels.delay", f"must be >= 0 seconds, got {self.delay}")
+        for key, value in [("delay", self.delay), *((f"delays.{k}", v) for k, v in self.delays.items())]:
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"dataset.labels.{key}", f"must be >= 0 seconds, got {value}")
+        for name in self.delays:
+            if name not in self.task_names():
+                raise ConfigError(
+                    f"dataset.labels.delays.{name}", f"no such task; declared: {', '.join(self.task_names())}"
+                )
         _enum("dataset.labels.gold_standard", GoldStandard, self.gold_standard)
         _enum("dataset.labels.ewe_reference", EweReference, self.ewe_reference)
 
@@ -137,6 +144,9 @@ class LabelConfig:
 
     def task_names(self) -> list[str]:
         return [*self.dimensions, *self.categorical, *self.multilabel]
+
+    def delay_of(self, name: str) -> float:
+        return self.delays.get(name, self.delay)
 
     def rule(self, name: str, continuous: bool) -> Resample:
         default = Resample.LINEAR if continuous else Resample.NEAREST

@@ -352,6 +352,7 @@ def _track_on_frames(
 ) -> tuple[np.ndarray, str]:
     """(T, D) float64 of the track's values on the timeline's frames, NaN where unlabeled."""
     values = track.float_values()
+    delay = config.delay_of(track.name)
     if track.key_kind is KeyKind.CLIP:
         out = (
             np.repeat(values[:1], len(timeline), axis=0)
@@ -362,8 +363,8 @@ def _track_on_frames(
         return out, ""
     if track.key_kind is KeyKind.FRAME:
         shifted = track
-        if config.delay:
-            shift = round(config.delay * _frame_rate(timeline))
+        if delay:
+            shift = round(delay * _frame_rate(timeline))
             shifted = track.with_keys(track.keys.astype(np.int64) - shift)
             actions[f"{track.name}: rows shifted back {shift} frames (delay)"] += len(track)
         rows, note = _frame_rows(shifted, timeline)
@@ -371,9 +372,9 @@ def _track_on_frames(
         out[rows >= 0] = values[rows[rows >= 0]]
         return out, note
     times = np.asarray(timeline.time, dtype=np.float64)
-    label_times = track.keys.astype(np.float64) - config.delay
-    if config.delay:
-        actions[f"{track.name}: samples shifted back {config.delay:g}s (delay)"] += len(track)
+    label_times = track.keys.astype(np.float64) - delay
+    if delay:
+        actions[f"{track.name}: samples shifted back {delay:g}s (delay)"] += len(track)
     rule = config.rule(track.name, track.kind is TaskKind.CONTINUOUS)
     if rule is Resample.LINEAR and track.kind is not TaskKind.CONTINUOUS:
         raise LabelError(track.source, f"{track.name}: linear interpolation of a {track.kind} task")

@@ -129,6 +129,8 @@ def test_clip_label_without_key_column_labels_every_frame(tmp_path: Path, clip30
         ({"resample": {"dominance": "linear"}}, "dataset.labels.resample.dominance"),
         ({"resample": {"valence": "cubic"}}, "dataset.labels.resample.valence"),
         ({"delay": -0.1}, "dataset.labels.delay"),
+        ({"delays": {"valence": -1.0}}, "dataset.labels.delays.valence"),
+        ({"delays": {"mood": 1.0}}, "dataset.labels.delays.mood"),
         ({"max_gap": 0}, "dataset.labels.max_gap"),
         ({"gold_standard": "median"}, "dataset.labels.gold_standard"),
         ({"dimensions": ["valence", "valence"]}, "dataset.labels.dimensions"),
@@ -216,6 +218,13 @@ def test_delay_shifts_time_keyed_labels_back(tmp_path: Path, clip30: Path, frame
     np.testing.assert_allclose(labels.valence_arousal[covered, 0], expected[covered], atol=1e-6)
     assert np.all(labels.valence_arousal[~covered, 0] == UNLABELED_VA)
     assert labels.actions["valence: samples shifted back 0.2s (delay)"] == 10
+
+
+def test_delay_per_task_overrides_the_common_delay(tmp_path: Path, clip30: Path) -> None:
+    text = "frame,valence,arousal\n" + "".join(f"{i},{i / 100:.2f},{-i / 100:.2f}\n" for i in range(30))
+    labels, _ = labels_of(tmp_path, clip30, text, LabelConfig(delay=0.1, delays={"arousal": 0.0}))
+    np.testing.assert_allclose(labels.valence_arousal[:27, 0], np.arange(3, 30) / 100, atol=1e-7)
+    np.testing.assert_allclose(labels.valence_arousal[:, 1], -np.arange(30) / 100, atol=1e-7)
 
 
 def test_delay_shifts_frame_keyed_labels_by_whole_frames(tmp_path: Path, clip30: Path) -> None:
