@@ -392,6 +392,8 @@ def _frame_rate(timeline: Timeline) -> float:
 
 def _store_track(labels: FrameLabels, track: LabelTrack, values: np.ndarray) -> None:
     """Write the non-NaN entries of ``values`` (T, D) into the array the track's task lives in."""
+    if len(labels) == 0:
+        return
     target, columns = _target(labels, track)
     known = ~np.isnan(values)
     view = target.reshape(len(labels), -1)
@@ -403,11 +405,11 @@ def _target(labels: FrameLabels, track: LabelTrack) -> tuple[np.ndarray, list[in
     name = track.name
     if track.task is LabelTask.VA:
         return labels.valence_arousal, [0, 1]
-    if track.task is LabelTask.EXPR or name == TRAINER_CATEGORICAL:
+    if track.task is LabelTask.EXPR or (name == TRAINER_CATEGORICAL and track.kind is TaskKind.CATEGORICAL):
         return labels.expression, [0]
-    if track.task is LabelTask.AU or name == TRAINER_MULTILABEL:
+    if track.task is LabelTask.AU or (name == TRAINER_MULTILABEL and track.kind is TaskKind.MULTILABEL):
         return labels.action_units, list(range(len(AU_NAMES)))
-    if name in VA_NAMES:
+    if name in VA_NAMES and track.kind is TaskKind.CONTINUOUS:
         return labels.valence_arousal, [VA_NAMES.index(name)]
     n = len(labels)
     if track.kind is TaskKind.CONTINUOUS:
