@@ -58,6 +58,8 @@ class RunnerConfig:
     # Dask's statistical profiler in every LocalCluster worker (the dashboard's Profile page): it samples
     # every thread's stack each 10 ms, CPU taken from the extraction. Off unless you want that page.
     worker_profile: bool = False
+    # The LocalCluster's dashboard (bokeh) shows paths and logs: loopback only unless a host is named here.
+    dashboard_address: str = "127.0.0.1:0"
 
     def __post_init__(self) -> None:
         for key in ("n_workers", "threads_per_worker", "torch_threads"):

@@ -227,7 +227,7 @@ def _local_client(cfg: RunnerConfig, max_workers: int | None) -> Iterator[Any]:
             threads_per_worker=cfg.threads_per_worker,
             processes=True,
             memory_limit=cfg.memory_limit,
-            dashboard_address=":0",
+            dashboard_address=cfg.dashboard_address,
             resources={GPU_RESOURCE: 1} if gpus else None,
             # Also as the nanny's own env, which wins over any distributed.nanny.environ setting.
             env=threads,
