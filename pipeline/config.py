@@ -37,6 +37,9 @@ class StoreConfig:
     root: str = "data/features"
     compression: Compression = Compression.LZF
     chunk_frames: int = 256
+    # Before skipping a stored shard, read every data chunk against its checksum (a damaged chunk makes
+    # the shard CORRUPT, so it is recomputed). Costs one read of the shard; false: attributes only.
+    verify_data: bool = True
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:

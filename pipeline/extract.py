@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import logging
-import os
 import resource
 import sys
 import threading
@@ -27,10 +27,11 @@ from typing import Any
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
+from pipeline import atomic
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, ExtractorError, StoreError
 from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
-from pipeline.manifest import ManifestRow
+from pipeline.manifest import ManifestRow, printable
 from pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
 from pipeline.runner import (
     GPU_RESOURCE,
@@ -346,7 +347,10 @@ def pending_tasks(
         except AvpipeError as err:
             report.failures.append(Failure(row.video_id, job.extractor, str(err)))
             continue
-        if store.status(job.extractor, row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
+        status = store.status(
+            job.extractor, row.video_id, job.params_hash, fingerprint, verify_data=job.store.verify_data
+        )
+        if status is ShardStatus.STORED:
             report.skipped += 1
             continue
         video = {
@@ -429,23 +433,14 @@ def describe_device(job: ExtractionJob, resources: dict[str, float] | None) -> s
 
 def write_report(report: RunReport, reports_dir: str | Path) -> Path:
     """``<reports>/<stage>.json`` (counts, speed, times) and ``<reports>/<stage>_failures.csv``
-    (video, stage, reason; a header only when nothing failed)."""
+    (video, stage, reason; a header only when nothing failed). A full disk raises OutputWriteError."""
     reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"{report.stage}.json"
-    _write_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")
-    failures = reports_dir / f"{report.stage}_failures.csv"
-    tmp = failures.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["video", "stage", "reason"])
-        for f in report.failures:
-            writer.writerow([f.video, f.stage, f.reason])
-    os.replace(tmp, failures)
+    atomic.write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["video", "stage", "reason"])
+    for f in report.failures:
+        writer.writerow([printable(f.video), f.stage, printable(f.reason)])
+    atomic.write_text(reports_dir / f"{report.stage}_failures.csv", buffer.getvalue())
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

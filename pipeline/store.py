@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import fcntl
 import hashlib
 import json
@@ -24,7 +25,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
@@ -34,8 +35,9 @@ import numpy as np
 import psutil
 from tqdm.auto import tqdm
 
-from pipeline import fingerprint
+from pipeline import fingerprint, integrity
 from pipeline.config import Compression
+from pipeline.diskguard import GuardedFile
 from pipeline.errors import StoreError
 from pipeline.types import FeatureSet
 
@@ -71,6 +73,8 @@ GZIP_LEVEL = 4
 MAX_STEM_CHARS = 180
 NAME_HASH_CHARS = 12
 DEFAULT_TEMP_MAX_AGE_S = 3600.0
+# Write failures of the disk itself: a failure row naming the shard, never a crash.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
 # HDF5 1.8 file format: readable by every HDF5 since 2008 and allows attributes over 64 KiB.
 LIBVER = ("v108", "v108")
 
@@ -482,12 +486,14 @@ class FeatureStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(_temp_name(final.name[: -len(SHARD_SUFFIX)]))
         try:
-            with h5py.File(tmp, "w-", libver=LIBVER, locking=False) as h5:
+            # HDF5 writes through a GuardedFile: a full disk or I/O error is reported here and never
+            # leaves the library's state broken for the next shard this process writes.
+            with GuardedFile(tmp) as sink, h5py.File(sink, "w", libver=LIBVER, locking=False) as h5:
                 h5.attrs.update(
                     {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "extractor": extractor}
                 )
                 group = h5.create_group(group_name(video_id))
-                feature_attrs = self._write_rows(final, group, blocks, n_frames)
+                feature_attrs = self._write_rows(final, group, blocks, n_frames, sink.raise_if_failed)
                 group.attrs.update(
                     {
                         "video_id": video_id,
@@ -505,8 +511,14 @@ class FeatureStore:
                     }
                 )
                 h5.flush()
-            _fsync_path(tmp)
+                sink.raise_if_failed()
+            sink.raise_if_failed()  # closing the sink fsyncs it
             os.replace(tmp, final)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            if err.errno not in STORAGE_ERRNOS:
+                raise
+            raise StoreError(f"{final}: cannot write the shard: {err.strerror} (nothing was stored)") from err
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -515,7 +527,12 @@ class FeatureStore:
         return final
 
     def _write_rows(
-        self, final: Path, group: h5py.Group, blocks: Iterable[FeatureSet], n_frames: int
+        self,
+        final: Path,
+        group: h5py.Group,
+        blocks: Iterable[FeatureSet],
+        n_frames: int,
+        check_disk: Callable[[], None] = lambda: None,
     ) -> dict[str, Any]:
         """Create the datasets from the first block, fill them block by block; the last block's attrs."""
         written, attrs, names = 0, None, None
@@ -543,6 +560,7 @@ class FeatureStore:
                     dset[written : written + rows] = column.data
             written += rows
             attrs = block.attrs
+            check_disk()  # stop at the first failed write, before the next block is computed
         if names is None or written != n_frames:
             raise StoreError(f"{final}: {written} rows were written, {n_frames} were announced")
         return attrs or {}
@@ -595,9 +613,18 @@ class FeatureStore:
             yield path, h5[group_name(video_id)]
 
     def status(
-        self, extractor: str, video_id: str, params_hash: str, media_fingerprint: str | None = None
+        self,
+        extractor: str,
+        video_id: str,
+        params_hash: str,
+        media_fingerprint: str | None = None,
+        verify_data: bool = False,
     ) -> ShardStatus:
-        """STORED when a readable shard has this params hash (and this media fingerprint, when given)."""
+        """STORED when a readable shard has this params hash (and this media fingerprint, when given).
+
+        ``verify_data`` also reads every data chunk against its checksum (pipeline/integrity.py):
+        a shard with a damaged chunk is CORRUPT instead of STORED.
+        """
         path = self.shard_path(extractor, video_id)
         if not path.exists():
             return ShardStatus.MISSING
@@ -605,6 +632,9 @@ class FeatureStore:
             with self._open_group(extractor, video_id) as (_, group):
                 stored_hash = group.attrs["params_hash"]
                 stored_media = group.attrs.get("media_fingerprint", "")
+                problem = integrity.data_problem(group) if verify_data else None
+                if problem is not None:
+                    raise StoreError(f"{path}: corrupt shard: {problem}")
         except StoreError as err:
             if not path.exists():  # removed while we looked
                 return ShardStatus.MISSING
@@ -615,6 +645,24 @@ class FeatureStore:
         if media_fingerprint is not None and stored_media != media_fingerprint:
             return ShardStatus.STALE
         return ShardStatus.STORED
+
+    def file_problem(self, extractor: str, path: Path, verify_data: bool = True) -> str | None:
+        """Why the shard file ``path`` of ``extractor`` is not a complete, readable shard, or None.
+
+        With ``verify_data`` every data chunk is read against its checksum too.
+        """
+        video_id = self._video_id_in(path)
+        if video_id is None:
+            return "not a readable shard whose video id matches its file name"
+        try:
+            with self._open_group(extractor, video_id) as (_, group):
+                return integrity.data_problem(group) if verify_data else None
+        except StoreError as err:
+            return str(err)
+
+    def shard_files(self, extractor: str) -> list[Path]:
+        """The shard files of ``extractor`` on disk, sorted (temp files excluded)."""
+        return self._shard_files(extractor)
 
     # ---- index
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from tqdm.auto import tqdm
 
 from pipeline.adapters import Candidate, DatasetAdapter, create_adapter
+from pipeline.adapters.base import distinct_ids
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, LabelError, MediaError
 from pipeline.fingerprint import media_fingerprint, params_hash, params_json
@@ -62,12 +63,14 @@ class ManifestReport:
     failures: list[Failure] = field(default_factory=list)
     labels_written: int = 0
     labels_skipped: int = 0
+    renamed_ids: int = 0  # videos whose id got their extension (or ~N) to keep ids unique
     seconds: float = 0.0
 
     def summary(self) -> str:
         return (
             f"manifest: {len(self.rows)} videos, {len(self.failures)} failed; labels: "
-            f"{self.labels_written} written, {self.labels_skipped} already stored ({self.seconds:.1f}s)"
+            f"{self.labels_written} written, {self.labels_skipped} already stored; "
+            f"{self.renamed_ids} ids made unique ({self.seconds:.1f}s)"
         )
 
 
@@ -97,13 +100,14 @@ def build_manifest(
     root = dataset.require_root()
     adapter = create_adapter(dataset.adapter, root, video_extensions=dataset.video_extensions)
     scan = adapter.scan()
+    candidates, renamed = distinct_ids(scan.candidates)
     feature_store = FeatureStore(
         store.root, compression=store.compression.value, chunk_frames=store.chunk_frames
     )
     feature_store.cleanup_temp(LABELS_EXTRACTOR)
-    report = ManifestReport(failures=list(scan.failures))
+    report = ManifestReport(failures=list(scan.failures), renamed_ids=renamed)
     with ThreadPoolExecutor(max_workers=_thread_count(runner)) as pool:
-        futures = [pool.submit(process_candidate, adapter, c, feature_store) for c in scan.candidates]
+        futures = [pool.submit(process_candidate, adapter, c, feature_store) for c in candidates]
         for future in tqdm(as_completed(futures), total=len(futures), desc="manifest", unit="video"):
             _collect(report, future.result(), feature_store)
     report.rows.sort(key=lambda row: row.video_id)
@@ -216,7 +220,8 @@ def _store_labels(
     """Write the labels shard unless an identical one is stored; True when written."""
     digest = labels_hash(candidate)
     fingerprint = media_fingerprint(candidate.media_path)
-    if store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint) is ShardStatus.STORED:
+    status = store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint, verify_data=True)
+    if status is ShardStatus.STORED:  # labels shards are small: always read in full before trusting one
         return False
     sources = {task.value: str(path) for task, path in candidate.labels.items()}
     features = frame_labels.to_feature_set(
