@@ -6,6 +6,7 @@ for the unit of pipeline/diskguard.py, injected into its write call.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import subprocess
@@ -199,3 +200,69 @@ def test_concurrent_report_writers_never_collide(tmp_path: Path) -> None:
         thread.join()
     assert not errors, errors[:3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logmel.json", "logmel_failures.csv"]
+
+
+@pytest.fixture
+def face_shard(tmp_path: Path) -> tuple[FeatureStore, list[ManifestRow]]:
+    """A faces shard holding crops of a real face (scikit-image's astronaut), for the QA writers."""
+    from skimage import data as skdata
+    from skimage.transform import resize as resize_image
+
+    from pipeline.types import FeatureSet
+
+    face = (resize_image(skdata.astronaut()[30:230, 140:340], (112, 112)) * 255).astype(np.uint8)
+    n = 30
+    crops = np.stack([np.roll(face, shift, axis=1) for shift in range(n)])
+    features = FeatureSet(
+        time=np.arange(n) / 25.0,
+        frame_index=np.arange(n),
+        mask=np.ones(n, np.uint8),
+        arrays={"prob": np.linspace(0.5, 1.0, n).astype(np.float32), "crops_112": crops},
+        attrs={"sizes": [112]},
+    )
+    store = FeatureStore(tmp_path / "features")
+    store.write("faces", "astronaut", features, extractor_version="1", params_hash="h")
+    return store, [ManifestRow(video_id="astronaut", media_path="/nonexistent.mp4")]
+
+
+def test_concurrent_qa_writers_never_collide(face_shard, tmp_path: Path) -> None:
+    from stages.faces import write_qa
+
+    store, rows = face_shard
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            for _ in range(5):
+                write_qa(store, rows, RunReport(stage="faces"), tmp_path / "qa", tmp_path / "reports")
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:3]
+    assert [p.name for p in (tmp_path / "qa").iterdir()] == ["astronaut.png"]
+
+
+def test_full_disk_costs_a_qa_sheet_not_the_stage(face_shard, tmp_path: Path) -> None:
+    from stages.faces import write_qa
+
+    store, rows = face_shard
+    with small_disk(tmp_path / "disk", "16k") as disk:
+        (disk / "filler").write_bytes(b"\0" * 8192)
+        metrics = write_qa(store, rows, RunReport(stage="faces"), disk / "qa", tmp_path / "reports")
+        assert metrics["qa_sheets_not_written"] == 1 and metrics["videos"] == 1
+        assert not [p.name for p in (disk / "qa").iterdir()]
+        (disk / "reports").mkdir()
+        _fill(disk / "filler 2")
+        with pytest.raises(atomic.OutputWriteError, match="No space left on device"):
+            write_qa(store, rows, RunReport(stage="faces"), tmp_path / "qa", disk / "reports")
+
+
+def _fill(path: Path) -> None:
+    with open(path, "wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 4096)
