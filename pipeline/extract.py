@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import resource
+import socket
 import sys
 import threading
 import time
@@ -174,6 +175,7 @@ def extract_video(payload: dict[str, Any]) -> dict[str, Any]:
         raise ExtractorError(
             f"worker {worker.address} has no extractor plugin {job.plugin!r} (cluster restarted?)"
         )
+    check_paths(job, payload["video"]["media_path"])
     summary = process_video(plugin.extractor(), job, payload["video"], payload["fingerprint"])
     return {**summary, "worker": worker.address}
 
@@ -226,6 +228,19 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         "seconds": time.perf_counter() - started,
         "cpu_seconds": process_cpu_seconds() - cpu_started,
     }
+
+
+def check_paths(job: ExtractionJob, media_path: str) -> None:
+    """The paths a task carries are absolute and this worker sees the store the driver prepared;
+    otherwise the worker would write where the driver never looks (another working folder)."""
+    root = Path(job.store.root)
+    if not root.is_absolute() or not Path(media_path).is_absolute():
+        raise StoreError(f"task paths must be absolute (store {root}, media {media_path}); a driver bug")
+    if not (root / job.extractor).is_dir():
+        raise StoreError(
+            f"{root / job.extractor} does not exist on worker host {socket.gethostname()}: the workers must "
+            "see the driver's store.root at the same path (shared storage)"
+        )
 
 
 def process_cpu_seconds() -> float:
@@ -308,6 +323,10 @@ def run_extractor(
     registry = registry or default_registry()
     cls = registry.get(name)
     cls(config).preflight()
+    # Workers may run elsewhere (runner.scheduler_address) in another working folder: they get the
+    # store as an absolute path, whose extractor folder exists before any task is sent (check_paths).
+    store_cfg = dataclasses.replace(store_cfg, root=str(Path(store_cfg.root).resolve()))
+    open_store(store_cfg).folder(name).mkdir(parents=True, exist_ok=True)
     job = ExtractionJob.create(
         name,
         cls,
