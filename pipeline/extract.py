@@ -30,7 +30,7 @@ from distributed import WorkerPlugin, get_worker
 
 from pipeline import atomic
 from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.errors import AvpipeError, ExtractorError, StoreError
+from pipeline.errors import AvpipeError, ExtractorError, MediaError, StoreError
 from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
 from pipeline.manifest import ManifestRow, printable
 from pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
@@ -48,7 +48,8 @@ from pipeline.runner import (
     worker_device,
 )
 from pipeline.store import FeatureStore, ShardStatus
-from pipeline.types import FaceCrops, FeatureSet, Timeline, VideoContext
+from pipeline.supervise import Supervision
+from pipeline.types import FaceCrops, FeatureSet, MediaInfo, Timeline, VideoContext
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class ExtractionJob:
     torch_threads: int
     plugin: str  # name of this run's ExtractorPlugin on the workers
     needs_gpu: bool = False  # tasks ask for the GPU resource: only GPU workers load the model
+    max_pixels: int | None = None  # FRAMES input: refuse videos with larger frames (runner.max_pixels)
 
     @classmethod
     def create(
@@ -86,6 +88,7 @@ class ExtractionJob:
         device: str = "cpu",
         torch_threads: int = 1,
         plugin: str = "in-process",
+        max_pixels: int | None = None,
     ) -> ExtractionJob:
         """A job whose parameter hash and JSON are derived from ``config`` and ``fps``, as stored."""
         described = {"config": config, "fps": fps}
@@ -100,6 +103,7 @@ class ExtractionJob:
             device=device,
             torch_threads=torch_threads,
             plugin=plugin,
+            max_pixels=max_pixels,
         )
 
 
@@ -194,6 +198,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         info, timeline, source = None, crops.timeline, crops
     elif kind is InputKind.FRAMES:
         info = probe(path)  # the display rotation iter_frames applies, read as the manifest read it
+        check_frame_size(info, path, job.max_pixels)
         timeline = video_timeline(path, fps=job.fps, info=info)
         source = iter_frames(path, fps=job.fps, info=info)
     else:
@@ -228,6 +233,20 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         "seconds": time.perf_counter() - started,
         "cpu_seconds": process_cpu_seconds() - cpu_started,
     }
+
+
+def check_frame_size(info: MediaInfo, path: str, max_pixels: int | None) -> None:
+    """MediaError for frames too large to decode within a worker's memory (``runner.max_pixels``)."""
+    video = info.video
+    if max_pixels is None or video is None or video.width * video.height <= max_pixels:
+        return
+    pixels = video.width * video.height
+    raise MediaError(
+        path,
+        f"frames of {video.width}x{video.height} ({pixels / 1e6:.1f} Mpixels, {pixels * 3 / 2**20:.0f} MiB "
+        f"each decoded) exceed runner.max_pixels = {max_pixels} ({max_pixels / 1e6:.1f} Mpixels); "
+        "raise it if the workers have the memory",
+    )
 
 
 def check_paths(job: ExtractionJob, media_path: str) -> None:
@@ -336,6 +355,7 @@ def run_extractor(
         device=runner_cfg.device,
         torch_threads=runner_cfg.torch_threads,
         plugin=f"avpipe-{name}-{uuid.uuid4().hex[:12]}",
+        max_pixels=runner_cfg.max_pixels,
     )
     store = open_store(store_cfg)
     store.cleanup_temp(name)
@@ -347,7 +367,7 @@ def run_extractor(
         opening = time.perf_counter()
         with ctx as active:
             report.startup_seconds = time.perf_counter() - opening
-            run_on_cluster(active, job, tasks, store, report)
+            run_on_cluster(active, job, tasks, store, report, Supervision(watchdog_s=runner_cfg.watchdog_s))
         store.cleanup_temp(name)  # what workers killed during this run left behind
     report.failures.sort(key=lambda f: (f.video, f.reason))
     report.failed = len(report.failures)
@@ -387,6 +407,7 @@ def run_on_cluster(
     tasks: list[tuple[str, dict[str, Any]]],
     store: FeatureStore,
     report: RunReport,
+    supervision: Supervision | None = None,
 ) -> None:
     """Register the extractor plugin, run the tasks, record each finished video in the index at once."""
     info = cluster_info(client)
@@ -420,7 +441,15 @@ def run_on_cluster(
     submitted = time.perf_counter()
     report.startup_seconds += submitted - registering
     try:
-        run_tasks(client, extract_video, tasks, desc=job.extractor, on_done=on_done, resources=resources)
+        run_tasks(
+            client,
+            extract_video,
+            tasks,
+            desc=job.extractor,
+            on_done=on_done,
+            resources=resources,
+            supervision=supervision,
+        )
     finally:
         report.processing_seconds = time.perf_counter() - submitted
         with contextlib.suppress(Exception):  # best effort: the cluster may be gone already
