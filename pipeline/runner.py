@@ -279,6 +279,7 @@ def run_tasks(
     payloads = dict(tasks)
     outcomes: list[TaskOutcome] = []
     suspects: list[str] = []
+    memory = memory_limit_text(client)  # now, while workers live: a dead one reports no limit
 
     def submit(position: int, key: str, payload: Any, attempt: str = "") -> Any:
         return client.submit(
@@ -312,7 +313,7 @@ def run_tasks(
             if outcome.worker_died:
                 outcome.reason = (
                     "the worker process died each time it processed this video, also when it ran alone: "
-                    f"it most likely needs more memory than the workers have ({memory_limit_text(client)}, "
+                    f"it most likely needs more memory than the workers have ({memory}, "
                     "runner.memory_limit); raise it, or lower runner.max_pixels to refuse such frames"
                 )
                 log.warning("%s: %s failed: %s", desc, key, outcome.reason)
