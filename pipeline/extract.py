@@ -49,7 +49,7 @@ from pipeline.runner import (
 )
 from pipeline.store import FeatureStore, ShardStatus
 from pipeline.supervise import Supervision
-from pipeline.types import FaceCrops, FeatureSet, MediaInfo, Timeline, VideoContext
+from pipeline.types import AudioTrack, FaceCrops, FeatureSet, MediaInfo, Timeline, VideoContext
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +214,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         subject_position=video.get("subject_position"),
     )
     counts = {"rows": 0, "valid": 0}
+    upsampled = audio_upsampled(source, path)
     produced = extractor.extract_blocks(source, timeline, context)
     blocks = checked_blocks(produced, timeline, job.extractor, counts)
     store.write_blocks(
@@ -232,7 +233,25 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         "valid_frames": counts["valid"],
         "seconds": time.perf_counter() - started,
         "cpu_seconds": process_cpu_seconds() - cpu_started,
+        "upsampled_audio": int(upsampled),
     }
+
+
+def audio_upsampled(source: Any, path: str) -> bool:
+    """Whether decoding raised the audio's sample rate (8 kHz telephone audio to 16 kHz): the features
+    then see no content above the source's Nyquist frequency. Warned about and counted in the report."""
+    if not isinstance(source, AudioTrack) or not source.source_sample_rate:
+        return False
+    if source.source_sample_rate >= source.sample_rate:
+        return False
+    log.warning(
+        "%s: audio at %d Hz upsampled to %d Hz: nothing above %d Hz in its features",
+        path,
+        source.source_sample_rate,
+        source.sample_rate,
+        source.source_sample_rate // 2,
+    )
+    return True
 
 
 def check_frame_size(info: MediaInfo, path: str, max_pixels: int | None) -> None:
@@ -434,6 +453,7 @@ def run_on_cluster(
         report.frames += result["n_frames"]
         report.worker_seconds += result["seconds"]
         report.worker_cpu_seconds += result["cpu_seconds"]
+        report.upsampled_audio += result.get("upsampled_audio", 0)
         report.videos_per_worker[result["worker"]] = report.videos_per_worker.get(result["worker"], 0) + 1
 
     registering = time.perf_counter()

@@ -376,6 +376,7 @@ class RunReport:
     dashboard: str | None = None
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     videos_per_worker: dict[str, int] = field(default_factory=dict)
+    upsampled_audio: int = 0  # videos whose audio was decoded at a higher rate than it was recorded
     failures: list[Failure] = field(default_factory=list)
 
     @property
@@ -388,6 +389,7 @@ class RunReport:
             f"{self.failed} failed; {self.frames} frames in {self.processing_seconds:.1f} s "
             f"({self.frames_per_second:.1f} frames/s) on {self.workers} workers; "
             f"stage took {self.seconds:.1f} s"
+            + (f"; {self.upsampled_audio} videos with audio upsampled" if self.upsampled_audio else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -410,4 +412,5 @@ class RunReport:
             "dashboard": self.dashboard,
             "started": self.started,
             "videos_per_worker": dict(sorted(self.videos_per_worker.items())),
+            "upsampled_audio": self.upsampled_audio,
         }

@@ -99,3 +99,19 @@ def test_skipped_files_become_rows_with_reasons(
     assert "broken symbolic link" in reasons["dangling.mp4"][1]
     assert "audio-only file" in reasons["speech.m4a"][1] and "audio-only file" in reasons["speech.wav"][1]
     assert len(reasons) == 4
+
+
+def test_8khz_audio_upsampled_to_16khz_is_counted_in_the_report(tmp_path: Path) -> None:
+    from pipeline.config import RunnerConfig
+    from pipeline.extract import run_extractor
+    from pipeline.extractors.audio import LogMelConfig
+    from pipeline.manifest import ManifestRow
+
+    rows = []
+    for name, rate in (("phone", 8000), ("studio", 48000)):
+        path = make_video(tmp_path / f"{name}.mkv", seconds=1.0, fps=10, size=(32, 32), sample_rate=rate)
+        rows.append(ManifestRow(video_id=name, media_path=str(path), duration=1.0))
+    store = StoreConfig(root=str(tmp_path / "features"))
+    report = run_extractor("logmel", LogMelConfig(), rows, store, RunnerConfig(n_workers=1, device="cpu"))
+    assert report.done == 2 and report.upsampled_audio == 1
+    assert report.to_dict()["upsampled_audio"] == 1 and "1 videos with audio upsampled" in report.summary()
