@@ -18,12 +18,10 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import atomic, diskguard
 from pipeline.config import Compression, RunnerConfig, StoreConfig
 from pipeline.errors import StoreError
 from pipeline.extract import run_extractor, write_report
 from pipeline.extractors.audio import LogMelConfig
-from pipeline.integrity import verify_store
 from pipeline.manifest import ManifestRow
 from pipeline.runner import Failure as RunFailure
 from pipeline.runner import RunReport, open_client
@@ -65,6 +63,8 @@ def test_full_disk_during_a_shard_write_leaves_the_process_healthy(tmp_path: Pat
 def test_injected_write_failure_is_reported_and_the_next_write_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from pipeline import diskguard
+
     store = FeatureStore(tmp_path, compression="lzf", chunk_frames=64)
     real_pwrite = os.pwrite
     budget = {"bytes": 20_000}
@@ -106,6 +106,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[ManifestRow]:
 def test_full_disk_in_a_stage_gives_failure_rows_and_the_rerun_completes(
     client, clips: list[ManifestRow], tmp_path: Path
 ) -> None:
+    from pipeline import atomic
+
     with small_disk(tmp_path / "disk", "600k") as disk:
         store_cfg = StoreConfig(root=str(disk / "features"), compression=Compression.NONE)
         report = run_extractor("logmel", LogMelConfig(), clips, store_cfg, RunnerConfig(), client=client)
@@ -160,6 +162,7 @@ def test_a_damaged_data_chunk_is_detected_and_recomputed(
 
 def test_verify_reports_then_removes_damaged_shards_and_rebuilds_the_index(tmp_path: Path) -> None:
     from pipeline.cli import main
+    from pipeline.integrity import verify_store
 
     store = FeatureStore(tmp_path / "features", chunk_frames=64)
     for index in range(3):
@@ -248,6 +251,7 @@ def test_concurrent_qa_writers_never_collide(face_shard, tmp_path: Path) -> None
 
 
 def test_full_disk_costs_a_qa_sheet_not_the_stage(face_shard, tmp_path: Path) -> None:
+    from pipeline import atomic
     from stages.faces import write_qa
 
     store, rows = face_shard

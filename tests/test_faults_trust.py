@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.checkpoints import CheckpointError, convert_checkpoint, load_weights
 from pipeline.cli import main
 from pipeline.errors import ExtractorError
 from pipeline.extractors import vggish_net
@@ -57,6 +56,8 @@ def test_numpy_release_files_still_load_safely(tmp_path: Path) -> None:
 
 
 def test_convert_checkpoint_needs_trust_and_writes_a_safe_file(tmp_path: Path) -> None:
+    from pipeline.checkpoints import CheckpointError, load_weights
+
     legacy = tmp_path / "legacy.pth"
     module = torch.nn.Linear(3, 2)
     torch.save(module, legacy)  # a whole pickled module: the weights-only loader refuses it
@@ -73,6 +74,8 @@ def test_convert_checkpoint_needs_trust_and_writes_a_safe_file(tmp_path: Path) -
 
 
 def test_convert_checkpoint_turns_numpy_arrays_into_tensors(tmp_path: Path) -> None:
+    from pipeline.checkpoints import convert_checkpoint
+
     torch.save({"pca_means": np.arange(4.0)}, tmp_path / "pca.pth")
     done = convert_checkpoint(tmp_path / "pca.pth", tmp_path / "out.pth")
     assert not done.full_unpickling and done.tensors == 1
