@@ -55,18 +55,25 @@ def load_weights(path: str | Path, what: str) -> Any:
         with torch.serialization.safe_globals(_numpy_array_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types (pickle, zip, RuntimeError) for a bad file
-        if "Unsupported global" in str(err) or "weights_only" in str(err).lower():
+        if "GLOBAL" in str(err):  # a pickled object (class, function) the weights-only loader refuses
             raise CheckpointError(
                 f"{path}: the {what} file holds Python objects other than tensors and arrays: "
                 + CONVERT_HINT.format(path=path)
-                + f" (torch said: {_first_line(err)})"
+                + f" (torch said: {_torch_reason(err)})"
             ) from err
-        raise CheckpointError(f"{path}: cannot read the {what} file with torch.load: {err}") from err
+        raise CheckpointError(
+            f"{path}: cannot read the {what} file with torch.load: {_torch_reason(err)}"
+        ) from err
 
 
-def _first_line(err: BaseException) -> str:
-    lines = [line for line in str(err).splitlines() if "Unsupported global" in line]
-    return (lines[0] if lines else str(err).splitlines()[0] if str(err) else type(err).__name__).strip()
+BOILERPLATE = ("Weights only load failed", "Check the documentation of torch.load", "Please file an issue")
+
+
+def _torch_reason(err: BaseException) -> str:
+    """torch's own reason, without its paragraphs about weights_only (which do not apply here)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(BOILERPLATE)]
+    return " ".join(kept or lines[-1:]) or type(err).__name__
 
 
 @dataclass(frozen=True)
