@@ -21,7 +21,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.5
+POLL_S = 0.05  # how often the driver looks for finished tasks (each look is cheap, in memory)
+WORKER_CHECK_S = 1.0  # how often a stalled driver asks the scheduler for live workers
 DEFAULT_WATCHDOG_S = 300.0
 
 
@@ -71,37 +72,62 @@ def drive(
 ) -> None:
     """Submit every task, call ``handle(key, future)`` as each finishes (in completion order, ties
     in submission order); ``give_up(key, reason)`` for each task the watchdog abandons."""
-    from distributed import wait
+    from distributed import as_completed
 
     futures = {
         submit(position, key, payload): (position, key) for position, (key, payload) in enumerate(tasks)
     }
-    pending = set(futures)
-    last_progress = time.monotonic()
+    # as_completed waits on the futures' own client (distributed.wait would use the default client,
+    # which may be another one on another event loop when the caller runs in a thread).
+    finished = as_completed(futures)
+    handled: set[Any] = set()
+    last_progress = last_check = time.monotonic()
     try:
-        while pending:
-            try:
-                done, pending = wait(pending, timeout=supervision.poll_s, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                done = set()
-            for future in sorted(done, key=lambda f: futures[f][0]):
-                handle(futures[future][1], future)
-            if done:
+        while not finished.is_empty():
+            batch = finished.next_batch(block=False)
+            if batch:
+                for future in sorted(batch, key=lambda f: futures[f][0]):
+                    handled.add(future)
+                    handle(futures[future][1], future)
                 last_progress = time.monotonic()
                 continue
-            stalled = time.monotonic() - last_progress
-            if stalled >= supervision.watchdog_s and live_workers(client) == 0:
-                reason = (
-                    f"not run: for {stalled:.0f} s no task finished and no Dask worker was alive (workers "
-                    "keep dying or none joined; see the worker logs); the stage gave up on the rest"
-                )
-                log.error("%s: %s (%d videos)", desc, reason, len(pending))
-                client.cancel(list(pending))
-                for future in sorted(pending, key=lambda f: futures[f][0]):
-                    give_up(futures[future][1], reason)
-                pending = set()
+            time.sleep(supervision.poll_s)
+            now = time.monotonic()
+            if now - last_progress < supervision.watchdog_s or now - last_check < WORKER_CHECK_S:
+                continue
+            last_check = now
+            if live_workers(client) == 0:
+                if finished.has_ready():  # one finished while we asked: not stalled after all
+                    continue
+                _abandon(client, futures, handled, handle, give_up, now - last_progress, desc)
+                return
     finally:
         # A driver leaving early (Ctrl-C, error) must not leave its tasks running on a shared cluster.
         left = [f for f in futures if not f.done()]
         if left:
             client.cancel(left)
+
+
+def _abandon(
+    client: Any,
+    futures: dict[Any, tuple[int, str]],
+    handled: set[Any],
+    handle: Callable[[str, Any], None],
+    give_up: Callable[[str, str], None],
+    stalled: float,
+    desc: str,
+) -> None:
+    """Cancel what has not run; a task that finished meanwhile is still handled as done."""
+    left = sorted((f for f in futures if f not in handled), key=lambda f: futures[f][0])
+    client.cancel([f for f in left if not f.done()])
+    abandoned = [f for f in left if f.status not in ("finished", "error")]
+    reason = (
+        f"not run: for {stalled:.0f} s no task finished and no Dask worker was alive (workers keep dying "
+        "or none joined; see the worker logs); the stage gave up on the rest"
+    )
+    log.error("%s: %s (%d videos)", desc, reason, len(abandoned))
+    for future in left:
+        if future in abandoned:
+            give_up(futures[future][1], reason)
+        else:
+            handle(futures[future][1], future)
