@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,9 @@ class RunnerConfig:
     # Dask's statistical profiler in every LocalCluster worker (the dashboard's Profile page): it samples
     # every thread's stack each 10 ms, CPU taken from the extraction. Off unless you want that page.
     worker_profile: bool = False
+    # Short videos are grouped into one Dask task of about this many seconds of media (videos as
+    # long or longer run alone); 0 gives one task per video. docs/SCALING.md.
+    task_seconds: float = 30.0
     # LocalCluster: worker deaths a task may witness before it is set aside and retried alone at the end
     # (Dask's allowed-failures; a cluster of your own uses its scheduler's setting).
     allowed_worker_deaths: int = 1
@@ -73,6 +77,10 @@ class RunnerConfig:
     dashboard_address: str = "127.0.0.1:0"
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.task_seconds) and self.task_seconds >= 0):
+            raise ConfigError(
+                "runner.task_seconds", f"must be >= 0 (0: one task per video), got {self.task_seconds}"
+            )
         if self.allowed_worker_deaths < 0:
             raise ConfigError(
                 "runner.allowed_worker_deaths", f"must be >= 0, got {self.allowed_worker_deaths}"
