@@ -38,8 +38,8 @@ class StoreConfig:
     root: str = "data/features"
     compression: Compression = Compression.LZF
     chunk_frames: int = 256
-    # Before skipping a stored shard, read every data chunk against its checksum (a damaged chunk makes
-    # the shard CORRUPT, so it is recomputed). Costs one read of the shard; false: attributes only.
+    # Before trusting a stored shard the index cannot vouch for (changed size or mtime, unknown), read
+    # every data chunk against its checksum: a damaged one is CORRUPT and recomputed. False: attributes.
     verify_data: bool = True
 
     def __post_init__(self) -> None:
