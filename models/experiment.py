@@ -28,13 +28,14 @@ import torch
 
 from models.base import InputSpec
 from models.checkpoint import config_summary, save_checkpoint
-from models.config import Normalisation, TrainConfig, UnlabeledFrames
+from models.config import TrainConfig, UnlabeledFrames
 from models.data import VideoData, load_videos, resolve_inputs
 from models.folds import FoldPlan, make_folds
 from models.inference import device_for, save_predictions
+from models.normalisation import standardise
 from models.registry import validate_model_config
 from models.selection import selection_criteria
-from models.stats import cached_stats, compute_stats, stats_key
+from models.stats import stats_key
 from models.table import FrameTable
 from models.trainer import FoldTrainer
 from models.unlabeled import delete_unlabelled
@@ -168,10 +169,7 @@ def _train_one(
     key = stats_key(store, config.feature_specs, inputs, train_ids)
     if config.unlabeled is UnlabeledFrames.DELETE:  # other frames, other statistics
         key += "-delete-" + "-".join(task.value for task in config.tasks)
-    stats = cached_stats(Path(config.output_dir) / "stats", key, trainer.table, train_ids)
-    standardised = stats.apply(trainer.table)
-    if config.normalisation is Normalisation.PER_PARTITION:
-        _standardise_own_statistics(standardised, trainer.table, [val_ids, test_ids])
+    stats, standardised = standardise(config, trainer.table, train_ids, [val_ids, test_ids], key)
     directory = fold_dir(config.output_dir, fold)
     result = trainer.train_fold(fold, standardised, train_ids, val_ids, log_path=directory / LOG_FILE)
     predictions = trainer.predict(result.model, standardised, val_ids + test_ids)
@@ -204,21 +202,6 @@ def _train_one(
         "epochs_run": result.epochs_run,
         "seconds": round(result.seconds, 3),
     }
-
-
-def _standardise_own_statistics(
-    standardised: dict[str, np.ndarray], table: FrameTable, partitions: list[list[str]]
-) -> None:
-    """``train.normalisation: per_partition``: each partition's rows z-scored with its own statistics
-    (ABAW2 calculate_mean_and_std.py:17-50, base/dataset.py:155-163). Checkpoints keep the training
-    statistics, so ``avpipe predict`` standardises with those."""
-    for video_ids in partitions:
-        if not video_ids:
-            continue
-        own = compute_stats(table, video_ids).apply(table)
-        rows = table.rows_of(video_ids)
-        for key, values in standardised.items():
-            values[rows] = own[key][rows]
 
 
 def task_checkpoint(directory: Path, criterion: str) -> Path:
