@@ -136,3 +136,20 @@ def psutil_process(pid: int):
     import psutil
 
     return psutil.Process(pid)
+
+
+def test_a_worker_that_cannot_see_the_store_says_so(tmp_path: Path) -> None:
+    from pipeline.errors import StoreError
+    from pipeline.extract import ExtractionJob, check_paths
+    from pipeline.extractors.audio import LogMelExtractor
+
+    job = ExtractionJob.create(
+        "logmel", LogMelExtractor, LogMelConfig(), StoreConfig(root=str(tmp_path / "x"))
+    )
+    with pytest.raises(StoreError, match="must see the driver's store.root at the same path"):
+        check_paths(job, str(tmp_path / "clip.mp4"))
+    relative = ExtractionJob.create("logmel", LogMelExtractor, LogMelConfig(), StoreConfig(root="features"))
+    with pytest.raises(StoreError, match="must be absolute"):
+        check_paths(relative, str(tmp_path / "clip.mp4"))
+    (tmp_path / "x" / "logmel").mkdir(parents=True)
+    check_paths(job, str(tmp_path / "clip.mp4"))
