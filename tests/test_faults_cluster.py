@@ -146,7 +146,7 @@ def test_a_worker_that_cannot_see_the_store_says_so(tmp_path: Path) -> None:
     job = ExtractionJob.create(
         "logmel", LogMelExtractor, LogMelConfig(), StoreConfig(root=str(tmp_path / "x"))
     )
-    with pytest.raises(StoreError, match="must see the driver's store.root at the same path"):
+    with pytest.raises(StoreError, match=r"must see the driver's store\.root at the same path"):
         check_paths(job, str(tmp_path / "clip.mp4"))
     relative = ExtractionJob.create("logmel", LogMelExtractor, LogMelConfig(), StoreConfig(root="features"))
     with pytest.raises(StoreError, match="must be absolute"):
