@@ -297,6 +297,9 @@ class TrainConfig:
     output_dir: str = "data/train"
     eval_dir: str = "data/evaluate"
     predictions_dir: str = "data/predictions"  # avpipe predict writes <video>.csv here
+    mask_audio_by_speech: bool = False  # audio inputs invalid where the speech extractor found no speech
+    table_dtype: str = "float32"  # float32 | float16: the feature table's precision (fp16 halves memory)
+    table_cache: str | None = None  # a folder: the table lives there on disk, not in memory
 
     def __post_init__(self) -> None:
         self.features = [self._feature(item) for item in self.features]
@@ -329,6 +332,8 @@ class TrainConfig:
         _at_least("train.threads", self.threads, 0)
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.table_dtype not in ("float32", "float16"):
+            raise ConfigError("train.table_dtype", f"must be float32 or float16, got {self.table_dtype!r}")
         for key in ("output_dir", "eval_dir"):
             if not getattr(self, key):
                 raise ConfigError(f"train.{key}", "must be a non-empty path")

@@ -17,7 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from models.config import Normalisation, NormalisationScope, TrainConfig
-from models.stats import MIN_STD, FeatureStats, cached_stats, compute_stats
+from models.stats import (
+    MIN_STD,
+    FeatureStats,
+    StandardisedView,
+    cached_stats,
+    compute_stats,
+    merge_moments,
+    read_rows,
+    row_blocks,
+)
 from models.table import FrameTable
 
 
@@ -26,10 +35,15 @@ def scalar_stats(table: FrameTable, video_ids: Sequence[str]) -> FeatureStats:
     rows = table.rows_of(video_ids)
     mean, std = {}, {}
     for key in table.keys:
-        values = table.features[key][rows & table.valid[key]].astype(np.float64).ravel()
         dims = table.features[key].shape[1]
-        centre = values.mean() if values.size else 0.0
-        spread = values.std(ddof=1) if values.size > 1 else 1.0
+        count, centre, m2 = 0, np.zeros(1), np.zeros(1)
+        for start, stop in row_blocks(table.n_rows, dims):  # a table on disk is read block by block
+            keep = rows[start:stop] & table.valid[key][start:stop]
+            if keep.any():
+                values = read_rows(table.features[key], start, stop)[keep].astype(np.float64)
+                count, centre, m2 = merge_moments(count, centre, m2, values.reshape(-1, 1))
+        centre = float(centre[0]) if count else 0.0
+        spread = float(np.sqrt(m2[0] / (count - 1))) if count > 1 else 1.0
         mean[key] = np.full(dims, centre, dtype=np.float32)
         std[key] = np.full(dims, spread if spread >= MIN_STD else 1.0, dtype=np.float32)
     return FeatureStats(mean=mean, std=std)
@@ -47,19 +61,20 @@ def standardise(
     train_ids: Sequence[str],
     others: Sequence[Sequence[str]],
     cache_key: str,
-) -> tuple[FeatureStats, dict[str, np.ndarray]]:
-    """The training statistics (cached when per dimension) and the table's standardised features."""
+) -> tuple[FeatureStats, dict[str, StandardisedView]]:
+    """The training statistics (cached when per dimension) and the table's features standardised on
+    read (``view[rows]``; each partition of ``others`` with its own statistics when per_partition)."""
     if config.normalisation_scope is NormalisationScope.FEATURE:
         stats = scalar_stats(table, train_ids)
     else:
         stats = cached_stats(Path(config.output_dir) / "stats", cache_key, table, train_ids)
-    standardised = stats.apply(table)
+    standardised = stats.view(table)  # scaled batch by batch: no standardised copy of the table
     if config.normalisation is Normalisation.PER_PARTITION:
         for video_ids in others:
             if not video_ids:
                 continue
-            own = partition_stats(config, table, video_ids).apply(table)
+            own = partition_stats(config, table, video_ids)
             rows = table.rows_of(video_ids)
-            for key, values in standardised.items():
-                values[rows] = own[key][rows]
+            for key, view in standardised.items():
+                view.override(rows, own.mean[key], own.std[key])
     return stats, standardised

@@ -1,8 +1,9 @@
 """Run one registered extractor over the manifest into the feature store.
 
 This is the plumbing every extraction stage shares: the parameter hash, the skip of videos already
-stored with it, one Dask task per video, decoding the extractor's input, the atomic shard write on the
-worker, the index update on the driver as each video finishes, and the run report with its failures.
+stored with it, one Dask task per video (short ones grouped, ``runner.task_seconds``), decoding the
+extractor's input, the atomic shard write on the worker, the index update on the driver as each video
+finishes, and the run report with its failures.
 """
 
 from __future__ import annotations
@@ -187,16 +188,47 @@ def extract_batch(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Worker task: the videos of a batch one after the other, each as ``extract_video`` would do it.
     A video's error is caught and returned as its own reason, so it fails alone; a worker that dies
     takes the batch with it, and the driver then retries its videos one task each."""
+    job: ExtractionJob = payload["job"]
+    items = payload["batch"]
+    if job.store.videos_per_shard > 1:
+        results = []
+        for start in range(0, len(items), job.store.videos_per_shard):
+            results += _extract_into_pack(job, items[start : start + job.store.videos_per_shard])
+        return results
     results = []
-    for key, item in payload["batch"]:
+    for key, item in items:
         try:
             results.append({"key": key, "result": extract_video({**item, "sync_folder": False})})
         except Exception as err:
             log.debug("%s failed in a batch", key, exc_info=True)
             results.append({"key": key, "reason": describe_error(err)})
-    job: ExtractionJob = payload["job"]
     if any("result" in r for r in results):
         open_store(job.store).sync_folder(job.extractor)  # once for the batch's renames
+    return results
+
+
+def _extract_into_pack(job: ExtractionJob, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Videos written into one new multi-video shard; their results carry its index entries. A
+    video that fails is left out of the pack; a pack that cannot be committed fails all of them."""
+    from pipeline.packs import PackWriter
+
+    results = []
+    with PackWriter(open_store(job.store), job.extractor) as pack:
+        for key, item in items:
+            try:
+                results.append({"key": key, "result": extract_video({**item, "pack": pack})})
+            except Exception as err:
+                log.debug("%s failed in a batch", key, exc_info=True)
+                results.append({"key": key, "reason": describe_error(err)})
+        try:
+            entries = pack.commit()
+        except Exception as err:
+            reason = f"the multi-video shard could not be written: {describe_error(err)}"
+            return [{"key": r["key"], "reason": r.get("reason", reason)} for r in results]
+    for result in results:
+        if "result" in result:
+            summary = result["result"]
+            summary["index_entry"] = entries[summary["index_entry"]["video_id"]]
     return results
 
 
@@ -211,7 +243,12 @@ def extract_video(payload: dict[str, Any]) -> dict[str, Any]:
         )
     check_paths(job, payload["video"]["media_path"])
     summary = process_video(
-        plugin.extractor(), job, payload["video"], payload["fingerprint"], payload.get("sync_folder", True)
+        plugin.extractor(),
+        job,
+        payload["video"],
+        payload["fingerprint"],
+        payload.get("sync_folder", True),
+        pack=payload.get("pack"),
     )
     return {**summary, "worker": worker.address}
 
@@ -222,9 +259,11 @@ def process_video(
     video: dict[str, Any],
     fingerprint: str,
     sync_folder: bool = True,
+    pack: Any = None,
 ) -> dict:
     """Decode the input, run the extractor, write the shard atomically. Usable without Dask.
-    ``sync_folder=False``: the caller fsyncs the store folder after several videos."""
+    ``sync_folder=False``: the caller fsyncs the store folder after several videos. ``pack`` (a
+    ``PackWriter``): the video goes into that multi-video shard, whose ``commit`` gives its entry."""
     from pipeline.media import probe
     from pipeline.timeline import decode_audio, iter_frames, media_timeline, video_timeline
 
@@ -241,8 +280,8 @@ def process_video(
         timeline = video_timeline(path, fps=job.fps, info=info)
         source = iter_frames(path, fps=job.fps, info=info)
     else:
-        # No ffprobe run here: PyAV finds the streams itself, and the probe's ~0.15 s of CPU (starting
-        # ffprobe) was most of an audio stage's cost per short clip.
+        # No probe here: PyAV finds the streams itself (files without video only with audio_fps,
+        # whose grid needs the probe's audio span).
         info = None
         timeline = media_timeline(path, fps=job.fps, audio_fps=job.audio_fps)
         source = decode_audio(path, sample_rate=job.config.sample_rate)
@@ -256,20 +295,23 @@ def process_video(
     upsampled = audio_upsampled(source, path)
     produced = extractor.extract_blocks(source, timeline, context)
     blocks = checked_blocks(produced, timeline, job.extractor, counts)
-    written = store.write_shard(
-        job.extractor,
-        video["video_id"],
-        blocks,
-        len(timeline),
-        extractor_version=type(extractor).version,
-        params_hash=job.params_hash,
-        params_json=job.params_json,
-        media_fingerprint=fingerprint,
-        library_versions=library_versions(),
-        sync_folder=sync_folder,
-    )
+    meta = {
+        "extractor_version": type(extractor).version,
+        "params_hash": job.params_hash,
+        "params_json": job.params_json,
+        "media_fingerprint": fingerprint,
+        "library_versions": library_versions(),
+    }
+    if pack is not None:
+        pack.add(video["video_id"], blocks, len(timeline), **meta)
+        entry: dict[str, Any] = {"video_id": video["video_id"]}  # the pack's commit replaces it
+    else:
+        written = store.write_shard(
+            job.extractor, video["video_id"], blocks, len(timeline), sync_folder=sync_folder, **meta
+        )
+        entry = written.entry
     return {
-        "index_entry": written.entry,
+        "index_entry": entry,
         "n_frames": counts["rows"],
         "valid_frames": counts["valid"],
         "seconds": time.perf_counter() - started,
@@ -364,7 +406,12 @@ def read_face_crops(store: FeatureStore, video_id: str, crop_size: int) -> FaceC
 
 
 def open_store(cfg: StoreConfig) -> FeatureStore:
-    return FeatureStore(cfg.root, compression=cfg.compression.value, chunk_frames=cfg.chunk_frames)
+    return FeatureStore(
+        cfg.root,
+        compression=cfg.compression.value,
+        chunk_frames=cfg.chunk_frames,
+        videos_per_shard=cfg.videos_per_shard,
+    )
 
 
 def input_fingerprint(kind: InputKind, store: FeatureStore, row: ManifestRow) -> str:
@@ -488,6 +535,7 @@ def pending_tasks(
         }
         payload = {"job": job, "video": video, "fingerprint": fingerprint, "seconds": row.duration}
         tasks.append((row.video_id, payload))
+    report.skipped_by_index = status.from_index
     return tasks
 
 

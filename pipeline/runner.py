@@ -382,6 +382,8 @@ class RunReport:
     # recorded, e.g. by a killed driver), and index writes that failed (full disk) during the run.
     index_synced: int = 0
     index_errors: int = 0
+    # Skipped videos decided from the index entry and one stat of the shard (the rest were opened).
+    skipped_by_index: int = 0
     # Dask tasks submitted (short videos share one, runner.task_seconds) and videos of failed
     # batches that were retried one task each.
     tasks: int = 0
@@ -422,6 +424,7 @@ class RunReport:
             "videos_per_worker": dict(sorted(self.videos_per_worker.items())),
             "index_synced": self.index_synced,
             "index_errors": self.index_errors,
+            "skipped_by_index": self.skipped_by_index,
             "tasks": self.tasks,
             "batches_retried_alone": self.batches_retried_alone,
             "upsampled_audio": self.upsampled_audio,

@@ -118,6 +118,9 @@ def build_manifest(
             desc="manifest",
         )
     finally:
+        # Once for every labels shard renamed in this run (a rename lost to a power loss before this
+        # is a missing shard that the next run's sync_index drops from the index and rewrites).
+        _index_upkeep(feature_store.sync_folder)
         _index_upkeep(feature_store.compact_index)
     report.rows.sort(key=lambda row: row.video_id)
     report.failures.sort(key=lambda failure: (failure.path, failure.stage))
@@ -131,8 +134,8 @@ def build_manifest(
 
 
 def _index_upkeep(step: Callable[[str], object]) -> None:
-    """Sync or compact the labels index; a full disk there is not fatal (the index is a cache
-    that the shards can always rebuild, and its log stays valid)."""
+    """Index or folder upkeep of the labels store (sync, fsync, compact); a full disk there is not fatal
+    (the index is a cache that the shards can always rebuild, and its log stays valid)."""
     try:
         step(LABELS_EXTRACTOR)
     except OSError as err:
@@ -271,5 +274,6 @@ def _store_labels(
         params_hash=digest,
         params_json=params_json({"label_files": sources, "alignment_version": ALIGNMENT_VERSION}),
         media_fingerprint=fingerprint,
+        sync_folder=False,  # build_manifest syncs the labels folder once, at the end
     )
     return written.entry

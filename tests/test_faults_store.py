@@ -270,3 +270,23 @@ def _fill(path: Path) -> None:
     with open(path, "wb", buffering=0) as handle, contextlib.suppress(OSError):
         while True:
             handle.write(b"\0" * 4096)
+
+
+def test_verify_checks_multi_video_shards_too(tmp_path: Path) -> None:
+    from pipeline.integrity import verify_store
+    from pipeline.packs import PackWriter
+
+    store = FeatureStore(tmp_path / "features", chunk_frames=64)
+    with PackWriter(store, "x") as pack:
+        for index in range(2):
+            pack.add(f"p{index}", [_features(300, index)], 300, extractor_version="1", params_hash="h")
+        pack.commit()
+        path = pack.final
+    assert verify_store(store, ["x"]).corrupt == []
+    with h5py.File(path, "r") as h5:
+        info = h5["p1"]["features"].id.get_chunk_info(0)
+    with open(path, "r+b") as handle:
+        handle.seek(info.byte_offset + info.size // 2)
+        handle.write(b"\x00\xff" * 16)
+    ((bad, problem),) = verify_store(store, ["x"]).corrupt
+    assert bad == path and "video 'p1'" in problem and "fails its checksum" in problem
