@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.adapters import Candidate, DatasetAdapter, create_adapter
+from pipeline.adapters.base import distinct_ids
 from pipeline.candidates import map_candidates
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, LabelError, MediaError
@@ -65,12 +66,14 @@ class ManifestReport:
     labels_skipped: int = 0
     label_actions: Counter = field(default_factory=Counter)  # resampling/repair rule -> times it acted
     label_actions_by_video: dict[str, Counter] = field(default_factory=dict)
+    renamed_ids: int = 0  # videos whose id got their extension (or ~N) to keep ids unique
     seconds: float = 0.0
 
     def summary(self) -> str:
         return (
             f"manifest: {len(self.rows)} videos, {len(self.failures)} failed; labels: "
-            f"{self.labels_written} written, {self.labels_skipped} already stored ({self.seconds:.1f}s)"
+            f"{self.labels_written} written, {self.labels_skipped} already stored; "
+            f"{self.renamed_ids} ids made unique ({self.seconds:.1f}s)"
             + "".join(f"; {action}: {count}" for action, count in sorted(self.label_actions.items()))
         )
 
@@ -109,11 +112,12 @@ def build_manifest(
         **dataset.options,
     )
     scan = adapter.scan()
+    candidates, renamed = distinct_ids(scan.candidates)
     feature_store = FeatureStore(
         store.root, compression=store.compression.value, chunk_frames=store.chunk_frames
     )
     feature_store.cleanup_temp(LABELS_EXTRACTOR)
-    report = ManifestReport(failures=list(scan.failures))
+    report = ManifestReport(failures=list(scan.failures), renamed_ids=renamed)
     _index_upkeep(feature_store.sync_index)
 
     def lost(candidate: Candidate, reason: str) -> None:
@@ -123,7 +127,7 @@ def build_manifest(
         map_candidates(
             _process_candidate,
             (adapter, feature_store, dataset.audio_fps),
-            scan.candidates,
+            candidates,
             lambda outcome: _collect(report, outcome, feature_store),
             lost,
             runner,
@@ -275,7 +279,8 @@ def _store_labels(
     """Write the labels shard unless an identical one is stored; its index entry when written."""
     digest = labels_hash(candidate, config)
     fingerprint = media_fingerprint(candidate.media_path)
-    if store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint) is ShardStatus.STORED:
+    status = store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint, verify_data=True)
+    if status is ShardStatus.STORED:  # labels shards are small: always read in full before trusting one
         return None
     sources = {task_name(task): str(path) for task, path in candidate.labels.items()}
     features = frame_labels.to_feature_set(
