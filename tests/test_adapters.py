@@ -305,7 +305,8 @@ def test_folder_frame_keyed_labels_on_the_video_timeline(folder_tree: Path) -> N
 
 
 def test_folder_time_keyed_labels_sparse_rule_goes_to_the_nearest_frame(folder_tree: Path) -> None:
-    # resample: sparse (each row to one frame, the old rule). 0.46 and 0.53 share the frame at 0.5 s, where the nearer 0.53 wins; 0.57 goes to the frame at 0.6 s
+    # resample: sparse (each row to one frame, the old rule). 0.46 and 0.53 share the frame at 0.5 s,
+    # where the nearer 0.53 wins; 0.57 goes to the frame at 0.6 s
     put(folder_tree / "bob" / "take1.csv", "time,AU12,AU25\n0.0,1,0\n0.53,0,1\n0.46,1,0\n0.57,1,1\n5.0,1,1\n")
     config = LabelConfig(resample={"au": "sparse"})
     adapter = create_adapter("folder", folder_tree, labels=config)
