@@ -390,3 +390,24 @@ def test_the_worked_example_of_docs_datasets(tmp_path: Path, clip30: Path, frame
         rows["1002_TIE_SAD_LO"].subject == "1002"
         and "gold standard ewe of 2 raters" in rows["1002_TIE_SAD_LO"].notes
     )
+
+
+def test_params_yaml_carries_dataset_labels_and_options() -> None:
+    from pipeline.params import load_params
+
+    params = load_params(
+        "params.yaml",
+        overrides=[
+            "dataset.labels.dimensions=[valence, dominance]",
+            "dataset.labels.delays={valence: 1.5}",
+            "dataset.options={media: audio}",
+        ],
+    )
+    assert params.dataset.labels.dimensions == ["valence", "dominance"]
+    assert (
+        params.dataset.labels.delay_of("valence") == 1.5 and params.dataset.labels.delay_of("dominance") == 0
+    )
+    assert params.dataset.options == {"media": "audio"}
+    with pytest.raises(ConfigError) as err:
+        load_params("params.yaml", overrides=["dataset.labels.resample={valence: cubic}"])
+    assert err.value.key == "dataset.labels.resample.valence"
