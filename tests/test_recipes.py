@@ -405,3 +405,14 @@ def test_avec2019_ces_refuses_timestamps_not_in_seconds(tmp_path: Path, ces_tree
     report, _ = run_manifest(tmp_path, ces_tree, "avec2019_ces")
     failure = next(f for f in report.failures if f.path == str(path))
     assert "expected seconds" in failure.reason
+
+
+def test_speaker_splits_naming_an_absent_speaker_is_a_warning(
+    crema_tree: Path, ravdess_tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    create_adapter("crema_d", crema_tree, speaker_splits={"test": [1002, 1077]}).scan()
+    assert "speaker_splits names speakers not found: 1077" in caplog.text
+    caplog.clear()
+    scan = create_adapter("ravdess", ravdess_tree, speaker_splits={"test": [1, "05"]}).scan()
+    assert "speakers not found: 05" in caplog.text and "01," not in caplog.text
+    assert {c.subject: c.split for c in scan.candidates}["Actor_01"] is Split.TEST

@@ -11,8 +11,9 @@ can share this; the JSON keeps the recipe's parse hashed into the labels shard, 
 from __future__ import annotations
 
 import json
+import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,8 @@ from pipeline.adapters.base import Candidate
 from pipeline.errors import ConfigError, LabelError
 from pipeline.labels import UNLABELED_EXPRESSION, KeyKind, LabelTrack, RawLabels, TaskKind
 from pipeline.manifest import Split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,11 @@ def clip_label_tracks(candidate: Candidate, tasks: Sequence[ClipTask]) -> RawLab
     return RawLabels(tracks)
 
 
-def speaker_split_table(speaker_splits: Mapping[str, Iterable[str]]) -> dict[str, str]:
-    """``{"validation": ["1001"], "test": [...]}`` -> speaker -> split (a speaker in two is an error)."""
+def speaker_split_table(
+    speaker_splits: Mapping[str, Iterable[str]], normalize: Callable[[str], str] = str
+) -> dict[str, str]:
+    """``{"validation": ["1001"], "test": [...]}`` -> speaker -> split (a speaker in two is an error);
+    ``normalize`` spells a speaker as the corpus does (RAVDESS: ``1`` -> ``01``)."""
     table: dict[str, str] = {}
     for split, speakers in speaker_splits.items():
         try:
@@ -72,7 +78,7 @@ def speaker_split_table(speaker_splits: Mapping[str, Iterable[str]]) -> dict[str
                 f"dataset.options.speaker_splits.{split}", f"unknown split; known: {known}"
             ) from None
         for speaker in speakers:
-            speaker = str(speaker)
+            speaker = normalize(str(speaker).strip())
             if speaker in table:
                 raise ConfigError(
                     "dataset.options.speaker_splits",
@@ -80,3 +86,14 @@ def speaker_split_table(speaker_splits: Mapping[str, Iterable[str]]) -> dict[str
                 )
             table[speaker] = split
     return table
+
+
+def warn_unknown_speakers(adapter: str, table: Mapping[str, str], found: Iterable[str]) -> list[str]:
+    """Speakers ``dataset.options.speaker_splits`` names that the corpus does not have (a typo would
+    otherwise leave a speaker silently in train); logged as a warning and returned."""
+    unknown = sorted(set(table) - set(found))
+    if unknown:
+        log.warning(
+            "%s: dataset.options.speaker_splits names speakers not found: %s", adapter, ", ".join(unknown)
+        )
+    return unknown

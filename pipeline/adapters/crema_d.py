@@ -26,7 +26,13 @@ from pathlib import Path
 
 from pipeline.adapters import register_adapter
 from pipeline.adapters.base import Candidate, DatasetAdapter, Scan
-from pipeline.adapters.clip_labels import ClipTask, clip_label_tracks, encode_clip_labels, speaker_split_table
+from pipeline.adapters.clip_labels import (
+    ClipTask,
+    clip_label_tracks,
+    encode_clip_labels,
+    speaker_split_table,
+    warn_unknown_speakers,
+)
 from pipeline.errors import ConfigError
 from pipeline.label_config import LabelConfig
 from pipeline.labels import EXPRESSION_NAMES, RawLabels, TaskKind
@@ -128,6 +134,7 @@ class CremaDAdapter(DatasetAdapter):
                     label_text=encode_clip_labels(clip_labels(parts)),
                 )
             )
+        warn_unknown_speakers(self.name, self.splits, (c.subject for c in scan.candidates))
         log.info(
             "%s: %d clips of %d actors, %d names rejected, under %s",
             self.name,

@@ -32,7 +32,13 @@ from pathlib import Path
 
 from pipeline.adapters import register_adapter
 from pipeline.adapters.base import Candidate, DatasetAdapter, Scan
-from pipeline.adapters.clip_labels import ClipTask, clip_label_tracks, encode_clip_labels, speaker_split_table
+from pipeline.adapters.clip_labels import (
+    ClipTask,
+    clip_label_tracks,
+    encode_clip_labels,
+    speaker_split_table,
+    warn_unknown_speakers,
+)
 from pipeline.errors import ConfigError
 from pipeline.label_config import LabelConfig
 from pipeline.labels import EXPRESSION_NAMES, RawLabels, TaskKind
@@ -75,6 +81,10 @@ TASKS = (
     ClipTask("statement", TaskKind.CATEGORICAL, STATEMENT_NAMES),
     ClipTask("expression", TaskKind.CATEGORICAL, EXPRESSION_NAMES),
 )
+
+
+def _actor_id(speaker: str) -> str:
+    return f"{int(speaker):02d}" if speaker.isdigit() else speaker
 
 
 def parse_name(stem: str) -> dict[str, str]:
@@ -128,10 +138,7 @@ class RavdessAdapter(DatasetAdapter):
                 )
         self.modality = MODALITIES[modality]
         self.channels = VOCAL_CHANNELS[vocal_channel]
-        self.splits = {
-            f"{int(k):02d}" if k.isdigit() else k: v
-            for k, v in speaker_split_table(speaker_splits or {}).items()
-        }
+        self.splits = speaker_split_table(speaker_splits or {}, normalize=_actor_id)
 
     def scan(self) -> Scan:
         scan = Scan()
@@ -163,6 +170,8 @@ class RavdessAdapter(DatasetAdapter):
                 )
             )
         self._check_unique(scan)
+        actors = (c.subject.removeprefix("Actor_") for c in scan.candidates)
+        warn_unknown_speakers(self.name, self.splits, actors)
         log.info(
             "%s: %d clips, %d of other modalities or channels skipped, %d names rejected, under %s",
             self.name,
