@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import h5py
 
+from pipeline.diskguard import GuardedFile
 from pipeline.errors import StoreError
 from pipeline.types import FeatureSet
 
@@ -62,7 +63,9 @@ class PackWriter:
         self.name = pack_name()
         self.final = self.folder / self.name
         self.tmp = self.folder / store_module._temp_name(self.name[: -len(store_module.SHARD_SUFFIX)])
-        self._h5: h5py.File | None = h5py.File(self.tmp, "w-", libver=store_module.LIBVER, locking=False)
+        # Through a GuardedFile, as single-video shards: a full disk never breaks HDF5's state here.
+        self._sink = GuardedFile(self.tmp)
+        self._h5: h5py.File | None = h5py.File(self._sink, "w", libver=store_module.LIBVER, locking=False)
         self._h5.attrs.update(
             {
                 "format": store_module.FORMAT_NAME,
@@ -115,6 +118,7 @@ class PackWriter:
                 media_fingerprint=media_fingerprint,
                 library_versions=library_versions,
                 extra_attrs={WRITTEN_ATTR: written_ns},
+                check_disk=self._sink.raise_if_failed,
             )
         except BaseException:
             with contextlib.suppress(KeyError, ValueError):
@@ -159,9 +163,17 @@ class PackWriter:
         try:
             h5.flush()
             h5.close()
-            self._module._fsync_path(self.tmp)
+            self._sink.close()  # fsyncs
+            self._sink.raise_if_failed()
             stat = os.stat(self.tmp)
             os.replace(self.tmp, self.final)
+        except OSError as err:
+            self.tmp.unlink(missing_ok=True)
+            if err.errno not in self._module.STORAGE_ERRNOS:
+                raise
+            raise StoreError(
+                f"{self.final}: cannot write the pack: {err.strerror} (nothing was stored)"
+            ) from err
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
@@ -174,6 +186,7 @@ class PackWriter:
         if h5 is not None:
             with contextlib.suppress(Exception):
                 h5.close()
+        self._sink.close()
         self.tmp.unlink(missing_ok=True)
 
 

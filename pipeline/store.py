@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
@@ -35,8 +36,9 @@ import numpy as np
 import psutil
 from tqdm.auto import tqdm
 
-from pipeline import fingerprint
+from pipeline import fingerprint, integrity
 from pipeline.config import Compression
+from pipeline.diskguard import GuardedFile
 from pipeline.errors import StoreError
 from pipeline.index import INDEX_FILE, INDEX_LOG_FILE, LogRecord, ShardIndex
 from pipeline.index import fsync_path as _fsync_path
@@ -72,6 +74,8 @@ GZIP_LEVEL = 4
 MAX_STEM_CHARS = 180
 NAME_HASH_CHARS = 12
 DEFAULT_TEMP_MAX_AGE_S = 3600.0
+# Write failures of the disk itself: a failure row naming the shard, never a crash.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
 # HDF5 1.8 file format: readable by every HDF5 since 2008 and allows attributes over 64 KiB.
 LIBVER = ("v108", "v108")
 
@@ -450,10 +454,17 @@ def _read_dataset(path: Path, group: h5py.Group, name: str, rows: slice = slice(
 class IndexedStatus:
     """``FeatureStore.status`` with the index loaded once: a STORED answer costs one ``stat``."""
 
-    def __init__(self, store: FeatureStore, extractor: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        extractor: str,
+        entries: Mapping[str, Mapping[str, Any]],
+        verify_data: bool = False,
+    ) -> None:
         self.store = store
         self.extractor = extractor
         self.entries = entries
+        self.verify_data = verify_data  # for shards the index cannot vouch for (pipeline/integrity.py)
         self.from_index = 0  # STORED decided from the index and a stat
         self.opened = 0  # decided by opening the shard
 
@@ -468,7 +479,7 @@ class IndexedStatus:
             self.from_index += 1
             return ShardStatus.STORED
         self.opened += 1
-        return self.store.status(self.extractor, video_id, params_hash, media_fingerprint)
+        return self.store.status(self.extractor, video_id, params_hash, media_fingerprint, self.verify_data)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -647,7 +658,9 @@ class FeatureStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(_temp_name(final.name[: -len(SHARD_SUFFIX)]))
         try:
-            with h5py.File(tmp, "w-", libver=LIBVER, locking=False) as h5:
+            # HDF5 writes through a GuardedFile: a full disk or I/O error is reported here and never
+            # leaves the library's state broken for the next shard this process writes.
+            with GuardedFile(tmp) as sink, h5py.File(sink, "w", libver=LIBVER, locking=False) as h5:
                 h5.attrs.update(
                     {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "extractor": extractor}
                 )
@@ -663,11 +676,18 @@ class FeatureStore:
                     params_json=params_json,
                     media_fingerprint=media_fingerprint,
                     library_versions=library_versions,
+                    check_disk=sink.raise_if_failed,
                 )
                 h5.flush()
-            _fsync_path(tmp)
+                sink.raise_if_failed()
+            sink.raise_if_failed()  # closing the sink fsyncs it
             stat = os.stat(tmp)  # rename keeps inode, size and mtime
             os.replace(tmp, final)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            if err.errno not in STORAGE_ERRNOS:
+                raise
+            raise StoreError(f"{final}: cannot write the shard: {err.strerror} (nothing was stored)") from err
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -692,10 +712,12 @@ class FeatureStore:
         media_fingerprint: str,
         library_versions: dict[str, str] | None,
         extra_attrs: Mapping[str, Any] | None = None,
+        check_disk: Callable[[], None] = lambda: None,
     ) -> h5py.Group:
-        """One video's group in an open shard (or multi-video shard) file: datasets and attributes."""
+        """One video's group in an open shard (or multi-video shard) file: datasets and attributes.
+        ``check_disk`` raises a write failure the file recorded (diskguard), checked after each block."""
         group = h5.create_group(group_name(video_id))
-        feature_attrs = self._write_rows(final, group, blocks, n_frames)
+        feature_attrs = self._write_rows(final, group, blocks, n_frames, check_disk)
         versions = {**fingerprint.library_versions(), **(library_versions or {})}
         group.attrs.update(
             {
@@ -719,7 +741,12 @@ class FeatureStore:
         _fsync_path(self.folder(extractor))
 
     def _write_rows(
-        self, final: Path, group: h5py.Group, blocks: Iterable[FeatureSet], n_frames: int
+        self,
+        final: Path,
+        group: h5py.Group,
+        blocks: Iterable[FeatureSet],
+        n_frames: int,
+        check_disk: Callable[[], None] = lambda: None,
     ) -> dict[str, Any]:
         """Create the datasets from the first block, fill them block by block; the last block's attrs."""
         written, attrs, names = 0, None, None
@@ -747,6 +774,7 @@ class FeatureStore:
                     dset[written : written + rows] = column.data
             written += rows
             attrs = block.attrs
+            check_disk()  # stop at the first failed write, before the next block is computed
         if names is None or written != n_frames:
             raise StoreError(f"{final}: {written} rows were written, {n_frames} were announced")
         return attrs or {}
@@ -799,9 +827,18 @@ class FeatureStore:
             yield path, h5[group_name(video_id)]
 
     def status(
-        self, extractor: str, video_id: str, params_hash: str, media_fingerprint: str | None = None
+        self,
+        extractor: str,
+        video_id: str,
+        params_hash: str,
+        media_fingerprint: str | None = None,
+        verify_data: bool = False,
     ) -> ShardStatus:
-        """STORED when a readable shard has this params hash (and this media fingerprint, when given)."""
+        """STORED when a readable shard has this params hash (and this media fingerprint, when given).
+
+        ``verify_data`` also reads every data chunk against its checksum (pipeline/integrity.py):
+        a shard with a damaged chunk is CORRUPT instead of STORED.
+        """
         path = self._locate(extractor, video_id)
         if not path.exists():
             return ShardStatus.MISSING
@@ -809,6 +846,9 @@ class FeatureStore:
             with self._open_group(extractor, video_id) as (_, group):
                 stored_hash = group.attrs["params_hash"]
                 stored_media = group.attrs.get("media_fingerprint", "")
+                problem = integrity.data_problem(group) if verify_data else None
+                if problem is not None:
+                    raise StoreError(f"{path}: corrupt shard: {problem}")
         except StoreError as err:
             if not path.exists():  # removed while we looked
                 return ShardStatus.MISSING
@@ -819,6 +859,41 @@ class FeatureStore:
         if media_fingerprint is not None and stored_media != media_fingerprint:
             return ShardStatus.STALE
         return ShardStatus.STORED
+
+    def file_problem(self, extractor: str, path: Path, verify_data: bool = True) -> str | None:
+        """Why the shard file ``path`` of ``extractor`` (its own shard or a multi-video one) is not
+        complete and readable, or None. With ``verify_data`` every data chunk is read too."""
+        if path.parent.name == PACKS_FOLDER:
+            return self._pack_problem(path, verify_data)
+        video_id = self._video_id_in(path)
+        if video_id is None:
+            return "not a readable shard whose video id matches its file name"
+        try:
+            with self._open_group(extractor, video_id) as (_, group):
+                return integrity.data_problem(group) if verify_data else None
+        except StoreError as err:
+            return str(err)
+
+    @staticmethod
+    def _pack_problem(path: Path, verify_data: bool) -> str | None:
+        try:
+            with h5py.File(path, "r", locking=False) as h5:
+                for group in h5.values():
+                    video_id = group.attrs.get("video_id") if isinstance(group, h5py.Group) else None
+                    if not isinstance(video_id, str):
+                        return f"group {group.name!r} has no video_id"
+                    problem = _group_problem(group, video_id, None)
+                    if problem is None and verify_data:
+                        problem = integrity.data_problem(group)
+                    if problem is not None:
+                        return f"video {video_id!r}: {problem}"
+        except OSError as err:
+            return f"cannot be opened as HDF5 ({err})"
+        return None
+
+    def shard_files(self, extractor: str) -> list[Path]:
+        """The shard files of ``extractor`` on disk, its multi-video shards last (temp files excluded)."""
+        return [*self._shard_files(extractor), *_shard_files_in(self.folder(extractor) / PACKS_FOLDER)]
 
     # ---- index
 
@@ -845,9 +920,9 @@ class FeatureStore:
             entry[WRITTEN_ATTR] = int(group.attrs.get(WRITTEN_ATTR, 0))
         return entry
 
-    def _read_entry(self, extractor: str, video_id: str) -> dict[str, Any]:
+    def _read_entry(self, extractor: str, video_id: str, verify_data: bool = False) -> dict[str, Any]:
         """The index entry of a video from its verified shard, with the stat of exactly that file
-        (a shard replaced while it was read is read again)."""
+        (a shard replaced while it was read is read again). ``verify_data``: every chunk read too."""
         path = self._locate(extractor, video_id)
         for _ in range(3):
             try:
@@ -856,6 +931,9 @@ class FeatureStore:
                 break  # _open_group names the missing shard
             with self._open_group(extractor, video_id) as (_, group):
                 entry = self._index_entry(path, group, before)
+                problem = integrity.data_problem(group) if verify_data else None
+            if problem is not None:
+                raise StoreError(f"{path}: corrupt shard: {problem}")
             with contextlib.suppress(FileNotFoundError):
                 if _same_file(before, path.stat()):
                     return entry
@@ -904,13 +982,14 @@ class FeatureStore:
             index._replace_locked(videos)
         return videos
 
-    def sync_index(self, extractor: str) -> IndexSync:
+    def sync_index(self, extractor: str, verify_data: bool = False) -> IndexSync:
         """Make the index agree with the shards on disk, opening only shards it does not describe.
 
         Shards written but never recorded (a driver killed between a worker's write and its
         ``record``), replaced or unknown are read and added; entries whose shard is gone are
         dropped; leftover index temp files are removed; the log is compacted. Costs one directory
         listing plus one open per shard the index did not know: run it at the start of a stage.
+        ``verify_data`` reads every data chunk of those shards too: a damaged one is left out.
         """
         index = self._index(extractor)
         sync = IndexSync()
@@ -934,7 +1013,7 @@ class FeatureStore:
                 if video_id is None:
                     continue
                 try:
-                    entries[video_id] = self._read_entry(extractor, video_id)
+                    entries[video_id] = self._read_entry(extractor, video_id, verify_data)
                 except StoreError as err:
                     log.warning("%s", err)
                     entries.pop(video_id, None)
@@ -947,11 +1026,11 @@ class FeatureStore:
             log.info("%s index: %s", extractor, sync)
         return sync
 
-    def status_checker(self, extractor: str) -> IndexedStatus:
+    def status_checker(self, extractor: str, verify_data: bool = False) -> IndexedStatus:
         """``status`` for many videos at once: the index (loaded once) answers STORED when its entry
         has the hash, the fingerprint and the shard file's current size and mtime; anything else
-        goes through the full ``status`` check."""
-        return IndexedStatus(self, extractor, self._load_index(extractor) or {})
+        goes through the full ``status`` check (reading every data chunk with ``verify_data``)."""
+        return IndexedStatus(self, extractor, self._load_index(extractor) or {}, verify_data)
 
     def _sync_packs(
         self,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from pipeline import atomic
+from pipeline.atomic import OutputWriteError
 from pipeline.errors import StoreError
 from pipeline.extract import FACES_EXTRACTOR, open_store
 from pipeline.extractors.faces.qa import detection_summary, write_contact_sheet
@@ -43,13 +44,18 @@ def write_qa(
 ) -> dict[str, Any]:
     """One contact sheet per stored video and the stage metrics; returns the metrics written."""
     per_video: dict[str, Any] = {}
+    sheets_not_written = 0
     for row in rows:
         try:
             _, _, mask = store.get(FACES_EXTRACTOR, row.video_id, "prob")
-            write_contact_sheet(store, row.video_id, qa_dir / sheet_name(row.video_id))
         except StoreError as err:  # failed this run: its reason is in the failures report
             log.debug("no QA for %s: %s", row.video_id, err)
             continue
+        try:
+            write_contact_sheet(store, row.video_id, qa_dir / sheet_name(row.video_id))
+        except OutputWriteError as err:  # a full disk costs the picture, not the stage
+            log.warning("no QA contact sheet for %s: %s", row.video_id, err)
+            sheets_not_written += 1
         per_video[row.video_id] = detection_summary(mask)
     rates = [v["detection_rate"] for v in per_video.values()]
     metrics = {
@@ -59,13 +65,10 @@ def write_qa(
         "frames_per_second": round(report.frames_per_second, 2),
         "mean_detection_rate": round(sum(rates) / len(rates), 4) if rates else 0.0,
         "min_detection_rate": min(rates) if rates else 0.0,
+        "qa_sheets_not_written": sheets_not_written,
         "per_video": per_video,
     }
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    path = reports_dir / METRICS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(reports_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
