@@ -28,7 +28,8 @@ from pipeline.extractors.faces.select import box_area, select_face
 IDENTITY_RULES = frozenset({Selection.TRACK, Selection.LEFT, Selection.RIGHT})
 APPEARANCE_SIDE = 32  # px: the box is area-reduced to this before its histogram (noise, speed)
 APPEARANCE_BINS = (8, 12, 12)  # L, a, b
-MODEL_UPDATE = 0.3  # weight of a newly accepted keyframe face in the track's appearance model
+MODEL_UPDATE = 0.3  # weight of a newly accepted keyframe face in the track's appearance model...
+MODEL_UPDATE_MIN = 0.85  # ...when it is at least this similar: a half-hidden face does not drift it
 
 
 def appearance(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -178,4 +179,6 @@ class Identity:
 
 
 def _blend(model: np.ndarray, hist: np.ndarray) -> np.ndarray:
+    if similarity(model, hist) < MODEL_UPDATE_MIN:
+        return model
     return (1 - MODEL_UPDATE) * model + MODEL_UPDATE * hist
