@@ -417,7 +417,14 @@ def test_shard_round_trip_and_contact_sheet(tmp_path, carphone_faces, gap_faces)
     on_disk = json.loads((tmp_path / "reports" / "faces_metrics.json").read_text())
     assert on_disk == metrics and metrics["videos"] == 2 and metrics["failed"] == 1
     assert report.frames_per_second > 0
-    assert metrics["frames_per_second"] == pytest.approx(report.frames_per_second, abs=0.01)
+    assert metrics["extraction_frames_per_second"] == pytest.approx(report.frames_per_second, abs=0.01)
+    # the stage's rate counts the contact sheets' time too
+    assert metrics["qa_seconds"] > 0
+    assert metrics["frames_per_second"] == pytest.approx(240 / (2.0 + metrics["qa_seconds"]), rel=2e-3)
+    gap = metrics["per_video"]["gap"]
+    assert gap["valid"] + gap["tracked"] + gap["held"] + gap["missing"] == gap["frames"] == len(gap_faces)
+    assert gap["search_keyframes"] == gap_faces.attrs["search_keyframes"] == 13
+    assert gap["search_full_cascade"] >= 13 and gap["search_identity_rejections"] == 0
     assert metrics["per_video"]["carphone"]["detection_rate"] == 1.0
     expected_gap = np.isin(gap_faces.mask, (1, 2)).mean()
     assert metrics["per_video"]["gap"]["detection_rate"] == pytest.approx(expected_gap, abs=1e-4)
