@@ -9,7 +9,8 @@ stage loads them. Reported, at window 300 and batch 32:
 - store load: frames/s of reading every feature and label shard once per run;
 - loader: windows/s of the in-memory window gather (shuffled batches, standardised inputs, torch tensors);
 - training step (forward, masked losses, backward, optimizer step) windows/s of each preset's model, as
-  configured in presets/ (demo-sized) and, for lfan, with the paper's sizes;
+  configured in presets/ (demo-sized) and abaw2-lfan's paper variant (its sizes, one model per emotion,
+  the per-window CCC loss) on the demo inputs;
 - the ratio loader / lfan step (target >= 20 on a 2-core CPU).
 
 Figures are wall-clock and noisy on a shared machine: run it on an idle one for numbers to quote.
@@ -51,7 +52,6 @@ FEATURE_ARRAYS = {  # extractor -> {array: size}, the sizes of the real extracto
     "egemaps": {"features": 25},
     "logmel": {"features": 64},
 }
-PAPER_LFAN = {"visual_channels": [512, 256, 256, 128], "audio_channels": [32, 32, 32, 32], "modal_dim": 32}
 WINDOW, HOP, BATCH = 300, 200, 32
 
 
@@ -114,7 +114,12 @@ def step_rate(
 ) -> float:
     """Windows/s of full training steps of the config's model at batch 32, window 300."""
     model = create_model(
-        config.model.name, inputs=inputs_spec, tasks=config.tasks, window=WINDOW, **config.model.config
+        config.model.name,
+        inputs=inputs_spec,
+        tasks=config.tasks,
+        window=WINDOW,
+        separate_va=config.model.separate_va,
+        **config.model.config,
     ).to(device)
     optimizer = build_optimizer(model, config)
     loss_fn = MultiTaskLoss(list(config.tasks), config.loss)
@@ -196,8 +201,9 @@ def main() -> None:
             specs = [inputs_spec[spec.key] for spec in config.feature_specs]
             rates[name] = step_rate(config, table, ids, specs, device, args.steps)
             log.info("[%s] %s training step: %.1f windows/s", device.type, name, rates[name])
-        paper = preset_config("abaw2-lfan")
-        paper.model.config = {**paper.model.config, **PAPER_LFAN}
+        # the paper variant's model and loss (presets/abaw2-lfan.yaml) on the demo variant's inputs
+        section = {"preset": "abaw2-lfan", "variant": "paper", "features": lfan.features, "window": WINDOW}
+        paper = build_dataclass(TrainConfig, resolve_train_section(section, REPO), "train")
         specs = [inputs_spec[spec.key] for spec in paper.feature_specs]
         rates["abaw2-lfan (paper sizes)"] = step_rate(
             paper, table, ids, specs, device, max(1, args.steps // 2)

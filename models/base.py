@@ -79,16 +79,20 @@ def concat_inputs(inputs: Mapping[str, torch.Tensor], specs: Sequence[InputSpec]
 
 
 class TaskHeads(nn.Module):
-    """One linear head per task on per-frame features (B, T, D); VA squashed by tanh."""
+    """One linear head per task on per-frame features (B, T, D); VA squashed by tanh unless ``va_tanh``
+    is False (the ABAW2 and JCA regressors are linear: the merge clips to [-1, 1] afterwards)."""
 
-    def __init__(self, in_dim: int, tasks: Sequence[Task], dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, tasks: Sequence[Task], dropout: float = 0.0, va_tanh: bool = True
+    ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
+        self.va_tanh = va_tanh
         self.heads = nn.ModuleDict({task.value: nn.Linear(in_dim, TASK_OUTPUTS[task]) for task in tasks})
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.dropout(features)
         outputs = {name: head(features) for name, head in self.heads.items()}
-        if Task.VA.value in outputs:
+        if self.va_tanh and Task.VA.value in outputs:
             outputs[Task.VA.value] = torch.tanh(outputs[Task.VA.value])
         return outputs

@@ -37,6 +37,8 @@ class LoadedModel:
     hop: int
     fold: int
     meta: dict[str, Any]
+    # per-task selection: (task, VA dimension or None, the model whose outputs replace the fold model's)
+    task_models: list[tuple[str, int | None, SequenceModel]] = dataclasses.field(default_factory=list)
 
 
 def save_checkpoint(
@@ -53,6 +55,7 @@ def save_checkpoint(
         "version": CHECKPOINT_VERSION,
         "model_name": config.model.name,
         "model_config": dict(config.model.config),
+        "separate_va": config.model.separate_va,
         "inputs": [spec.to_dict() for spec in inputs],
         "features": [
             {"extractor": s.extractor, "array": s.array, "modality": s.modality.value}
@@ -89,6 +92,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedMod
         inputs=inputs,
         tasks=tasks,
         window=int(payload["window"]),
+        separate_va=bool(payload.get("separate_va", False)),
         **payload["model_config"],
     )
     model.load_state_dict(payload["state_dict"])

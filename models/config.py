@@ -5,6 +5,10 @@ Torch-free on purpose: ``pipeline.params`` imports this module whenever params.y
 ``train.preset`` names ``presets/<name>.yaml`` (next to params.yaml). ``resolve_train_section`` merges the
 explicit ``train.*`` keys over the preset's values, so ``dvc exp run -S train.preset=jca`` switches the whole
 recipe while ``-S train.epochs=5`` still overrides one value of it.
+
+A preset's top-level keys are its ``demo`` variant (sized for a CPU and the demo dataset). Its ``paper:``
+block holds the original code's settings (``settings``: train keys) and where each comes from (``cite``:
+dotted key -> file:line); ``train.variant: paper`` merges those settings over the demo keys.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from pipeline.errors import ConfigError
 PRESETS_DIR = "presets"
 DEFAULT_FEATURE_ARRAY = "features"
 _PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+PAPER_BLOCK = "paper"
+VARIANTS = ("demo", "paper")
 
 
 class Task(StrEnum):
@@ -51,7 +57,56 @@ class OptimizerName(StrEnum):
 
 class VALoss(StrEnum):
     CCC = "ccc"  # 1 - CCC, per dimension (ABAW2/ABAW3 systems)
-    MSE = "mse"
+    MSE = "mse"  # AIM3-RUC ABAW4 (models/loss.py MSELoss on valence and arousal)
+
+
+class CCCReduction(StrEnum):
+    """Over which frames the CCC loss computes its moments."""
+
+    POOLED = "pooled"  # every labelled frame of the batch at once (JCA: losses/CCC.py)
+    PER_WINDOW = "per_window"  # one CCC per window, averaged (ABAW2: base/loss_function.py)
+
+
+class Moments(StrEnum):
+    """Divisor of a variance or covariance: n (population) or n - 1 (sample, Bessel-corrected)."""
+
+    POPULATION = "population"
+    SAMPLE = "sample"
+
+
+class UnlabeledFrames(StrEnum):
+    """Training frames without a label for any trained task."""
+
+    MASK = "mask"  # kept in the windows (the model sees the context), left out of the loss
+    DELETE = "delete"  # removed before windowing, so windows join labelled frames (ABAW2 preprocessing.py)
+
+
+class Normalisation(StrEnum):
+    """Which statistics z-score the features of a fold."""
+
+    TRAIN = "train"  # the fold's training videos' statistics, for every video
+    PER_PARTITION = "per_partition"  # each partition its own (ABAW2 calculate_mean_and_std.py, dataset.py)
+
+
+class MergeMethod(StrEnum):
+    """CCC centering of the fold models' valence/arousal (models.merge)."""
+
+    ABAW2 = "abaw2"  # the original: sample variances, negative agreements kept
+    CLIPPED = "clipped"  # negative agreements count as 0: the centre stays within the folds' means
+
+
+class Selection(StrEnum):
+    """How the best epoch is chosen on the validation fold."""
+
+    SUM = "sum"  # one model: the epoch with the best sum of the task scores (the ABAW MTL score)
+    PER_TASK = "per_task"  # one checkpoint per task: each task's best epoch (AIM3-RUC ABAW4)
+
+
+class MissingScore(StrEnum):
+    """What a task without a validation score (no labelled validation frame: NaN) does to selection."""
+
+    ERROR = "error"  # stop with an error naming the task and the fold
+    DROP = "drop"  # warn, and select on the other tasks' scores
 
 
 @dataclass
@@ -86,6 +141,7 @@ class ModelSpec:
 
     name: str = "lfan"
     config: dict[str, Any] = field(default_factory=dict)
+    separate_va: bool = False  # one model per valence/arousal dimension (ABAW2, JCA)
 
 
 @dataclass
@@ -150,6 +206,9 @@ class LossConfig:
 
     weights: dict[str, float] = field(default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0})
     va: VALoss = VALoss.CCC
+    ccc: CCCReduction = CCCReduction.POOLED  # the CCC loss over the batch, or per window
+    variance: Moments = Moments.POPULATION  # the CCC loss's variances
+    covariance: Moments = Moments.POPULATION  # the CCC loss's covariance
 
     def __post_init__(self) -> None:
         for name, weight in self.weights.items():
@@ -162,10 +221,19 @@ class LossConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """Model selection on the validation fold (``train.selection``)."""
+
+    mode: Selection = Selection.SUM
+    missing_score: MissingScore = MissingScore.ERROR
+
+
+@dataclass
 class TrainConfig:
     """Everything the train, evaluate and predict stages need besides the store and the manifest."""
 
     preset: str | None = None
+    variant: str = "demo"  # demo | paper: which of the preset's variants (module docstring)
     features: list[FeatureSpec | str] = field(
         default_factory=lambda: ["fer-minixception", "mfcc", "egemaps", "logmel"]
     )
@@ -181,6 +249,11 @@ class TrainConfig:
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
     folds: FoldConfig = field(default_factory=FoldConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    restore_best: bool = False  # reload the best weights after every epoch (ABAW2 load_best_at_each_epoch)
+    unlabeled: UnlabeledFrames = UnlabeledFrames.MASK
+    normalisation: Normalisation = Normalisation.TRAIN
+    merge: MergeMethod = MergeMethod.CLIPPED  # merging the folds' valence/arousal (then clipped to [-1, 1])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default
     seed: int = 0
@@ -219,6 +292,10 @@ class TrainConfig:
                 raise ConfigError(f"train.{key}", "must be a non-empty path")
         if not self.model.name:
             raise ConfigError("train.model.name", "must name a model")
+        if self.model.separate_va and self.tasks != [Task.VA]:
+            raise ConfigError("train.model.separate_va", f"needs tasks [va] alone, got {self.tasks}")
+        if self.variant not in VARIANTS:
+            raise ConfigError("train.variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
 
     @staticmethod
     def _feature(item: FeatureSpec | str) -> FeatureSpec:
@@ -275,8 +352,10 @@ def resolve_train_section(train_section: Any, base_dir: Path) -> dict[str, Any]:
     explicit = dict(train_section)
     name = explicit.get("preset")
     if name is None:
+        if explicit.get("variant", "demo") != "demo":
+            raise ConfigError("train.variant", "a variant other than demo needs a train.preset")
         return explicit
-    preset = read_preset(name, Path(base_dir))
+    preset = apply_variant(read_preset(name, Path(base_dir)), explicit.get("variant", "demo"), name)
     explicit_model = explicit.get("model")
     preset_model = preset.get("model")
     if (
@@ -287,6 +366,27 @@ def resolve_train_section(train_section: Any, base_dir: Path) -> dict[str, Any]:
     ):
         preset = {**preset, "model": {key: v for key, v in preset_model.items() if key != "config"}}
     return _deep_merge(preset, explicit)
+
+
+def apply_variant(preset: Mapping[str, Any], variant: Any, name: str) -> dict[str, Any]:
+    """The preset's train keys for ``variant``: the top level (demo), or its paper settings over them."""
+    values = {key: value for key, value in preset.items() if key != PAPER_BLOCK}
+    if variant == "demo":
+        return values
+    if variant != "paper":
+        raise ConfigError("train.variant", f"must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    paper = preset.get(PAPER_BLOCK)
+    if not isinstance(paper, Mapping) or not isinstance(paper.get("settings"), Mapping):
+        raise ConfigError("train.variant", f"preset {name!r} has no paper.settings block")
+    settings = paper["settings"]
+    demo_model, paper_model = values.get("model"), settings.get("model")
+    if (
+        isinstance(demo_model, Mapping)
+        and isinstance(paper_model, Mapping)
+        and paper_model.get("name", demo_model.get("name")) != demo_model.get("name")
+    ):
+        values["model"] = {k: v for k, v in demo_model.items() if k != "config"}  # another model's
+    return _deep_merge(values, settings)
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from models.config import TrainConfig
+from models.config import MergeMethod, TrainConfig
 from models.data import read_labels
 from models.experiment import LOG_FILE, PREDICTIONS_FILE, fold_dir, read_summary, write_json
 from models.inference import load_predictions
@@ -64,7 +64,7 @@ def run_evaluation(config: TrainConfig, store: FeatureStore, rows: Sequence[Mani
             oof[video_id] = predictions[video_id]
         for video_id in summary.get("test", []):
             test_parts[video_id].append(predictions[video_id])
-    test = {video_id: _merged(parts) for video_id, parts in test_parts.items()}
+    test = {video_id: _merged(parts, config.merge) for video_id, parts in test_parts.items()}
     labels = {
         v: read_labels(store, v, p["frame_index"])
         for v, p in {**oof, **test}.items()
@@ -88,8 +88,8 @@ def _fold_predictions(config: TrainConfig, fold: int) -> dict[str, dict[str, np.
     return load_predictions(path)
 
 
-def _merged(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    merged = merge_folds([_task_outputs(p) for p in parts])
+def _merged(parts: list[dict[str, np.ndarray]], method: MergeMethod) -> dict[str, np.ndarray]:
+    merged = merge_folds([_task_outputs(p) for p in parts], method)
     return {**{name: parts[0][name] for name in OUTPUT_FIELDS}, **merged}
 
 

@@ -5,6 +5,9 @@ Output layout (``train.output_dir``)::
     folds.json                  the fold plan (video ids per fold, test videos)
     stats/<hash>.npz            standardisation statistics per training set (cache)
     fold_<i>/model.pt           best checkpoint of fold i (self-contained, see models.checkpoint)
+    fold_<i>/model_<name>.pt    with ``train.selection.mode: per_task``: each criterion's best checkpoint
+                                (a task, or valence / arousal with model.separate_va); the fold's
+                                predictions of that task (or dimension) come from it
     fold_<i>/log.csv            per-epoch losses, learning rate and validation metrics
     fold_<i>/predictions.npz    per-frame predictions of fold i's validation videos and of the test videos
     summary.json                config, inputs, per-fold best epoch and score, skipped videos, timings
@@ -16,7 +19,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +28,16 @@ import torch
 
 from models.base import InputSpec
 from models.checkpoint import config_summary, save_checkpoint
-from models.config import TrainConfig
-from models.data import load_videos, resolve_inputs
+from models.config import Normalisation, TrainConfig, UnlabeledFrames
+from models.data import VideoData, load_videos, resolve_inputs
 from models.folds import FoldPlan, make_folds
 from models.inference import device_for, save_predictions
 from models.registry import validate_model_config
-from models.stats import cached_stats, stats_key
+from models.selection import selection_criteria
+from models.stats import cached_stats, compute_stats, stats_key
 from models.table import FrameTable
 from models.trainer import FoldTrainer
+from models.unlabeled import delete_unlabelled
 from pipeline.errors import StoreError
 from pipeline.manifest import ManifestRow
 from pipeline.store import FeatureStore
@@ -44,6 +49,7 @@ FOLDS_FILE = "folds.json"
 CHECKPOINT_FILE = "model.pt"
 LOG_FILE = "log.csv"
 PREDICTIONS_FILE = "predictions.npz"
+TASK_CHECKPOINT_PREFIX = "model_"
 
 
 def fold_dir(output_dir: str | Path, fold: int) -> Path:
@@ -74,6 +80,9 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     pool, skipped = load_videos(store, specs, plan.pool)
     test, skipped_test = load_videos(store, specs, plan.test, require_labels=False)
     skipped.update(skipped_test)
+    deleted = 0
+    if config.unlabeled is UnlabeledFrames.DELETE:
+        pool, deleted = _delete_unlabelled(pool, config, skipped)
     videos = pool + test
     if not pool:
         raise StoreError(
@@ -106,12 +115,30 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
         "device": str(device),
         "folds": folds,
         "test": test_ids,
+        "moved_to_validation": {"count": len(plan.moved), "videos": list(plan.moved)},
+        "unlabelled_frames_deleted": deleted,
         "skipped": skipped,
         "load_seconds": round(load_seconds, 3),
         "seconds": round(time.perf_counter() - started, 3),
     }
     write_json(out / SUMMARY_FILE, summary)
     return summary
+
+
+def _delete_unlabelled(
+    pool: list[VideoData], config: TrainConfig, skipped: dict[str, str]
+) -> tuple[list[VideoData], int]:
+    """``train.unlabeled: delete``: the pool without unlabelled frames; videos left empty are skipped."""
+    kept, deleted = [], 0
+    for video in pool:
+        cut, removed = delete_unlabelled(video, config.tasks)
+        deleted += removed
+        if len(cut):
+            kept.append(cut)
+        else:
+            skipped[video.video_id] = f"no frame labelled for {[t.value for t in config.tasks]}"
+    log.info("train.unlabeled = delete: removed %d unlabelled frames from %d videos", deleted, len(pool))
+    return kept, deleted
 
 
 def _remove_previous_run(out: Path) -> None:
@@ -138,25 +165,73 @@ def _train_one(
     val_ids = [v for v in plan.folds[fold] if v in loaded]
     if not train_ids or not val_ids:
         raise StoreError(f"fold {fold}: no readable {'training' if not train_ids else 'validation'} video")
-    stats = cached_stats(
-        Path(config.output_dir) / "stats",
-        stats_key(store, config.feature_specs, inputs, train_ids),
-        trainer.table,
-        train_ids,
-    )
+    key = stats_key(store, config.feature_specs, inputs, train_ids)
+    if config.unlabeled is UnlabeledFrames.DELETE:  # other frames, other statistics
+        key += "-delete-" + "-".join(task.value for task in config.tasks)
+    stats = cached_stats(Path(config.output_dir) / "stats", key, trainer.table, train_ids)
     standardised = stats.apply(trainer.table)
+    if config.normalisation is Normalisation.PER_PARTITION:
+        _standardise_own_statistics(standardised, trainer.table, [val_ids, test_ids])
     directory = fold_dir(config.output_dir, fold)
     result = trainer.train_fold(fold, standardised, train_ids, val_ids, log_path=directory / LOG_FILE)
     predictions = trainer.predict(result.model, standardised, val_ids + test_ids)
-    save_predictions(directory / PREDICTIONS_FILE, predictions, timelines)
     meta = {"best_epoch": result.best_epoch, "best_score": result.best_score, "train_videos": train_ids}
     save_checkpoint(directory / CHECKPOINT_FILE, result.model, config, inputs, stats, fold, meta)
+    task_epochs = {}
+    criteria = {c.name: c for c in selection_criteria(list(config.tasks), config.model.separate_va)}
+    for name, (epoch, score, state) in result.task_best.items():
+        criterion = criteria[name]
+        model = trainer.build_model().to(trainer.device)
+        model.load_state_dict(state)
+        outputs = trainer.predict(model, standardised, val_ids + test_ids)
+        for video_id, prediction in predictions.items():
+            replace_outputs(prediction, outputs[video_id], criterion.task.value, criterion.dim)
+        task_meta = {**meta, "criterion": name, "task": criterion.task.value, "dim": criterion.dim}
+        task_meta.update(best_epoch=epoch, best_score=score)
+        save_checkpoint(task_checkpoint(directory, name), model, config, inputs, stats, fold, task_meta)
+        task_epochs[name] = epoch
+    save_predictions(directory / PREDICTIONS_FILE, predictions, timelines)
     return {
         "fold": fold,
         "train_videos": train_ids,
         "validation_videos": val_ids,
         "best_epoch": result.best_epoch,
-        "best_score": result.best_score if result.best_score > float("-inf") else None,
+        "best_score": result.best_score,
+        "task_best_epochs": task_epochs,  # per_task selection: the epoch each task's checkpoint holds
+        "untrained_score": result.baseline_score,
+        "beat_untrained": result.beat_untrained,
+        "dropped_tasks": result.dropped_tasks,
         "epochs_run": result.epochs_run,
         "seconds": round(result.seconds, 3),
     }
+
+
+def _standardise_own_statistics(
+    standardised: dict[str, np.ndarray], table: FrameTable, partitions: list[list[str]]
+) -> None:
+    """``train.normalisation: per_partition``: each partition's rows z-scored with its own statistics
+    (ABAW2 calculate_mean_and_std.py:17-50, base/dataset.py:155-163). Checkpoints keep the training
+    statistics, so ``avpipe predict`` standardises with those."""
+    for video_ids in partitions:
+        if not video_ids:
+            continue
+        own = compute_stats(table, video_ids).apply(table)
+        rows = table.rows_of(video_ids)
+        for key, values in standardised.items():
+            values[rows] = own[key][rows]
+
+
+def task_checkpoint(directory: Path, criterion: str) -> Path:
+    """Where per-task selection keeps a criterion's best model of a fold (models.selection)."""
+    return directory / f"{TASK_CHECKPOINT_PREFIX}{criterion}.pt"
+
+
+def replace_outputs(
+    prediction: dict[str, np.ndarray], outputs: Mapping[str, np.ndarray], task: str, dim: int | None
+) -> None:
+    """A criterion's outputs over the fold model's: the whole task, or one VA dimension."""
+    if dim is None:
+        prediction[task] = outputs[task]
+    else:
+        prediction[task] = prediction[task].copy()
+        prediction[task][:, dim] = outputs[task][:, dim]

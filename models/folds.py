@@ -1,13 +1,18 @@
 """k-fold cross-validation plans over the train + validation videos, grouped by subject.
 
-Videos of one subject (Aff-Wild2's ``_left``/``_right`` rows of one video) always share a fold, so no
-fold validates on a person it trained on. With ``validation_as_fold`` fold 0 is exactly the official
-validation set (ABAW2); the training subjects are spread over the other folds, balanced by frame count.
-Test videos belong to no fold: every fold model predicts them and the predictions are merged.
+Videos of one subject (the manifest's ``subject``: for Aff-Wild2 the ``_left``/``_right`` rows of one
+video, the numbered parts of one recording and any subjects.csv grouping) always share a fold, so no
+fold validates on a person it trained on. With ``validation_as_fold`` fold 0 is the official validation
+set (ABAW2); the training subjects are spread over the other folds, balanced by frame count. A subject
+with videos on both sides of the official split validates in fold 0 with all of its videos: those
+official training videos are *moved*, logged and listed in ``FoldPlan.moved`` (the training summary
+reports them). Test videos belong to no fold: every fold model predicts them and the predictions are
+merged.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -16,6 +21,8 @@ import numpy as np
 from models.config import FoldConfig
 from pipeline.errors import ConfigError
 from pipeline.manifest import ManifestRow, Split
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,7 @@ class FoldPlan:
     folds: tuple[tuple[str, ...], ...]
     test: tuple[str, ...]
     train_only: tuple[str, ...] = ()
+    moved: tuple[str, ...] = ()  # official training videos validated in fold 0 with their subject
 
     @property
     def pool(self) -> list[str]:
@@ -43,6 +51,7 @@ class FoldPlan:
             "folds": [list(f) for f in self.folds],
             "train_only": list(self.train_only),
             "test": list(self.test),
+            "moved_to_validation": list(self.moved),
         }
 
 
@@ -77,7 +86,25 @@ def make_folds(rows: list[ManifestRow], config: FoldConfig) -> FoldPlan:
     as_videos = tuple(tuple(sorted(r.video_id for s in fold for r in subjects[s])) for fold in folds)
     test = tuple(sorted(r.video_id for r in rows if r.split is Split.TEST))
     extra = tuple(sorted(r.video_id for s in train_only for r in subjects[s]))
-    return FoldPlan(folds=as_videos, test=test, train_only=extra)
+    moved = _moved(validation, subjects) if config.validation_as_fold else ()
+    return FoldPlan(folds=as_videos, test=test, train_only=extra, moved=moved)
+
+
+def _moved(validation: list[str], subjects: dict[str, list[ManifestRow]]) -> tuple[str, ...]:
+    """Official training videos of validation subjects; they validate in fold 0 (logged)."""
+    moved = []
+    for subject in validation:
+        trained = sorted(r.video_id for r in subjects[subject] if r.split is Split.TRAIN)
+        if trained:
+            log.warning(
+                "subject %r has videos in both official splits: its training videos %s validate in fold 0",
+                subject,
+                ", ".join(trained),
+            )
+            moved += trained
+    if moved:
+        log.warning("%d official training videos moved to the validation fold with their subject", len(moved))
+    return tuple(moved)
 
 
 def _spread(

@@ -7,11 +7,15 @@ J = [X_a; X_v] (d x L, d = d_a + d_v).
   W_j (L x L) learnable; likewise C_v (d_v x d);
 - attention maps: H_a = ReLU(C_a W_c + X_a W_l) (d_a x k), W_c (d x k), W_l (L x k);
 - attended features with residuals: X_att,a = H_a W_h + X_a (d_a x L), W_h (k x L);
-- the head regresses [X_att,a; X_att,v] per frame (d inputs; the original code fed its head a size that
-  no longer matched the fusion output).
+- the head regresses [X_att,a; X_att,v] per frame (d inputs; the released code's regressor expects 640,
+  a size that no longer matches the fusion output, praveena2j/JointCrossAttentional-AV-Fusion
+  models/cam.py:32).
 
-Each modality is first encoded to ``encoder_dim`` channels by a TCN over its concatenated inputs.
-W_j, W_l and W_h act along time, so the model is tied to ``train.window`` frames per window.
+Options: ``encoder: tcn`` (avpipe: a TCN per modality over its concatenated inputs) or ``linear`` (the
+original: one Linear per modality, cam.py:16-17,54-55); ``head: original`` (Linear(d, 128), Dropout(0.6),
+Linear(128, out), no activation, cam.py:32-34) or ``avpipe`` (a ReLU after the hidden layer, tanh on VA).
+W_j, W_l and W_h act along time, so the model is tied to ``train.window`` frames per window (the
+original's windows are 8 clips long, cam.py:19-28).
 """
 
 from __future__ import annotations
@@ -19,20 +23,32 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import nn
 
 from models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
 from models.config import Modality
-from models.tcn import TemporalConvNet, check_dropout
+from models.tcn import Activation, DropoutKind, TCNBlockOptions, TCNInit, TemporalConvNet, check_dropout
 from pipeline.errors import ConfigError
+
+
+class JCAEncoder(StrEnum):
+    TCN = "tcn"
+    LINEAR = "linear"
+
+
+class JCAHead(StrEnum):
+    ORIGINAL = "original"
+    AVPIPE = "avpipe"
 
 
 @dataclass
 class JCAConfig:
-    """Paper settings: 512-d visual (I3D + TCN) and audio (ResNet18 + TCN) features encoded to 128-d,
-    attention size k = 32, dropout 0.6 before the regressor."""
+    """avpipe's defaults; the original's (presets/jca.yaml, variant paper): 512-d visual (I3D + TCN) and
+    audio (ResNet18) features, linear encoders to 128-d, attention size k = 32, windows of 8, the
+    original head with dropout 0.6."""
 
     encoder_dim: int = 128
     encoder_levels: int = 2
@@ -42,6 +58,11 @@ class JCAConfig:
     head_hidden: int = 128
     head_dropout: float = 0.6
     causal: bool = False
+    encoder: JCAEncoder = JCAEncoder.TCN
+    head: JCAHead = JCAHead.AVPIPE
+    activation: Activation = Activation.RELU
+    dropout_kind: DropoutKind = DropoutKind.ELEMENT
+    init: TCNInit = TCNInit.NORMAL
 
     def __post_init__(self) -> None:
         prefix = "train.model.config"
@@ -102,21 +123,37 @@ class JCAModel(SequenceModel):
         super().__init__(context)
         self.visual_specs = context.require(Modality.VISUAL, self.name)
         self.audio_specs = context.require(Modality.AUDIO, self.name)
-        channels = [config.encoder_dim] * config.encoder_levels
-        tcn = {"kernel_size": config.kernel_size, "dropout": config.dropout, "causal": config.causal}
-        self.audio_encoder = TemporalConvNet(sum(s.dim for s in self.audio_specs), channels, **tcn)
-        self.visual_encoder = TemporalConvNet(sum(s.dim for s in self.visual_specs), channels, **tcn)
+        audio_dim = sum(s.dim for s in self.audio_specs)
+        visual_dim = sum(s.dim for s in self.visual_specs)
+        self.audio_encoder = _encoder(audio_dim, config)
+        self.visual_encoder = _encoder(visual_dim, config)
         self.fusion = JointCrossAttention(
             config.encoder_dim, config.encoder_dim, context.window, config.attention_dim
         )
         fused_dim = 2 * config.encoder_dim
-        self.hidden = nn.Sequential(nn.Linear(fused_dim, config.head_hidden), nn.ReLU())
-        self.heads = TaskHeads(config.head_hidden, context.tasks, config.head_dropout)
+        original = config.head is JCAHead.ORIGINAL
+        hidden = nn.Linear(fused_dim, config.head_hidden)
+        self.hidden = hidden if original else nn.Sequential(hidden, nn.ReLU())
+        self.heads = TaskHeads(config.head_hidden, context.tasks, config.head_dropout, va_tanh=not original)
 
     def forward(
         self, inputs: Mapping[str, torch.Tensor], valid: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        audio = self.audio_encoder(concat_inputs(inputs, self.audio_specs)).transpose(1, 2)
+        audio = self.audio_encoder(concat_inputs(inputs, self.audio_specs)).transpose(1, 2)  # (B, d_a, L)
         visual = self.visual_encoder(concat_inputs(inputs, self.visual_specs)).transpose(1, 2)
         fused = self.fusion(audio, visual).transpose(1, 2)  # (B, L, d)
         return self.heads(self.hidden(fused))
+
+
+def _encoder(in_dim: int, config: JCAConfig) -> nn.Module:
+    """(B, T, in_dim) -> (B, T, encoder_dim): a TCN, or the original's per-frame Linear."""
+    if config.encoder is JCAEncoder.LINEAR:
+        return nn.Linear(in_dim, config.encoder_dim)
+    return TemporalConvNet(
+        in_dim,
+        [config.encoder_dim] * config.encoder_levels,
+        kernel_size=config.kernel_size,
+        dropout=config.dropout,
+        causal=config.causal,
+        options=TCNBlockOptions.of(config),
+    )

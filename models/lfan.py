@@ -18,14 +18,23 @@ from torch import nn
 
 from models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
 from models.config import Modality
-from models.tcn import TemporalConvNet, check_dropout, check_tcn_settings
+from models.tcn import (
+    Activation,
+    DropoutKind,
+    TCNBlockOptions,
+    TCNInit,
+    TemporalConvNet,
+    check_dropout,
+    check_tcn_settings,
+)
 from pipeline.errors import ConfigError
 
 
 @dataclass
 class LFANConfig:
-    """Paper settings: visual TCN [512, 256, 256, 128], aural TCNs [32, 32, 32, 32], kernel 5,
-    dropout 0.1, modal_dim 32 (the demo preset uses smaller channels)."""
+    """avpipe's defaults; the released code's settings are in presets/abaw2-lfan.yaml (variant paper):
+    visual TCN [128] * 4 on the 512-d face embedding, aural TCNs [32] * 4, kernel 5, dropout 0.1,
+    modal_dim 32, LeakyReLU, channel dropout, a linear regressor (no tanh)."""
 
     visual_channels: list[int] = field(default_factory=lambda: [512, 256, 256, 128])
     audio_channels: list[int] = field(default_factory=lambda: [32, 32, 32, 32])
@@ -34,6 +43,10 @@ class LFANConfig:
     modal_dim: int = 32
     causal: bool = True
     head_dropout: float = 0.0
+    activation: Activation = Activation.RELU
+    dropout_kind: DropoutKind = DropoutKind.ELEMENT
+    init: TCNInit = TCNInit.NORMAL
+    va_tanh: bool = True  # squash valence/arousal with tanh; the original regressor is linear
 
     def __post_init__(self) -> None:
         prefix = "train.model.config"
@@ -77,7 +90,12 @@ class LFANModel(SequenceModel):
         super().__init__(context)
         self.visual_specs = context.require(Modality.VISUAL, self.name)
         self.audio_specs = context.of_modality(Modality.AUDIO)
-        tcn = {"kernel_size": config.kernel_size, "dropout": config.dropout, "causal": config.causal}
+        tcn = {
+            "kernel_size": config.kernel_size,
+            "dropout": config.dropout,
+            "causal": config.causal,
+            "options": TCNBlockOptions.of(config),
+        }
         self.leader = TemporalConvNet(sum(s.dim for s in self.visual_specs), config.visual_channels, **tcn)
         self.followers = nn.ModuleList(
             TemporalConvNet(spec.dim, config.audio_channels, **tcn) for spec in self.audio_specs
@@ -85,7 +103,7 @@ class LFANModel(SequenceModel):
         stream_dims = [self.leader.out_dim] + [f.out_dim for f in self.followers]
         self.attention = ModalityAttention(stream_dims, config.modal_dim)
         self.heads = TaskHeads(
-            self.leader.out_dim + self.attention.out_dim, context.tasks, config.head_dropout
+            self.leader.out_dim + self.attention.out_dim, context.tasks, config.head_dropout, config.va_tanh
         )
 
     def forward(

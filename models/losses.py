@@ -1,5 +1,9 @@
 """Masked training losses: CCC loss for valence/arousal, cross-entropy for expression, BCE for action units.
 
+The CCC loss follows ``train.loss``: ``ccc: pooled`` computes one CCC per dimension over every labelled
+frame of the batch (JCA), ``per_window`` one per window and dimension, averaged (ABAW2); ``variance`` and
+``covariance`` choose the divisor n or n - 1 (ABAW2: sample variances, population covariance).
+
 Every loss takes the label tensors as stored (unlabeled = -5 for VA, -1 for expression and AUs, which is
 also what padded window positions hold) and ignores those entries. A batch without any labeled entry gives
 a zero loss that still has a gradient path, so a multi-task step never fails on a missing task.
@@ -12,7 +16,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
-from models.config import LossConfig, Task, VALoss
+from models.config import CCCReduction, LossConfig, Moments, Task, VALoss
 from pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
 
 EPS = 1e-8
@@ -27,22 +31,56 @@ def ccc_torch(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 2.0 * cov / (var_p + var_t + (mean_p - mean_t) ** 2 + EPS)
 
 
-def ccc_loss(
-    prediction: torch.Tensor, target: torch.Tensor, labeled: torch.Tensor | None = None
+def masked_ccc(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    variance: Moments = Moments.POPULATION,
+    covariance: Moments = Moments.POPULATION,
 ) -> torch.Tensor:
-    """Mean over output dimensions of 1 - CCC, computed over all labeled (batch, time) positions.
+    """CCC along dim -2 of (..., T, C) tensors over the frames where ``weights`` (..., T, 1) is 1."""
+    n = weights.sum(dim=-2, keepdim=True)
+    mean_p = (prediction * weights).sum(dim=-2, keepdim=True) / n
+    mean_t = (target * weights).sum(dim=-2, keepdim=True) / n
+    dp, dt = (prediction - mean_p) * weights, (target - mean_t) * weights
+    var_divisor = n - 1 if variance is Moments.SAMPLE else n
+    cov_divisor = n - 1 if covariance is Moments.SAMPLE else n
+    var_p = (dp**2).sum(dim=-2, keepdim=True) / var_divisor
+    var_t = (dt**2).sum(dim=-2, keepdim=True) / var_divisor
+    cov = (dp * dt).sum(dim=-2, keepdim=True) / cov_divisor
+    return (2.0 * cov / (var_p + var_t + (mean_p - mean_t) ** 2 + EPS)).squeeze(-2)
 
-    ``prediction`` and ``target`` are (..., C); ``labeled`` is a (...) bool mask (default: target != -5
-    in every dimension).
+
+def ccc_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    labeled: torch.Tensor | None = None,
+    reduction: CCCReduction = CCCReduction.POOLED,
+    variance: Moments = Moments.POPULATION,
+    covariance: Moments = Moments.POPULATION,
+) -> torch.Tensor:
+    """Mean of 1 - CCC over output dimensions (and windows, ``per_window``), on labelled frames only.
+
+    ``prediction`` and ``target`` are (B, T, C); ``labeled`` is a (B, T) bool mask (default: target
+    != -5 in every dimension). ``pooled``: one CCC per dimension over all labelled (batch, time)
+    positions; ``per_window``: one per window and dimension, averaged over the windows with at least two
+    labelled frames.
     """
     if labeled is None:
         labeled = torch.all(target != UNLABELED_VA, dim=-1)
-    if int(labeled.sum()) < 2:
+    if reduction is CCCReduction.POOLED:
+        if int(labeled.sum()) < 2:
+            return prediction.sum() * 0.0
+        weights = torch.ones_like(prediction[labeled][:, :1])
+        ccc = masked_ccc(prediction[labeled], target[labeled], weights, variance, covariance)
+        return (1.0 - ccc).mean()
+    usable = labeled.sum(dim=-1) >= 2  # (B,)
+    if not bool(usable.any()):
         return prediction.sum() * 0.0
-    p = prediction[labeled]
-    t = target[labeled]
-    losses = [1.0 - ccc_torch(p[:, dim], t[:, dim]) for dim in range(p.shape[-1])]
-    return torch.stack(losses).mean()
+    weights = labeled[usable].unsqueeze(-1).to(prediction.dtype)
+    target = torch.where(labeled[usable].unsqueeze(-1), target[usable], 0.0)  # no -5 in any sum
+    ccc = masked_ccc(prediction[usable], target, weights, variance, covariance)  # (B', C)
+    return (1.0 - ccc).mean()
 
 
 def masked_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -86,7 +124,10 @@ class MultiTaskLoss:
 
     def _task_loss(self, task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if task is Task.VA:
-            return ccc_loss(output, target) if self.config.va is VALoss.CCC else masked_mse(output, target)
+            if self.config.va is VALoss.MSE:
+                return masked_mse(output, target)
+            cfg = self.config
+            return ccc_loss(output, target, None, cfg.ccc, cfg.variance, cfg.covariance)
         if task is Task.EXPR:
             return expression_loss(output, target)
         return action_unit_loss(output, target)

@@ -13,6 +13,9 @@ import numpy as np
 from pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, VA_NAMES, FrameLabels
 
 AU_THRESHOLD = 0.5  # probability above which an action unit counts as present
+# each task's term of the ABAW score, and the count of its labelled frames
+TASK_SCORE = {"va": "ccc_mean", "expr": "f1_expr", "au": "f1_au"}
+TASK_FRAMES = {"va": "n_frames_va", "expr": "n_frames_expr", "au": "n_frames_au"}
 
 
 def ccc(prediction: np.ndarray, target: np.ndarray) -> float:
@@ -109,7 +112,7 @@ def au_metrics(probabilities: np.ndarray, target: np.ndarray) -> dict[str, float
 
 def mtl_score(metrics: Mapping[str, float]) -> float:
     """ABAW multi-task score: (CCC_V + CCC_A) / 2 + F1_expr + F1_AU (terms of missing tasks omitted)."""
-    terms = [metrics[key] for key in ("ccc_mean", "f1_expr", "f1_au") if key in metrics]
+    terms = [metrics[key] for key in TASK_SCORE.values() if key in metrics]
     return float(sum(terms)) if terms else math.nan
 
 

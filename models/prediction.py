@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 from models.checkpoint import LoadedModel, load_checkpoint
 from models.config import Task, TrainConfig
 from models.data import load_videos
-from models.experiment import CHECKPOINT_FILE, fold_dir, read_summary
+from models.experiment import (
+    CHECKPOINT_FILE,
+    TASK_CHECKPOINT_PREFIX,
+    fold_dir,
+    read_summary,
+    replace_outputs,
+)
 from models.inference import device_for, predict_videos
 from models.merge import merge_folds
 from models.metrics import AU_THRESHOLD
@@ -43,6 +49,12 @@ def load_fold_models(output_dir: str | Path, device: torch.device) -> list[Loade
             f"{missing[0] if missing else output_dir}: checkpoint missing; run `avpipe train` again"
         )
     models = [load_checkpoint(path, device) for path in paths]
+    for path, loaded in zip(paths, models, strict=True):
+        # per-task selection: a criterion's outputs (a task or a VA dimension) come from its own checkpoint
+        for task_path in sorted(path.parent.glob(f"{TASK_CHECKPOINT_PREFIX}*.pt")):
+            criterion = load_checkpoint(task_path, device)
+            task, dim = str(criterion.meta["task"]), criterion.meta.get("dim")
+            loaded.task_models.append((task, None if dim is None else int(dim), criterion.model))
     first = models[0]
     for path, other in zip(paths[1:], models[1:], strict=True):
         if (other.inputs, other.tasks, other.window, other.hop) != (
@@ -84,20 +96,34 @@ def run_prediction(
     table = FrameTable(videos, [spec.key for spec in first.inputs])
     video_ids = [video.video_id for video in videos]
     per_fold = [
-        predict_videos(
-            m.model, m.stats.apply(table), table, video_ids, m.window, m.hop, config.batch_size, device
-        )
+        _predict_fold(m, table, video_ids, config.batch_size, device)
         for m in tqdm(models, desc="predict", unit="fold", leave=False)
     ]
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for video in videos:
-        merged = merge_folds([fold[video.video_id] for fold in per_fold])
+        merged = merge_folds([fold[video.video_id] for fold in per_fold], config.merge)
         path = out / (shard_name(video.video_id)[: -len(".h5")] + ".csv")
         write_prediction_csv(path, video.frame_index, video.time, merged, first.tasks)
         written.append(path)
     log.info("wrote %d prediction files to %s (%d videos skipped)", len(written), out, len(skipped))
     return written
+
+
+def _predict_fold(
+    loaded: LoadedModel, table: FrameTable, video_ids: list[str], batch_size: int, device: torch.device
+) -> dict[str, dict[str, np.ndarray]]:
+    inputs = loaded.stats.apply(table)
+    predictions = predict_videos(
+        loaded.model, inputs, table, video_ids, loaded.window, loaded.hop, batch_size, device
+    )
+    for task, dim, model in loaded.task_models:
+        outputs = predict_videos(
+            model, inputs, table, video_ids, loaded.window, loaded.hop, batch_size, device
+        )
+        for video_id, prediction in predictions.items():
+            replace_outputs(prediction, outputs[video_id], task, dim)
+    return predictions
 
 
 def write_prediction_csv(

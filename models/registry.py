@@ -10,18 +10,20 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
+from models.aim3 import AIM3Model
 from models.base import InputSpec, ModelContext, SequenceModel
 from models.config import Task
 from models.jca import JCAModel
 from models.lfan import LFANModel
 from models.recurrent import RNNModel
+from models.separate import PerDimensionVA
 from models.tcn import TCNModel
 from models.transformer import TransformerModel
 from pipeline.config import build_dataclass
 from pipeline.errors import ConfigError
 
 MODELS: Mapping[str, type[SequenceModel]] = MappingProxyType(
-    {cls.name: cls for cls in (TCNModel, LFANModel, JCAModel, RNNModel, TransformerModel)}
+    {cls.name: cls for cls in (TCNModel, LFANModel, JCAModel, RNNModel, TransformerModel, AIM3Model)}
 )
 
 
@@ -44,10 +46,22 @@ def validate_model_config(name: str, config: Mapping[str, Any] | None) -> Any:
 
 
 def create_model(
-    name: str, *, inputs: Sequence[InputSpec], tasks: Sequence[Task], window: int, **config: Any
+    name: str,
+    *,
+    inputs: Sequence[InputSpec],
+    tasks: Sequence[Task],
+    window: int,
+    separate_va: bool = False,
+    **config: Any,
 ) -> SequenceModel:
-    """Build registered model ``name`` for these inputs (sizes from the store), tasks and window length."""
+    """Build registered model ``name`` for these inputs (sizes from the store), tasks and window length;
+    ``separate_va``: one such model per valence/arousal dimension (``models.separate``)."""
     if not inputs:
         raise ConfigError("train.features", "a model needs at least one input")
     context = ModelContext(inputs=tuple(inputs), tasks=tuple(Task(t) for t in tasks), window=int(window))
-    return model_class(name)(context, validate_model_config(name, config))
+    settings = validate_model_config(name, config)
+    if not separate_va:
+        return model_class(name)(context, settings)
+    if context.tasks != (Task.VA,):
+        raise ConfigError("train.model.separate_va", f"needs tasks [va] alone, got {list(tasks)}")
+    return PerDimensionVA(context, lambda: model_class(name)(context, settings))

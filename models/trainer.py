@@ -4,7 +4,6 @@ ABAW score of the trained tasks in multi-task runs)."""
 
 from __future__ import annotations
 
-import copy
 import csv
 import logging
 import math
@@ -18,17 +17,17 @@ import numpy as np
 import torch
 
 from models.base import InputSpec, SequenceModel
-from models.config import OptimizerName, TrainConfig
+from models.config import OptimizerName, Selection, TrainConfig
 from models.inference import VideoPrediction, predict_videos
 from models.losses import MultiTaskLoss
 from models.metrics import task_metrics
 from models.registry import create_model
+from models.selection import Best, TaskScorer, restore_state, selection_criteria, warn_if_untrained
 from models.table import FrameTable, WindowBatches
 from pipeline.labels import FrameLabels
 
 log = logging.getLogger(__name__)
 
-MIN_IMPROVEMENT = 1e-4  # a validation score must beat the best by this much to count as better
 LOG_METRICS = ("ccc_valence", "ccc_arousal", "ccc_mean", "f1_expr", "f1_au", "score")
 
 
@@ -40,7 +39,12 @@ class FoldResult:
     epochs_run: int
     seconds: float
     model: SequenceModel  # holding the best epoch's weights
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)  # row 0: the untrained model
+    baseline_score: float = math.nan  # the untrained model's validation score
+    beat_untrained: bool = True
+    dropped_tasks: list[str] = field(default_factory=list)  # tasks without a validation score (drop)
+    # per_task selection: criterion name (models.selection) -> its best epoch, score and weights
+    task_best: dict[str, tuple[int, float, dict[str, Any]]] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> None:
@@ -104,6 +108,7 @@ class FoldTrainer:
             inputs=self.inputs,
             tasks=self.config.tasks,
             window=self.config.window,
+            separate_va=self.config.model.separate_va,
             **self.config.model.config,
         )
 
@@ -134,36 +139,76 @@ class FoldTrainer:
             patience=cfg.plateau.patience,
             min_lr=cfg.plateau.min_lr,
         )
-        best_score, best_epoch, best_state, stale = -math.inf, 0, copy.deepcopy(model.state_dict()), 0
-        history: list[dict[str, float]] = []
+        separate_va = cfg.model.separate_va
+        scorer = TaskScorer(fold, list(cfg.tasks), cfg.selection.missing_score, separate_va)
+        baseline_metrics = self.validate(model, inputs, val_ids)
+        baseline = sum(scorer.scores(baseline_metrics, epoch=0).values())  # fails before any epoch is spent
+        history: list[dict[str, float]] = [self._row(0, optimizer, {}, baseline_metrics, baseline, 0.0)]
+        best = Best()
+        per_task = cfg.selection.mode is Selection.PER_TASK
+        criteria = selection_criteria(list(cfg.tasks), separate_va) if per_task else []
+        task_best = {criterion.name: Best() for criterion in criteria}
+        dims = {criterion.name: criterion.dim for criterion in criteria}
+        stale = 0
         log.info("fold %d: %d training windows, %d validation videos", fold, windows.shape[0], len(val_ids))
         for epoch in range(1, cfg.epochs + 1):
             epoch_started = time.perf_counter()
             losses = self._train_epoch(model, optimizer, batches)
             metrics = self.validate(model, inputs, val_ids)
-            score = metrics["score"] if math.isfinite(metrics["score"]) else -math.inf
+            scores = scorer.scores(metrics, epoch)
+            score = sum(scores.values())
             scheduler.step(score)
-            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **losses}
-            row.update({f"val_{k}": metrics[k] for k in LOG_METRICS if k in metrics})
-            row["seconds"] = time.perf_counter() - epoch_started
-            history.append(row)
+            history.append(
+                self._row(epoch, optimizer, losses, metrics, score, time.perf_counter() - epoch_started)
+            )
             if log_path is not None:
                 write_history(log_path, history)
-            if score > best_score + MIN_IMPROVEMENT:
-                best_score, best_epoch, stale = score, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
+            state = model.state_dict()
+            improved = best.offer(epoch, score, state)
+            for name, criterion_score in scores.items():
+                if name in task_best:
+                    improved = task_best[name].offer(epoch, criterion_score, state) or improved
+            stale = 0 if improved else stale + 1
+            if cfg.restore_best and not improved:  # ABAW2: continue from the best weights so far
+                model.load_state_dict(restore_state(best, task_best, dims))
             log.debug("fold %d epoch %d: loss %.4f, val score %.4f", fold, epoch, losses["train_loss"], score)
             if stale > cfg.patience and epoch >= cfg.min_epochs:
-                log.info("fold %d: early stop at epoch %d (best %d)", fold, epoch, best_epoch)
+                log.info("fold %d: early stop at epoch %d (best %d)", fold, epoch, best.epoch)
                 break
-        model.load_state_dict(best_state)
+        untrained = warn_if_untrained(fold, best, baseline)
+        model.load_state_dict(best.state)
         seconds = time.perf_counter() - started
         log.info(
-            "fold %d: best validation score %.4f at epoch %d (%.1fs)", fold, best_score, best_epoch, seconds
+            "fold %d: best validation score %.4f at epoch %d (%.1fs)", fold, best.score, best.epoch, seconds
         )
-        return FoldResult(fold, best_epoch, best_score, len(history), seconds, model, history)
+        return FoldResult(
+            fold,
+            best.epoch,
+            best.score,
+            len(history) - 1,
+            seconds,
+            model,
+            history,
+            baseline_score=baseline,
+            beat_untrained=not untrained,
+            dropped_tasks=[task.value for task in scorer.dropped],
+            task_best={name: (b.epoch, b.score, b.state) for name, b in task_best.items() if b.state},
+        )
+
+    @staticmethod
+    def _row(
+        epoch: int,
+        optimizer: torch.optim.Optimizer,
+        losses: Mapping[str, float],
+        metrics: Mapping[str, float],
+        score: float,
+        seconds: float,
+    ) -> dict[str, float]:
+        row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **losses}
+        row.update({f"val_{k}": metrics[k] for k in LOG_METRICS if k in metrics})
+        row["val_selection_score"] = score
+        row["seconds"] = seconds
+        return row
 
     def _train_epoch(
         self, model: SequenceModel, optimizer: torch.optim.Optimizer, batches: WindowBatches

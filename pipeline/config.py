@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -58,8 +59,15 @@ class RunnerConfig:
     # Dask's statistical profiler in every LocalCluster worker (the dashboard's Profile page): it samples
     # every thread's stack each 10 ms, CPU taken from the extraction. Off unless you want that page.
     worker_profile: bool = False
+    # Short videos are grouped into one Dask task of about this many seconds of media (videos as
+    # long or longer run alone); 0 gives one task per video. docs/SCALING.md.
+    task_seconds: float = 30.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.task_seconds) and self.task_seconds >= 0):
+            raise ConfigError(
+                "runner.task_seconds", f"must be >= 0 (0: one task per video), got {self.task_seconds}"
+            )
         for key in ("n_workers", "threads_per_worker", "torch_threads"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"runner.{key}", f"must be >= 1, got {getattr(self, key)}")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
+from pipeline.batching import plan_batches
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, ExtractorError, StoreError
 from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
@@ -40,6 +41,7 @@ from pipeline.runner import (
     TaskOutcome,
     cluster_info,
     configure_worker_threads,
+    describe_error,
     open_client,
     resolve_device,
     run_tasks,
@@ -72,6 +74,7 @@ class ExtractionJob:
     torch_threads: int
     plugin: str  # name of this run's ExtractorPlugin on the workers
     needs_gpu: bool = False  # tasks ask for the GPU resource: only GPU workers load the model
+    audio_fps: float | None = None  # timeline rate of files without video (dataset.audio_fps)
 
     @classmethod
     def create(
@@ -84,9 +87,13 @@ class ExtractionJob:
         device: str = "cpu",
         torch_threads: int = 1,
         plugin: str = "in-process",
+        audio_fps: float | None = None,
     ) -> ExtractionJob:
-        """A job whose parameter hash and JSON are derived from ``config`` and ``fps``, as stored."""
+        """A job whose parameter hash and JSON are derived from ``config`` and ``fps`` (and
+        ``audio_fps`` when set: hashes of stores without audio-only files stay as they were)."""
         described = {"config": config, "fps": fps}
+        if audio_fps is not None:
+            described["audio_fps"] = audio_fps
         return cls(
             extractor=name,
             extractor_class=extractor_class,
@@ -98,6 +105,7 @@ class ExtractionJob:
             device=device,
             torch_threads=torch_threads,
             plugin=plugin,
+            audio_fps=audio_fps,
         )
 
 
@@ -164,6 +172,28 @@ def uses_device(cls: type[Extractor]) -> bool:
     return cls.setup is not Extractor.setup
 
 
+def extract_task(payload: dict[str, Any]) -> Any:
+    """Worker task: one video (``extract_video``) or a batch of short ones (``extract_batch``)."""
+    return extract_batch(payload) if "batch" in payload else extract_video(payload)
+
+
+def extract_batch(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """Worker task: the videos of a batch one after the other, each as ``extract_video`` would do it.
+    A video's error is caught and returned as its own reason, so it fails alone; a worker that dies
+    takes the batch with it, and the driver then retries its videos one task each."""
+    results = []
+    for key, item in payload["batch"]:
+        try:
+            results.append({"key": key, "result": extract_video({**item, "sync_folder": False})})
+        except Exception as err:
+            log.debug("%s failed in a batch", key, exc_info=True)
+            results.append({"key": key, "reason": describe_error(err)})
+    job: ExtractionJob = payload["job"]
+    if any("result" in r for r in results):
+        open_store(job.store).sync_folder(job.extractor)  # once for the batch's renames
+    return results
+
+
 def extract_video(payload: dict[str, Any]) -> dict[str, Any]:
     """Worker task: compute one video's features and write its shard. Returns a small summary."""
     job: ExtractionJob = payload["job"]
@@ -173,14 +203,23 @@ def extract_video(payload: dict[str, Any]) -> dict[str, Any]:
         raise ExtractorError(
             f"worker {worker.address} has no extractor plugin {job.plugin!r} (cluster restarted?)"
         )
-    summary = process_video(plugin.extractor(), job, payload["video"], payload["fingerprint"])
+    summary = process_video(
+        plugin.extractor(), job, payload["video"], payload["fingerprint"], payload.get("sync_folder", True)
+    )
     return {**summary, "worker": worker.address}
 
 
-def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any], fingerprint: str) -> dict:
-    """Decode the input, run the extractor, write the shard atomically. Usable without Dask."""
+def process_video(
+    extractor: Extractor,
+    job: ExtractionJob,
+    video: dict[str, Any],
+    fingerprint: str,
+    sync_folder: bool = True,
+) -> dict:
+    """Decode the input, run the extractor, write the shard atomically. Usable without Dask.
+    ``sync_folder=False``: the caller fsyncs the store folder after several videos."""
     from pipeline.media import probe
-    from pipeline.timeline import decode_audio, iter_frames, video_timeline
+    from pipeline.timeline import decode_audio, iter_frames, media_timeline, video_timeline
 
     started, cpu_started = time.perf_counter(), process_cpu_seconds()
     store = open_store(job.store)
@@ -197,7 +236,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         # No ffprobe run here: PyAV finds the streams itself, and the probe's ~0.15 s of CPU (starting
         # ffprobe) was most of an audio stage's cost per short clip.
         info = None
-        timeline = video_timeline(path, fps=job.fps)
+        timeline = media_timeline(path, fps=job.fps, audio_fps=job.audio_fps)
         source = decode_audio(path, sample_rate=job.config.sample_rate)
     context = VideoContext(
         video_id=video["video_id"],
@@ -208,7 +247,7 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
     counts = {"rows": 0, "valid": 0}
     produced = extractor.extract_blocks(source, timeline, context)
     blocks = checked_blocks(produced, timeline, job.extractor, counts)
-    store.write_blocks(
+    written = store.write_shard(
         job.extractor,
         video["video_id"],
         blocks,
@@ -218,8 +257,10 @@ def process_video(extractor: Extractor, job: ExtractionJob, video: dict[str, Any
         params_json=job.params_json,
         media_fingerprint=fingerprint,
         library_versions=library_versions(),
+        sync_folder=sync_folder,
     )
     return {
+        "index_entry": written.entry,
         "n_frames": counts["rows"],
         "valid_frames": counts["valid"],
         "seconds": time.perf_counter() - started,
@@ -296,6 +337,7 @@ def run_extractor(
     fps: float | None = None,
     registry: ExtractorRegistry | None = None,
     client: Any = None,
+    audio_fps: float | None = None,
 ) -> RunReport:
     """Extract ``name`` for every manifest row not already stored with the same parameters.
 
@@ -316,23 +358,52 @@ def run_extractor(
         device=runner_cfg.device,
         torch_threads=runner_cfg.torch_threads,
         plugin=f"avpipe-{name}-{uuid.uuid4().hex[:12]}",
+        audio_fps=audio_fps,
     )
     store = open_store(store_cfg)
     store.cleanup_temp(name)
     report = RunReport(stage=name)
+    sync_index(store, name, report)
     tasks = pending_tasks(job, cls.input_kind, store, rows, report)
     log.info("%s: %d videos to extract, %d already stored", name, len(tasks), report.skipped)
-    if tasks:
-        ctx = contextlib.nullcontext(client) if client is not None else open_client(runner_cfg, len(tasks))
-        opening = time.perf_counter()
-        with ctx as active:
-            report.startup_seconds = time.perf_counter() - opening
-            run_on_cluster(active, job, tasks, store, report)
-        store.cleanup_temp(name)  # what workers killed during this run left behind
+    try:
+        if tasks:
+            own = client is None
+            ctx = open_client(runner_cfg, len(tasks)) if own else contextlib.nullcontext(client)
+            opening = time.perf_counter()
+            with ctx as active:
+                report.startup_seconds = time.perf_counter() - opening
+                run_on_cluster(active, job, tasks, store, report, task_seconds=runner_cfg.task_seconds)
+            store.cleanup_temp(name)  # what workers killed during this run left behind
+    finally:
+        compact_index(store, name, report)
     report.failures.sort(key=lambda f: (f.video, f.reason))
     report.failed = len(report.failures)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def sync_index(store: FeatureStore, extractor: str, report: RunReport) -> None:
+    """Start of a stage: index the shards a killed driver never recorded, drop vanished ones.
+
+    A full disk here is not fatal: the index is a cache, and the full ``status`` check still
+    decides what to skip; the report counts the failed index write.
+    """
+    try:
+        report.index_synced = store.sync_index(extractor).added
+    except OSError as err:
+        report.index_errors += 1
+        log.warning("%s: could not update the index at the start of the stage: %s", extractor, err)
+
+
+def compact_index(store: FeatureStore, extractor: str, report: RunReport) -> None:
+    """End of a stage: fold the index log into index.json. A failure (full disk) leaves the log,
+    which readers replay, so the index stays valid; the next stage compacts it."""
+    try:
+        store.compact_index(extractor)
+    except OSError as err:
+        report.index_errors += 1
+        log.warning("%s: could not compact the index (the log keeps every entry): %s", extractor, err)
 
 
 def pending_tasks(
@@ -340,13 +411,14 @@ def pending_tasks(
 ) -> list[tuple[str, dict[str, Any]]]:
     """One task per video not stored yet, longest first; counts the skipped ones in ``report``."""
     tasks = []
+    status = store.status_checker(job.extractor)
     for row in sorted(rows, key=lambda r: -max(r.duration, 0.0)):
         try:
             fingerprint = input_fingerprint(kind, store, row)
         except AvpipeError as err:
             report.failures.append(Failure(row.video_id, job.extractor, str(err)))
             continue
-        if store.status(job.extractor, row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
+        if status(row.video_id, job.params_hash, fingerprint) is ShardStatus.STORED:
             report.skipped += 1
             continue
         video = {
@@ -354,7 +426,8 @@ def pending_tasks(
             "media_path": row.media_path,
             "subject_position": row.subject_position,
         }
-        tasks.append((row.video_id, {"job": job, "video": video, "fingerprint": fingerprint}))
+        payload = {"job": job, "video": video, "fingerprint": fingerprint, "seconds": row.duration}
+        tasks.append((row.video_id, payload))
     return tasks
 
 
@@ -364,8 +437,10 @@ def run_on_cluster(
     tasks: list[tuple[str, dict[str, Any]]],
     store: FeatureStore,
     report: RunReport,
+    task_seconds: float = 0.0,
 ) -> None:
-    """Register the extractor plugin, run the tasks, record each finished video in the index at once."""
+    """Register the extractor plugin, run the tasks (short videos grouped into tasks of about
+    ``task_seconds``), record each finished video in the index at once."""
     info = cluster_info(client)
     resources = task_resources(job, info)
     report.workers, report.gpu_workers = info.workers, info.gpu_workers
@@ -381,9 +456,17 @@ def run_on_cluster(
             report.failures.append(Failure(outcome.key, job.extractor, outcome.reason or "unknown error"))
             return
         try:
-            store.record(job.extractor, outcome.key)
+            store.record(job.extractor, outcome.key, outcome.result.get("index_entry"))
         except StoreError as err:  # the shard went bad between the write and now: recompute next run
             report.failures.append(Failure(outcome.key, job.extractor, str(err)))
+            return
+        except OSError as err:  # full disk, I/O error: the shard is kept, the next run indexes it
+            report.index_errors += 1
+            reason = (
+                f"shard written but the index could not record it ({err}); the shard is kept and "
+                "the next run adds it to the index"
+            )
+            report.failures.append(Failure(outcome.key, job.extractor, reason))
             return
         result = outcome.result
         report.done += 1
@@ -392,16 +475,69 @@ def run_on_cluster(
         report.worker_cpu_seconds += result["cpu_seconds"]
         report.videos_per_worker[result["worker"]] = report.videos_per_worker.get(result["worker"], 0) + 1
 
+    batched = batch_tasks(tasks, task_seconds, max(1, info.workers))
+    retry_alone: list[tuple[str, dict[str, Any]]] = []
+
+    def on_task_done(outcome: TaskOutcome) -> None:
+        batch = batched_payloads.get(outcome.key)
+        if batch is None:
+            on_done(outcome)
+        elif outcome.ok:
+            for item in outcome.result:
+                on_done(TaskOutcome(key=item["key"], result=item.get("result"), reason=item.get("reason")))
+        else:  # the batch as a whole failed (its worker died): each video gets its own chance
+            log.warning(
+                "%s: a batch of %d videos failed (%s); retrying them one by one",
+                job.extractor,
+                len(batch),
+                outcome.reason,
+            )
+            retry_alone.extend(batch)
+
+    batched_payloads = {key: payload["batch"] for key, payload in batched if "batch" in payload}
+    report.tasks = len(batched)
     registering = time.perf_counter()
     client.register_plugin(ExtractorPlugin(job), name=job.plugin)  # workers import the extractor here
     submitted = time.perf_counter()
     report.startup_seconds += submitted - registering
     try:
-        run_tasks(client, extract_video, tasks, desc=job.extractor, on_done=on_done, resources=resources)
+        run_tasks(
+            client, extract_task, batched, desc=job.extractor, on_done=on_task_done, resources=resources
+        )
+        if retry_alone:
+            report.batches_retried_alone = len(retry_alone)
+            report.tasks += len(retry_alone)
+            run_tasks(
+                client, extract_task, retry_alone, desc=job.extractor, on_done=on_done, resources=resources
+            )
     finally:
         report.processing_seconds = time.perf_counter() - submitted
         with contextlib.suppress(Exception):  # best effort: the cluster may be gone already
             client.unregister_worker_plugin(job.plugin)
+
+
+def batch_tasks(
+    tasks: list[tuple[str, dict[str, Any]]], task_seconds: float, workers: int
+) -> list[tuple[str, dict[str, Any]]]:
+    """Per-video tasks grouped into batch tasks of about ``task_seconds`` of media (docs/SCALING.md).
+
+    The target shrinks for small runs so that every worker still gets about four tasks (load
+    balance beats the per-task saving there). A batch of one stays a plain per-video task.
+    """
+    if task_seconds <= 0 or len(tasks) < 2:
+        return list(tasks)
+    total = sum(max(0.0, payload.get("seconds") or 0.0) for _, payload in tasks)
+    target = min(task_seconds, total / (4 * workers))
+    durations = [payload.get("seconds") or 0.0 for _, payload in tasks]
+    batched = []
+    for number, batch in enumerate(plan_batches(tasks, durations, target)):
+        if len(batch) == 1:
+            batched.append(batch.items[0])
+            continue
+        job = batch.items[0][1]["job"]
+        items = [(key, payload) for key, payload in batch.items]
+        batched.append((f"batch{number}-{len(batch)}-{batch.items[0][0]}", {"job": job, "batch": items}))
+    return batched
 
 
 def task_resources(job: ExtractionJob, info: ClusterInfo) -> dict[str, float] | None:

@@ -77,12 +77,19 @@ class DatasetConfig:
     adapter: str = "affwild2"
     root: str = "data/demo"
     fps: float | None = None  # None: every native frame; else resample extraction timelines to this rate
+    # Files without a video stream (speech corpora): their native timeline is a grid at this rate
+    # over the audio (frame_index = grid index). None: such files are failure rows.
+    audio_fps: float | None = None
     video_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_VIDEO_EXTENSIONS))
 
     def __post_init__(self) -> None:
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
             raise ConfigError(
                 "dataset.fps", f"must be > 0 (or null for the native frame rate), got {self.fps}"
+            )
+        if self.audio_fps is not None and not (math.isfinite(self.audio_fps) and self.audio_fps > 0):
+            raise ConfigError(
+                "dataset.audio_fps", f"must be > 0 (or null to refuse audio-only files), got {self.audio_fps}"
             )
         if not self.root:
             raise ConfigError("dataset.root", "must be a non-empty path")
@@ -176,10 +183,14 @@ class ManifestRow:
         for task in self.labels:
             LabelTask(task)
 
-    def with_probe(self, info: MediaInfo, n_frames: int) -> ManifestRow:
-        """A copy carrying ``info`` flattened (``n_frames`` from the native timeline)."""
+    def with_probe(self, info: MediaInfo, n_frames: int, audio_fps: float | None = None) -> ManifestRow:
+        """A copy carrying ``info`` flattened (``n_frames`` from the native timeline). A file without
+        video needs ``audio_fps``, its timeline's rate: it gets ``avg_fps`` = that rate,
+        ``video_start`` = the audio start, and an empty ``video_codec``."""
         if info.video is None:
-            raise ValueError(f"{info.path} has no video stream")
+            if audio_fps is None or info.audio is None:
+                raise ValueError(f"{info.path} has no video stream")
+            return self._with_audio_only(info, n_frames, audio_fps)
         video, audio = info.video, info.audio
         return dataclasses.replace(
             self,
@@ -199,6 +210,24 @@ class ManifestRow:
             audio_sample_rate=audio.sample_rate if audio else None,
             audio_channels=audio.channels if audio else None,
             audio_start=audio.start_time if audio else None,
+        )
+
+    def _with_audio_only(self, info: MediaInfo, n_frames: int, audio_fps: float) -> ManifestRow:
+        audio = info.audio
+        assert audio is not None
+        return dataclasses.replace(
+            self,
+            container=info.container,
+            size_bytes=info.size_bytes,
+            duration=info.duration,
+            avg_fps=audio_fps,
+            n_frames=n_frames,
+            video_start=audio.start_time,
+            has_audio=True,
+            audio_codec=audio.codec,
+            audio_sample_rate=audio.sample_rate,
+            audio_channels=audio.channels,
+            audio_start=audio.start_time,
         )
 
 

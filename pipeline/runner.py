@@ -342,6 +342,14 @@ class RunReport:
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     videos_per_worker: dict[str, int] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    # Index upkeep (docs/FORMAT.md): shards the index learnt at the start (written but never
+    # recorded, e.g. by a killed driver), and index writes that failed (full disk) during the run.
+    index_synced: int = 0
+    index_errors: int = 0
+    # Dask tasks submitted (short videos share one, runner.task_seconds) and videos of failed
+    # batches that were retried one task each.
+    tasks: int = 0
+    batches_retried_alone: int = 0
 
     @property
     def frames_per_second(self) -> float:
@@ -375,4 +383,8 @@ class RunReport:
             "dashboard": self.dashboard,
             "started": self.started,
             "videos_per_worker": dict(sorted(self.videos_per_worker.items())),
+            "index_synced": self.index_synced,
+            "index_errors": self.index_errors,
+            "tasks": self.tasks,
+            "batches_retried_alone": self.batches_retried_alone,
         }

@@ -3,7 +3,8 @@
 Layout, attributes and guarantees are specified in docs/FORMAT.md. In short::
 
     <root>/<extractor>/<safe video id>.h5     one shard per video, written by any worker process
-    <root>/<extractor>/index.json             video id -> summary, written only by the driver
+    <root>/<extractor>/index.json             video id -> summary (snapshot), written by drivers
+    <root>/<extractor>/index.log              entries recorded since the snapshot, one JSON line each
 
 A shard is written to a private temp file in the same folder and renamed onto its final name only
 once it is complete and on disk, so a reader (or a re-run after a crash) sees either the whole old
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import fcntl
 import hashlib
 import json
 import logging
@@ -37,15 +37,14 @@ from tqdm.auto import tqdm
 from pipeline import fingerprint
 from pipeline.config import Compression
 from pipeline.errors import StoreError
+from pipeline.index import INDEX_FILE, INDEX_LOG_FILE, LogRecord, ShardIndex
+from pipeline.index import fsync_path as _fsync_path
 from pipeline.types import FeatureSet
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "avpipe-shard"
 FORMAT_VERSION = 1
-INDEX_FORMAT = "avpipe-index"
-INDEX_FILE = "index.json"
-INDEX_LOCK_FILE = ".index.lock"
 SHARD_SUFFIX = ".h5"
 TEMP_SUFFIX = ".tmp.h5"
 TIMELINE_DATASETS = ("time", "frame_index", "mask")
@@ -289,26 +288,81 @@ def _feature_attrs_from_group(group: h5py.Group) -> dict[str, Any]:
 # Files on disk
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _shard_stats(folder: Path) -> dict[str, os.stat_result]:
+    """Shard file name -> stat for one extractor folder (temp files start with a dot: not listed)."""
+    stats = {}
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        for entry in os.scandir(folder):
+            if entry.name.endswith(SHARD_SUFFIX) and not entry.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):
+                    stats[entry.name] = entry.stat()
+    return stats
 
 
-def _write_json_atomically(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+def _stat(path: Path) -> os.stat_result | None:
     try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(payload, handle, ensure_ascii=False, indent=1, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_path(path.parent)
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+def _entry(
+    name: str,
+    params_hash: Any,
+    media_fingerprint: Any,
+    n_frames: Any,
+    extractor_version: Any,
+    stat: os.stat_result,
+) -> dict[str, Any]:
+    """One index entry (docs/FORMAT.md, the index)."""
+    return {
+        "shard": name,
+        "params_hash": str(params_hash),
+        "media_fingerprint": str(media_fingerprint),
+        "n_frames": int(n_frames),
+        "extractor_version": str(extractor_version),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class WrittenShard:
+    """A shard just written: its path and its index entry."""
+
+    path: Path
+    entry: dict[str, Any]
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_ino, b.st_size, b.st_mtime_ns)
+
+
+def _entry_matches(entry: Mapping[str, Any], stat: os.stat_result | None) -> bool:
+    """Whether an index entry describes the shard file with this stat (every write is a new file:
+    a rewritten shard has a new mtime)."""
+    if stat is None:
+        return False
+    return entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns
+
+
+@dataclasses.dataclass
+class IndexSync:
+    """What ``sync_index`` changed."""
+
+    added: int = 0  # shards read and (re-)entered: unrecorded, replaced or unknown to the index
+    dropped: int = 0  # entries whose shard is gone
+    temp_files_removed: int = 0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.dropped or self.temp_files_removed)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.added} shard(s) added or refreshed, {self.dropped} entry(ies) dropped, "
+            f"{self.temp_files_removed} temp file(s) removed"
+        )
 
 
 def _shard_files_in(folder: Path) -> list[Path]:
@@ -381,6 +435,36 @@ def _read_dataset(path: Path, group: h5py.Group, name: str, rows: slice = slice(
     except OSError as err:  # checksum mismatch or unreadable chunk
         raise StoreError(f"{path}: corrupt shard: cannot read array {name!r}: {err}") from err
     return _restore(np.asarray(raw), dset.attrs.get("numpy_dtype"))
+
+
+class IndexedStatus:
+    """``FeatureStore.status`` with the index loaded once: a STORED answer costs one ``stat``."""
+
+    def __init__(self, store: FeatureStore, extractor: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        self.store = store
+        self.extractor = extractor
+        self.entries = entries
+        self.from_index = 0  # STORED decided from the index and a stat
+        self.opened = 0  # decided by opening the shard
+
+    def __call__(self, video_id: str, params_hash: str, media_fingerprint: str | None = None) -> ShardStatus:
+        entry = self.entries.get(video_id)
+        path = self.store.shard_path(self.extractor, video_id)
+        if (
+            entry is not None
+            and entry.get("shard") == path.name
+            and entry.get("params_hash") == params_hash
+            and (media_fingerprint is None or entry.get("media_fingerprint") == media_fingerprint)
+        ):
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                return ShardStatus.MISSING
+            if _entry_matches(entry, stat):
+                self.from_index += 1
+                return ShardStatus.STORED
+        self.opened += 1
+        return self.store.status(self.extractor, video_id, params_hash, media_fingerprint)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -478,6 +562,40 @@ class FeatureStore:
         The shard still appears only when every block is written; the attributes of the last block
         are stored. If the blocks stop early or raise, nothing becomes visible.
         """
+        written = self.write_shard(
+            extractor,
+            video_id,
+            blocks,
+            n_frames,
+            extractor_version=extractor_version,
+            params_hash=params_hash,
+            params_json=params_json,
+            media_fingerprint=media_fingerprint,
+            library_versions=library_versions,
+        )
+        return written.path
+
+    def write_shard(
+        self,
+        extractor: str,
+        video_id: str,
+        blocks: Iterable[FeatureSet],
+        n_frames: int,
+        *,
+        extractor_version: str,
+        params_hash: str,
+        params_json: str = "{}",
+        media_fingerprint: str = "",
+        library_versions: dict[str, str] | None = None,
+        sync_folder: bool = True,
+    ) -> WrittenShard:
+        """``write_blocks`` that also returns the shard's index entry, for ``record(..., entry=)``
+        (the driver then need not reopen the shard; the stat is the file's own, taken before its
+        rename, so a concurrent writer of the same video cannot be described by mistake).
+
+        ``sync_folder=False`` leaves the fsync of the folder (which makes the rename survive a power
+        loss) to the caller: a batch of short clips syncs it once (``sync_folder``), not per clip.
+        """
         final = self.shard_path(extractor, video_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(_temp_name(final.name[: -len(SHARD_SUFFIX)]))
@@ -506,13 +624,20 @@ class FeatureStore:
                 )
                 h5.flush()
             _fsync_path(tmp)
+            stat = os.stat(tmp)  # rename keeps inode, size and mtime
             os.replace(tmp, final)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        _fsync_path(final.parent)
+        if sync_folder:
+            _fsync_path(final.parent)
         log.debug("wrote %s (%d frames)", final, n_frames)
-        return final
+        entry = _entry(final.name, params_hash, media_fingerprint, n_frames, extractor_version, stat)
+        return WrittenShard(final, entry)
+
+    def sync_folder(self, extractor: str) -> None:
+        """fsync the extractor folder: renames done with ``sync_folder=False`` survive a power loss."""
+        _fsync_path(self.folder(extractor))
 
     def _write_rows(
         self, final: Path, group: h5py.Group, blocks: Iterable[FeatureSet], n_frames: int
@@ -618,69 +743,120 @@ class FeatureStore:
 
     # ---- index
 
-    @contextlib.contextmanager
-    def _index_lock(self, extractor: str) -> Iterator[None]:
-        folder = self.folder(extractor)
-        folder.mkdir(parents=True, exist_ok=True)
-        with (folder / INDEX_LOCK_FILE).open("a") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    def _index(self, extractor: str) -> ShardIndex:
+        return ShardIndex(self.folder(extractor), extractor)
 
     def _load_index(self, extractor: str) -> dict[str, dict[str, Any]] | None:
-        """The index's video entries; None when there is no index or it cannot be trusted."""
-        path = self._index_path(extractor)
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as err:
-            log.warning("%s: unreadable index, falling back to the shards: %s", path, err)
-            return None
-        if not isinstance(payload, dict) or payload.get("format") != INDEX_FORMAT:
-            log.warning("%s: not an avpipe index, falling back to the shards", path)
-            return None
-        videos = payload.get("videos")
-        return videos if isinstance(videos, dict) else None
-
-    def _save_index(self, extractor: str, videos: Mapping[str, Mapping[str, Any]]) -> None:
-        payload = {
-            "format": INDEX_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "extractor": extractor,
-            "videos": dict(videos),
-        }
-        _write_json_atomically(self._index_path(extractor), payload)
+        """The index's video entries (snapshot + log); None when there is no usable index."""
+        loaded = self._index(extractor).load()
+        return None if loaded is None else loaded.entries
 
     @staticmethod
-    def _index_entry(path: Path, group: h5py.Group) -> dict[str, Any]:
-        return {
-            "shard": path.name,
-            "params_hash": str(group.attrs["params_hash"]),
-            "media_fingerprint": str(group.attrs.get("media_fingerprint", "")),
-            "n_frames": int(group.attrs["n_frames"]),
-            "extractor_version": str(group.attrs["extractor_version"]),
-        }
+    def _index_entry(path: Path, group: h5py.Group, stat: os.stat_result) -> dict[str, Any]:
+        return _entry(
+            path.name,
+            group.attrs["params_hash"],
+            group.attrs.get("media_fingerprint", ""),
+            group.attrs["n_frames"],
+            group.attrs["extractor_version"],
+            stat,
+        )
 
-    def record(self, extractor: str, video_id: str) -> None:
-        """Add or refresh the index entry of one video from its shard (driver only)."""
-        with self._open_group(extractor, video_id) as (path, group):
-            entry = self._index_entry(path, group)
-        with self._index_lock(extractor):
-            videos = self._load_index(extractor)
-            if videos is None:
-                videos = self._scan(extractor)
-            videos[video_id] = entry
-            self._save_index(extractor, videos)
+    def _read_entry(self, extractor: str, video_id: str) -> dict[str, Any]:
+        """The index entry of a video from its verified shard, with the stat of exactly that file
+        (a shard replaced while it was read is read again)."""
+        path = self.shard_path(extractor, video_id)
+        for _ in range(3):
+            try:
+                before = path.stat()
+            except FileNotFoundError:
+                break  # _open_group names the missing shard
+            with self._open_group(extractor, video_id) as (_, group):
+                entry = self._index_entry(path, group, before)
+            with contextlib.suppress(FileNotFoundError):
+                if _same_file(before, path.stat()):
+                    return entry
+        with self._open_group(extractor, video_id):
+            pass
+        raise StoreError(f"{path}: the shard kept changing while it was indexed (concurrent writers?)")
+
+    def record(self, extractor: str, video_id: str, entry: Mapping[str, Any] | None = None) -> None:
+        """Add or refresh the index entry of one video from its shard (driver only).
+
+        O(1): one line appended to ``index.log``. ``entry`` is the one ``write_shard`` returned:
+        used when the shard file on disk is still the one it describes (one ``stat``), else the
+        shard is opened and read. The first record of a folder without an index starts it from
+        every readable shard on disk. A write error (full disk) is raised as OSError with the index
+        left valid; ``sync_index`` adds the shard on the next run.
+        """
+        path = self.shard_path(extractor, video_id)
+        if entry is None or entry.get("shard") != path.name or not _entry_matches(entry, _stat(path)):
+            entry = self._read_entry(extractor, video_id)
+        index = self._index(extractor)
+        if not index.exists():
+            with index.lock():
+                if not index.exists():
+                    index._replace_locked(self._scan(extractor))
+        index.append([LogRecord(video_id, entry)])
+
+    def compact_index(self, extractor: str) -> dict[str, dict[str, Any]]:
+        """Fold the index log into ``index.json`` (end of a stage); return the entries."""
+        return self._index(extractor).compact()
 
     def rebuild_index(self, extractor: str) -> dict[str, dict[str, Any]]:
         """Rewrite the index from the readable shards on disk and return its entries."""
-        with self._index_lock(extractor):
+        index = self._index(extractor)
+        with index.lock():
             videos = self._scan(extractor)
-            self._save_index(extractor, videos)
+            index._replace_locked(videos)
         return videos
+
+    def sync_index(self, extractor: str) -> IndexSync:
+        """Make the index agree with the shards on disk, opening only shards it does not describe.
+
+        Shards written but never recorded (a driver killed between a worker's write and its
+        ``record``), replaced or unknown are read and added; entries whose shard is gone are
+        dropped; leftover index temp files are removed; the log is compacted. Costs one directory
+        listing plus one open per shard the index did not know: run it at the start of a stage.
+        """
+        index = self._index(extractor)
+        sync = IndexSync()
+        with index.lock():
+            sync.temp_files_removed = index.remove_temp_files_locked()
+            loaded = index.load()
+            entries = dict(loaded.entries) if loaded is not None else {}
+            on_disk = _shard_stats(self.folder(extractor))
+            by_shard = {entry.get("shard"): video_id for video_id, entry in entries.items()}
+            for video_id, entry in list(entries.items()):
+                if entry.get("shard") not in on_disk:
+                    del entries[video_id]
+                    sync.dropped += 1
+            for name, stat in on_disk.items():
+                known = by_shard.get(name)
+                if known is not None and known in entries and _entry_matches(entries[known], stat):
+                    continue
+                path = self.folder(extractor) / name
+                video_id = known if known is not None else self._video_id_in(path)
+                if video_id is None:
+                    continue
+                try:
+                    entries[video_id] = self._read_entry(extractor, video_id)
+                except StoreError as err:
+                    log.warning("%s", err)
+                    entries.pop(video_id, None)
+                    continue
+                sync.added += 1
+            if sync.changed or loaded is None or loaded.log_lines or loaded.bad_lines or on_disk:
+                index._replace_locked(entries)
+        if sync.changed:
+            log.info("%s index: %s", extractor, sync)
+        return sync
+
+    def status_checker(self, extractor: str) -> IndexedStatus:
+        """``status`` for many videos at once: the index (loaded once) answers STORED when its entry
+        has the hash, the fingerprint and the shard file's current size and mtime; anything else
+        goes through the full ``status`` check."""
+        return IndexedStatus(self, extractor, self._load_index(extractor) or {})
 
     def _scan(self, extractor: str) -> dict[str, dict[str, Any]]:
         videos = {}
@@ -690,8 +866,7 @@ class FeatureStore:
             if video_id is None:
                 continue
             try:
-                with self._open_group(extractor, video_id) as (_, group):
-                    videos[video_id] = self._index_entry(path, group)
+                videos[video_id] = self._read_entry(extractor, video_id)
             except StoreError as err:
                 log.warning("%s", err)
         return videos
@@ -732,7 +907,11 @@ class FeatureStore:
         for folder in sorted(self.root.iterdir()):
             if not folder.is_dir() or folder.name.startswith("."):
                 continue
-            if (folder / INDEX_FILE).exists() or _shard_files_in(folder):
+            if (
+                (folder / INDEX_FILE).exists()
+                or (folder / INDEX_LOG_FILE).exists()
+                or _shard_files_in(folder)
+            ):
                 names.append(folder.name)
         return names
 
@@ -803,13 +982,9 @@ class FeatureStore:
         if path.exists():
             path.unlink(missing_ok=True)
             _fsync_path(path.parent)
-        if not self._index_path(extractor).exists():
-            return
-        with self._index_lock(extractor):
-            videos = self._load_index(extractor)
-            if videos is not None and video_id in videos:
-                del videos[video_id]
-                self._save_index(extractor, videos)
+        index = self._index(extractor)
+        if index.exists():
+            index.append([LogRecord(video_id, None)])
 
     def cleanup_temp(self, extractor: str, max_age_s: float = DEFAULT_TEMP_MAX_AGE_S) -> int:
         """Remove temp files left by crashed writers; return how many were removed.

@@ -88,6 +88,51 @@ def iter_frames(path: str | Path, fps: float | None = None, info: MediaInfo | No
         yield from _frames_on_timeline(media_path, decoded, native, timeline, rotation)
 
 
+def audio_only_timeline(
+    path: str | Path, audio_fps: float, fps: float | None = None, info: MediaInfo | None = None
+) -> Timeline:
+    """The timeline of a file without a video stream (``dataset.audio_fps``, docs/ARCHITECTURE.md).
+
+    Its "native frames" are a grid ``t0 + k / audio_fps`` over the audio stream's span (``t0`` its
+    start on the container clock), ``frame_index`` = ``k``; ``fps`` resamples it as it would a
+    video's native frames. The span comes from ``probe``, so the manifest and every stage get the
+    same grid.
+    """
+    media_path = Path(path)
+    if info is None:
+        info = probe(media_path)
+    if info.audio is None:
+        raise MediaError(media_path, "no video and no audio stream")
+    start, end = info.audio.start_time, info.audio.start_time + info.audio.duration
+    native = fixed_rate_timeline(start, end, audio_fps)
+    if len(native) == 0:
+        raise MediaError(media_path, f"audio stream is empty (duration {info.audio.duration:.3f}s)")
+    return native if fps is None else resampled_timeline(native.time, end, fps)
+
+
+def media_timeline(
+    path: str | Path, fps: float | None = None, audio_fps: float | None = None, info: MediaInfo | None = None
+) -> Timeline:
+    """``video_timeline`` for files with a video stream; with ``audio_fps`` set, files without
+    one get ``audio_only_timeline`` instead (without it they are a MediaError, as before)."""
+    if audio_fps is None:
+        return video_timeline(path, fps=fps, info=info)
+    if info is None:
+        info = probe(path)
+    if info.video is None:
+        return audio_only_timeline(path, audio_fps, fps=fps, info=info)
+    return video_timeline(path, fps=fps, info=info)
+
+
+def fixed_rate_timeline(start: float, end: float, rate: float) -> Timeline:
+    """Grid ``start + k / rate`` over ``[start, end)``, ``frame_index`` = ``k``."""
+    if not np.isfinite(rate) or rate <= 0:
+        raise ValueError(f"rate must be a positive number, got {rate!r}")
+    count = max(0, int(np.ceil((end - start) * rate - GRID_TOLERANCE)))
+    grid = start + np.arange(count, dtype=np.float64) / rate
+    return Timeline(time=grid, frame_index=np.arange(count, dtype=np.int64))
+
+
 def resampled_timeline(frame_time: np.ndarray, end: float, fps: float) -> Timeline:
     """Grid ``t0 + k / fps`` over ``[frame_time[0], end)``; each grid time takes the latest frame
     whose time is <= it. ``frame_time`` must be ascending (the native timeline's times)."""

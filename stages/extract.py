@@ -28,6 +28,7 @@ def extract_and_report(params: Params, name: str) -> tuple[list[ManifestRow], Ru
         params.store,
         params.runner,
         fps=params.dataset.fps,
+        audio_fps=params.dataset.audio_fps,
     )
     write_report(report, params.runner.reports)
     log.info("%s", report.summary())

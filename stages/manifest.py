@@ -3,7 +3,7 @@
 For each candidate the dataset adapter finds: read its label files, probe the media, list its native
 frames, align the labels to them, and write the ``labels`` shard (skipped when the shard already holds
 the same label-file contents, alignment version and media file). One bad file becomes one failures row;
-the run goes on.
+the run goes on. Corpora of many files run on the Dask cluster in batches (pipeline/candidates.py).
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
-
 from pipeline.adapters import Candidate, DatasetAdapter, create_adapter
+from pipeline.candidates import map_candidates
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, LabelError, MediaError
 from pipeline.fingerprint import media_fingerprint, params_hash, params_json
@@ -42,16 +41,13 @@ from pipeline.manifest import (
 )
 from pipeline.media import probe
 from pipeline.store import FeatureStore, ShardStatus
-from pipeline.timeline import video_timeline
+from pipeline.timeline import media_timeline
 from pipeline.types import MediaInfo, Timeline
 
 if TYPE_CHECKING:
     from pipeline.params import Params
 
 log = logging.getLogger(__name__)
-
-# Probing is ffprobe subprocesses and demuxing: I/O-bound, so threads overlap well even on 2 cores.
-MAX_PROBE_THREADS = 8
 
 
 @dataclass
@@ -77,7 +73,7 @@ class _Outcome:
 
     row: ManifestRow | None = None
     failure: Failure | None = None
-    labels_written: bool = False
+    labels_entry: dict | None = None  # the index entry of the labels shard written, None if skipped
 
 
 def run(params: Params) -> int:
@@ -102,10 +98,23 @@ def build_manifest(
     )
     feature_store.cleanup_temp(LABELS_EXTRACTOR)
     report = ManifestReport(failures=list(scan.failures))
-    with ThreadPoolExecutor(max_workers=_thread_count(runner)) as pool:
-        futures = [pool.submit(process_candidate, adapter, c, feature_store) for c in scan.candidates]
-        for future in tqdm(as_completed(futures), total=len(futures), desc="manifest", unit="video"):
-            _collect(report, future.result(), feature_store)
+    _index_upkeep(feature_store.sync_index)
+
+    def lost(candidate: Candidate, reason: str) -> None:
+        report.failures.append(Failure(str(candidate.media_path), FailureStage.PROBE.value, reason))
+
+    try:
+        map_candidates(
+            _process_candidate,
+            (adapter, feature_store, dataset.audio_fps),
+            scan.candidates,
+            lambda outcome: _collect(report, outcome, feature_store),
+            lost,
+            runner,
+            desc="manifest",
+        )
+    finally:
+        _index_upkeep(feature_store.compact_index)
     report.rows.sort(key=lambda row: row.video_id)
     report.failures.sort(key=lambda failure: (failure.path, failure.stage))
     write_manifest(report.rows, manifest.path)
@@ -117,10 +126,13 @@ def build_manifest(
     return report
 
 
-def _thread_count(runner: RunnerConfig | None) -> int:
-    if runner is None:
-        return 4
-    return max(1, min(MAX_PROBE_THREADS, runner.n_workers * runner.threads_per_worker))
+def _index_upkeep(step: Callable[[str], object]) -> None:
+    """Sync or compact the labels index; a full disk there is not fatal (the index is a cache
+    that the shards can always rebuild, and its log stays valid)."""
+    try:
+        step(LABELS_EXTRACTOR)
+    except OSError as err:
+        log.warning("labels index: %s failed: %s", step.__name__, err)
 
 
 def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> None:
@@ -130,29 +142,42 @@ def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> 
         return
     assert outcome.row is not None
     report.rows.append(outcome.row)
-    if outcome.labels_written:
-        store.record(LABELS_EXTRACTOR, outcome.row.video_id)
+    if outcome.labels_entry is not None:
+        try:
+            store.record(LABELS_EXTRACTOR, outcome.row.video_id, outcome.labels_entry)
+        except OSError as err:  # the shard is kept; the next run's sync_index indexes it
+            log.warning("%s: labels shard written but not indexed: %s", outcome.row.video_id, err)
         report.labels_written += 1
     else:
         report.labels_skipped += 1
 
 
-def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: FeatureStore) -> _Outcome:
-    """One video: labels, probe, native timeline, aligned labels shard. Never raises for bad input."""
+def _process_candidate(
+    adapter: DatasetAdapter, store: FeatureStore, audio_fps: float | None, candidate: Candidate
+) -> _Outcome:
+    return process_candidate(adapter, candidate, store, audio_fps)
+
+
+def process_candidate(
+    adapter: DatasetAdapter, candidate: Candidate, store: FeatureStore, audio_fps: float | None = None
+) -> _Outcome:
+    """One video: labels, probe, native timeline, aligned labels shard. Never raises for bad input.
+
+    ``audio_fps`` (dataset.audio_fps) admits files without a video stream, on a grid at that rate."""
     media = str(candidate.media_path)
     stage = FailureStage.LABELS
     try:
         raw = adapter.read_labels(candidate) if candidate.labels else RawLabels()
         stage = FailureStage.PROBE
-        info = _probe_video(media)
+        info = _probe_video(media, audio_fps)
         stage = FailureStage.TIMELINE
-        timeline = _native_timeline(media, info)
+        timeline = _native_timeline(media, info, audio_fps)
         frame_labels, note = align_labels(raw, timeline)
         if note:
             log.warning("%s: %s", candidate.video_id, note)
-        row = _manifest_row(candidate, info, timeline, frame_labels, raw, note)
+        row = _manifest_row(candidate, info, timeline, frame_labels, raw, note, audio_fps)
         stage = FailureStage.STORE
-        written = _store_labels(store, candidate, timeline, frame_labels, note)
+        entry = _store_labels(store, candidate, timeline, frame_labels, note)
     except LabelError as err:
         return _Outcome(failure=Failure(err.path, stage.value, f"{candidate.video_id}: {err.reason}"))
     except MediaError as err:
@@ -162,18 +187,20 @@ def process_candidate(adapter: DatasetAdapter, candidate: Candidate, store: Feat
     except Exception as err:  # one broken file must not stop the run; the report keeps the error type
         log.debug("%s failed", media, exc_info=True)
         return _Outcome(failure=Failure(media, stage.value, f"{type(err).__name__}: {err}"))
-    return _Outcome(row=row, labels_written=written)
+    return _Outcome(row=row, labels_entry=entry)
 
 
-def _probe_video(path: str) -> MediaInfo:
+def _probe_video(path: str, audio_fps: float | None = None) -> MediaInfo:
     info = probe(path)
-    if info.video is None:
-        raise MediaError(path, "has no video stream (audio only)")
+    if info.video is None and audio_fps is None:
+        raise MediaError(
+            path, "has no video stream (audio only; set dataset.audio_fps to use audio-only files)"
+        )
     return info
 
 
-def _native_timeline(path: str, info: MediaInfo) -> Timeline:
-    timeline = video_timeline(path, fps=None, info=info)
+def _native_timeline(path: str, info: MediaInfo, audio_fps: float | None = None) -> Timeline:
+    timeline = media_timeline(path, fps=None, audio_fps=audio_fps, info=info)
     if len(timeline) == 0:
         raise MediaError(path, "has no decodable video frames")
     return timeline
@@ -186,6 +213,7 @@ def _manifest_row(
     frame_labels: FrameLabels,
     raw: RawLabels,
     note: str,
+    audio_fps: float | None = None,
 ) -> ManifestRow:
     row = ManifestRow(
         video_id=candidate.video_id,
@@ -198,7 +226,7 @@ def _manifest_row(
         labeled_frames=int(frame_labels.labeled().sum()),
         notes="; ".join([*candidate.notes, *([note] if note else [])]),
     )
-    return row.with_probe(info, n_frames=len(timeline))
+    return row.with_probe(info, n_frames=len(timeline), audio_fps=audio_fps)
 
 
 def labels_hash(candidate: Candidate) -> str:
@@ -212,12 +240,12 @@ def labels_hash(candidate: Candidate) -> str:
 
 def _store_labels(
     store: FeatureStore, candidate: Candidate, timeline: Timeline, frame_labels: FrameLabels, note: str
-) -> bool:
-    """Write the labels shard unless an identical one is stored; True when written."""
+) -> dict | None:
+    """Write the labels shard unless an identical one is stored; its index entry when written."""
     digest = labels_hash(candidate)
     fingerprint = media_fingerprint(candidate.media_path)
     if store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint) is ShardStatus.STORED:
-        return False
+        return None
     sources = {task.value: str(path) for task, path in candidate.labels.items()}
     features = frame_labels.to_feature_set(
         timeline,
@@ -229,13 +257,14 @@ def _store_labels(
             "au_names": list(AU_NAMES),
         },
     )
-    store.write(
+    written = store.write_shard(
         LABELS_EXTRACTOR,
         candidate.video_id,
-        features,
+        [features],
+        len(features),
         extractor_version=ALIGNMENT_VERSION,
         params_hash=digest,
         params_json=params_json({"label_files": sources, "alignment_version": ALIGNMENT_VERSION}),
         media_fingerprint=fingerprint,
     )
-    return True
+    return written.entry

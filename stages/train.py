@@ -20,7 +20,14 @@ def run(params: Params) -> int:
     """The ``avpipe train`` command."""
     store = FeatureStore(params.store.root)
     summary = run_training(params.train, store, read_manifest(params.manifest.path))
+    moved = summary["moved_to_validation"]
+    if moved["count"]:
+        log.warning(
+            "%d training videos validated in fold 0 with their subject (summary.json)", moved["count"]
+        )
     for fold in summary["folds"]:
+        if not fold["beat_untrained"]:
+            log.warning("fold %d: no trained epoch beat the untrained model (summary.json)", fold["fold"])
         log.info(
             "fold %d: best score %s at epoch %d of %d (%.1fs)",
             fold["fold"],

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -527,3 +529,31 @@ def test_audio_stage_reads_streams_with_pyav_without_running_ffprobe(
     video = {"video_id": "speech only", "media_path": str(speech)}
     with pytest.raises(MediaError, match="no video stream"):
         process_video(LogMelExtractor(config), job, video, media_fingerprint(speech))
+
+
+_THREADED_FEATURES = """
+import sys
+import numpy as np
+from pipeline.extractors.audio.logmel import MelSettings, log_mel_features
+from pipeline.extractors.audio.mfcc import MfccConfig, mfcc_features
+from pipeline.types import AudioTrack
+rng = np.random.default_rng(7)
+track = AudioTrack(samples=rng.standard_normal(16000 * 6).astype(np.float32), sample_rate=16000, start=0.0)
+mel = MelSettings(n_mels=64, window=0.025, hop=0.01, fmin=0.0, fmax=None, log_floor=1e-10)
+np.save(sys.argv[1], log_mel_features(track, mel).values)
+np.save(sys.argv[2], mfcc_features(track, MfccConfig()).values)
+"""
+
+
+def test_features_do_not_depend_on_blas_threads(tmp_path: Path) -> None:
+    """A Dask worker runs BLAS on 1 thread, a notebook on several: both must store the same bits."""
+    outputs = {}
+    for threads in ("1", "2"):
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        files = [tmp_path / f"logmel{threads}.npy", tmp_path / f"mfcc{threads}.npy"]
+        subprocess.run(
+            [sys.executable, "-c", _THREADED_FEATURES, *map(str, files)], check=True, env=env, timeout=120
+        )
+        outputs[threads] = [np.load(f) for f in files]
+    for one, two in zip(outputs["1"], outputs["2"], strict=True):
+        assert one.tobytes() == two.tobytes()

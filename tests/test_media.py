@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,7 +14,9 @@ import pytest
 
 from pipeline.errors import AvpipeError, MediaError
 from pipeline.media import VFR_TOLERANCE, probe, stream_rotation
+from pipeline.timeline import decode_audio, video_timeline
 from pipeline.tools import FFMPEG_ENV_VAR, FFPROBE_ENV_VAR, ffmpeg_binary, ffprobe_binary
+from pipeline.types import MediaInfo
 from tests.media_factory import (
     ffprobe_json,
     make_audio_only,
@@ -251,3 +255,64 @@ def test_probe_missing_file_and_directory(tmp_path: Path) -> None:
     assert caught.value.path == str(tmp_path / "absent.mp4")
     with pytest.raises(MediaError, match="not a regular file"):
         probe(tmp_path)
+
+
+def _times_apart(info: MediaInfo) -> tuple[MediaInfo, list[float]]:
+    """``info`` with its times zeroed, and those times: ffprobe 5.1 (Debian's) and the FFmpeg inside
+    PyAV may place codec delay and encoder padding a few ms apart (Opus pre-skip, AAC priming,
+    MP3 padding); everything else must be identical."""
+    times = [info.duration]
+    streams = {}
+    for name in ("video", "audio"):
+        stream = getattr(info, name)
+        if stream is not None:
+            times += [stream.start_time, stream.duration]
+            streams[name] = dataclasses.replace(stream, start_time=0.0, duration=0.0)
+    return dataclasses.replace(info, duration=0.0, **streams), times
+
+
+@pytest.mark.parametrize(
+    "name", ["clip", "vfr", "rot90", "rot180", "delayed", "mkv", "silent", "mp3", "cover_art"]
+)
+def test_in_process_probe_matches_ffprobe(media: dict[str, Path], name: str) -> None:
+    """The PyAV probe gives the MediaInfo of the two-ffprobe path it replaced."""
+    fast, fast_times = _times_apart(probe(media[name], backend="pyav"))
+    slow, slow_times = _times_apart(probe(media[name], backend="ffprobe"))
+    assert fast == slow
+    np.testing.assert_allclose(fast_times, slow_times, atol=0.05)
+    if ffprobe_binary() and _ffprobe_major() >= 7:  # same FFmpeg generation: the same times too
+        assert fast_times == slow_times
+
+
+def _ffprobe_major() -> int:
+    out = subprocess.run([ffprobe_binary(), "-version"], capture_output=True, text=True).stdout
+    match = re.match(r"ffprobe version n?(\d+)", out)
+    return int(match.group(1)) if match else 0
+
+
+def test_in_process_probe_times_are_those_the_stages_decode(media: dict[str, Path]) -> None:
+    """Where ffprobe 5.1 differs, the PyAV probe agrees with the timeline and audio decoder."""
+    mkv = probe(media["mkv"])
+    assert mkv.video.start_time == pytest.approx(video_timeline(media["mkv"]).time[0], abs=1e-9)
+    mp3 = probe(media["mp3"])
+    audio = decode_audio(media["mp3"])
+    assert mp3.audio.duration == pytest.approx(len(audio.samples) / audio.sample_rate, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["subtitles", "truncated", "text", "empty", "garbage"])
+def test_in_process_probe_fails_like_ffprobe(media: dict[str, Path], name: str) -> None:
+    errors = []
+    for backend in ("pyav", "ffprobe"):
+        with pytest.raises(MediaError) as caught:
+            probe(media[name], backend=backend)
+        errors.append(str(caught.value))
+    assert errors[0] == errors[1]
+
+
+def test_in_process_probe_starts_no_process(media: dict[str, Path], monkeypatch) -> None:
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"probe started a process: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    info = probe(media["rot90"])
+    assert info.video is not None and info.video.rotation == 90 and info.audio is not None

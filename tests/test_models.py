@@ -25,6 +25,14 @@ SMALL = {
     "jca": {"encoder_dim": 8, "attention_dim": 4, "head_hidden": 8},
     "rnn": {"hidden": 8, "layers": 2},
     "transformer": {"d_model": 8, "heads": 2, "layers": 1, "feedforward": 16},
+    "aim3": {
+        "hidden": 8,
+        "heads": 2,
+        "task_layers": 1,
+        "task_head_dim": 4,
+        "feedforward": 16,
+        "head_layers": [8],
+    },
 }
 WINDOW = 24
 
@@ -43,7 +51,23 @@ def build(name: str, tasks=ALL_TASKS, inputs=INPUTS, **overrides):
 
 
 def test_registry_lists_the_models():
-    assert model_names() == ["jca", "lfan", "rnn", "tcn", "transformer"]
+    assert model_names() == ["aim3", "jca", "lfan", "rnn", "tcn", "transformer"]
+
+
+def test_aim3_feeds_detached_source_features_into_the_target_branch():
+    model = build("aim3", feedback_sources=["v", "au"], feedback_targets=["a"]).eval()
+    assert model.branches["a"].head.hidden[1].in_features == 8 + 2 * 8  # shared + v and au features
+    inputs = batch()
+    before = model(inputs)
+    with torch.no_grad():
+        model.branches["au"].head.hidden[1].weight.mul_(3.0)  # changes the au features only
+    after = model(inputs)
+    assert torch.allclose(before["va"][..., 0], after["va"][..., 0])  # valence has no feedback
+    assert not torch.allclose(before["va"][..., 1], after["va"][..., 1])  # arousal reads au's features
+    after["va"][..., 1].sum().backward()
+    assert model.branches["au"].head.hidden[1].weight.grad is None  # detached: no gradient to the source
+    with pytest.raises(ConfigError, match="feedback_sources"):
+        build("aim3", tasks=[Task.VA], feedback_sources=["au"], feedback_targets=["a"])
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

@@ -385,9 +385,18 @@ def test_flipped_bytes_in_a_chunk_are_caught_by_the_checksum(tmp_path):
 
 
 def read_index(root: Path, extractor: str = "feat") -> dict:
+    """The index as a plain reader sees it: index.json, then index.log's JSON lines in order."""
     payload = json.loads((root / extractor / "index.json").read_text())
     assert payload["format"] == "avpipe-index" and payload["extractor"] == extractor
-    return payload["videos"]
+    videos = payload["videos"]
+    log_file = root / extractor / "index.log"
+    for line in log_file.read_text().splitlines() if log_file.exists() else []:
+        record = json.loads(line)
+        if record["entry"] is None:
+            videos.pop(record["video"], None)
+        else:
+            videos[record["video"]] = record["entry"]
+    return videos
 
 
 def test_record_and_rebuild_index(tmp_path):
@@ -398,12 +407,15 @@ def test_record_and_rebuild_index(tmp_path):
     store.record("feat", "b c")
     # The first record starts the index from every readable shard already on disk.
     assert sorted(read_index(tmp_path)) == ["D/e", "a", "b c"]
+    stat = store.shard_path("feat", "b c").stat()
     assert read_index(tmp_path)["b c"] == {
         "shard": "b%20c.h5",
         "params_hash": "p1",
         "media_fingerprint": "m1",
         "n_frames": 11,
         "extractor_version": "1",
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
     }
     store.shard_path("feat", "a").unlink()
     store.shard_path("feat", "D/e").write_bytes(b"broken")
@@ -433,7 +445,8 @@ def test_listing_works_without_and_with_a_broken_index(tmp_path):
     store.rebuild_index("feat")
     (tmp_path / "feat" / "index.json").write_text("{ half written")
     assert store.videos("feat") == sorted(ids)
-    store.record("feat", "ok")
+    # A stage starts with sync_index, which re-reads the shards the broken index no longer names.
+    assert store.sync_index("feat").added == len(ids)
     assert sorted(read_index(tmp_path)) == sorted(ids)
 
 

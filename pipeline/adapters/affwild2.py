@@ -9,12 +9,20 @@ AU_Detection_Challenge / AU_Set (other folders such as MTL_Challenge are ignored
 Training_Set, Validation_Set / Valid_Set / Val_Set, or Test_Set. An annotation named ``<name>_left`` or
 ``<name>_right`` is about one of two people in video ``<name>``; the row's video id is the annotation name.
 Each file has a header line and one row per video frame (row ``i`` is frame ``i``).
+
+Subjects (the unit cross-validation folds keep together): the ``_left``/``_right`` annotations of one
+video share a subject, and so do the parts of one long recording, which Aff-Wild2 cuts into videos named
+``<id>-<fps>-<W>x<H>-<N>`` (``5-60-1920x1080-1`` ... ``-4``). Any further grouping (one person in several
+recordings) comes from an optional ``<root>/subjects.csv`` with columns ``video_id,subject``, where
+``video_id`` is an annotation name, a video name, or a recording name with the part number removed.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +71,9 @@ SET_FOLDERS = {
 TASK_ORDER = (LabelTask.VA, LabelTask.EXPR, LabelTask.AU)  # the first task's split wins on disagreement
 HEADERS = {LabelTask.VA: VA_NAMES, LabelTask.EXPR: EXPRESSION_NAMES, LabelTask.AU: AU_NAMES}
 POSITION_SUFFIXES = {f"_{p.value}": p for p in SubjectPosition}
+SUBJECTS_FILE = "subjects.csv"
+# a part of a recording cut into several videos: <id>-<fps>-<W>x<H>-<N>
+RECORDING_PART = re.compile(r"^(?P<recording>.+-\d+x\d+)-(?P<part>\d+)$")
 
 
 @register_adapter
@@ -74,16 +85,50 @@ class AffWild2Adapter(DatasetAdapter):
         scan = Scan()
         videos = self._videos_by_name()
         annotations = self._annotations(scan)
+        self._subjects = read_subjects(self.root / SUBJECTS_FILE)
+        self._grouping = {"recording_parts": 0, "subjects_csv": 0}
         for annotation_name in sorted(annotations):
             self._add_candidate(scan, annotation_name, annotations[annotation_name], videos)
+        unused = sorted(set(self._subjects) - self._used_subject_names(scan))
+        if unused:
+            log.warning(
+                "%s lists %d names that match no annotation, video or recording: %s",
+                self.root / SUBJECTS_FILE,
+                len(unused),
+                ", ".join(unused[:10]),
+            )
         log.info(
-            "%s: %d annotated videos, %d rejected, under %s",
+            "%s: %d annotated videos, %d rejected, under %s; subjects: %d videos grouped as parts of a "
+            "recording, %d by %s",
             self.name,
             len(scan.candidates),
             len(scan.failures),
             self.root,
+            self._grouping["recording_parts"],
+            self._grouping["subjects_csv"],
+            SUBJECTS_FILE,
         )
         return scan
+
+    def _subject_of(self, annotation_name: str, video_name: str) -> tuple[str, str | None]:
+        """The person an annotation is about (subjects.csv first, else the recording with its parts
+        merged) and a manifest note saying which rule grouped it, if one did."""
+        recording = recording_of(video_name)
+        for name in (annotation_name, video_name, recording):
+            if name in self._subjects:
+                self._grouping["subjects_csv"] += 1
+                return self._subjects[name], f"subject {self._subjects[name]!r} from {SUBJECTS_FILE}"
+        if recording != video_name:
+            self._grouping["recording_parts"] += 1
+            return recording, f"subject {recording!r}: a numbered part of that recording"
+        return recording, None
+
+    def _used_subject_names(self, scan: Scan) -> set[str]:
+        names = set()
+        for candidate in scan.candidates:
+            video_name = candidate.media_path.stem
+            names |= {candidate.video_id, video_name, recording_of(video_name)}
+        return names
 
     def read_labels(self, candidate: Candidate) -> RawLabels:
         return RawLabels(
@@ -158,11 +203,13 @@ class AffWild2Adapter(DatasetAdapter):
             scan.failures.append(Failure(str(first_file), FailureStage.DISCOVER.value, reason))
             return
         split, notes = _merged_split(by_task)
+        subject, grouped = self._subject_of(annotation_name, video_name)
+        notes = (*notes, grouped) if grouped else notes
         scan.candidates.append(
             Candidate(
                 video_id=annotation_name,
                 media_path=matches[0],
-                subject=video_name,
+                subject=subject,
                 split=split,
                 labels={task: by_task[task][0][1] for task in TASK_ORDER if task in by_task},
                 subject_position=position,
@@ -180,6 +227,40 @@ def split_position(annotation_name: str, videos: dict[str, list[Path]]) -> tuple
                 return base, position
             return annotation_name, position
     return annotation_name, None
+
+
+def recording_of(video_name: str) -> str:
+    """``"5-60-1920x1080-3"`` -> ``"5-60-1920x1080"``; names that are not a numbered part stay as they are."""
+    match = RECORDING_PART.match(video_name)
+    return match["recording"] if match else video_name
+
+
+def read_subjects(path: Path) -> dict[str, str]:
+    """``video_id -> subject`` from an optional subjects.csv; LabelError naming the line on a bad one."""
+    if not path.is_file():
+        return {}
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle, skipinitialspace=True)
+            reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+            missing = {"video_id", "subject"} - set(reader.fieldnames)
+            if missing:
+                raise LabelError(
+                    path, f"line 1: needs the columns video_id,subject; missing {sorted(missing)}"
+                )
+            subjects: dict[str, str] = {}
+            for record in reader:
+                line = reader.line_num
+                video_id = (record["video_id"] or "").strip()
+                subject = (record["subject"] or "").strip()
+                if not video_id or not subject:
+                    raise LabelError(path, f"line {line}: empty video_id or subject")
+                if video_id in subjects:
+                    raise LabelError(path, f"line {line}: {video_id!r} is listed twice")
+                subjects[video_id] = subject
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise LabelError(path, f"cannot read: {err}") from None
+    return subjects
 
 
 def _merged_split(by_task: dict[LabelTask, list[tuple[Split, Path]]]) -> tuple[Split, tuple[str, ...]]:

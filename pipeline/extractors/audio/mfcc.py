@@ -66,7 +66,7 @@ def mfcc_features(track: AudioTrack, cfg: MfccConfig) -> NativeFeatures:
     """(N, 3 * n_mfcc) rows ``[c, delta c, delta-delta c]`` at the native hop, with centre times."""
     log_mel = log_mel_features(track, cfg.mel_settings)
     basis = spectral.dct_matrix(cfg.n_mfcc, cfg.n_mels) * spectral.lifter_weights(cfg.n_mfcc, cfg.lifter)
-    cepstra = log_mel.values @ basis
+    cepstra = spectral.stable_matmul(log_mel.values, basis)
     delta = spectral.deltas(cepstra, cfg.delta_width)
     delta2 = spectral.deltas(delta, cfg.delta_width)
     return NativeFeatures(values=np.concatenate([cepstra, delta, delta2], axis=1), times=log_mel.times)

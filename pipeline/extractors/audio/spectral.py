@@ -14,6 +14,17 @@ import scipy.fft
 STFT_BLOCK_FRAMES = 4096
 
 
+def stable_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float32 ``a @ b`` that does not depend on how many threads BLAS runs.
+
+    OpenBLAS's float32 GEMM rounds differently with 1 thread (a Dask worker, whose nanny sets
+    OPENBLAS_NUM_THREADS=1) and with several (a notebook or the tests), so the same video would get
+    features that differ in the last bits depending on where it ran. Summing in float64 and rounding
+    once to float32 makes both give the same bits.
+    """
+    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.float32)
+
+
 def samples_for(seconds: float, sample_rate: int) -> int:
     """A duration in whole samples (at least 1)."""
     return max(1, round(seconds * sample_rate))
@@ -88,7 +99,7 @@ def mel_spectrogram(
         spectrum = scipy.fft.rfft(block, n=n_fft, axis=1)
         # |X|^2 without the square root of abs() for the common power spectrum.
         energy = spectrum.real**2 + spectrum.imag**2 if power == 2.0 else np.abs(spectrum) ** power
-        np.matmul(energy, filterbank, out=out[first : first + block.shape[0]])
+        out[first : first + block.shape[0]] = stable_matmul(energy, filterbank)
     return out
 
 
