@@ -84,10 +84,9 @@ def test_a_subject_row_never_holds_the_other_person(scenes, name, subject) -> No
     faces = run(scene, subject)
     own = check_identity(faces, scene, person)
     visible = in_view(scene, person)
-    # not safe by storing nothing: before anything hard happens, the person is found on every frame
-    first_hard = {"side_by_side": 60, "occluded": 20, "crossing": 12, "leaving": 60, "shot_cut": 40}[name]
-    early = visible[:first_hard]
-    assert own[:first_hard][early].mean() == 1.0, (name, subject, faces.mask[:first_hard])
+    # not safe by storing nothing: wherever the person is in full view, its face is stored, also after
+    # walking past the other or a cut (re-identified by appearance)
+    assert visible.sum() >= 30 and own[visible].mean() >= 0.95, (name, subject, faces.mask)
     if name == "occluded" and subject == "left":
         hidden = slice(20, 45)
         assert not np.isin(faces.mask[hidden], FOUND).any()
@@ -109,7 +108,7 @@ def test_track_rule_keeps_one_person_through_a_crossing(scenes) -> None:
     scene = scenes["crossing"]
     faces = run(scene, None, selection="track")  # anchors on the largest face: the astronaut
     own = check_identity(faces, scene, "astronaut")
-    assert own[:12].all()
+    assert own[in_view(scene, "astronaut")].mean() >= 0.95
     assert faces.attrs["search_tracks_started"] >= 1
 
 

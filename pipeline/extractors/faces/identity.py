@@ -30,6 +30,7 @@ APPEARANCE_SIDE = 32  # px: the box is area-reduced to this before its histogram
 APPEARANCE_BINS = (8, 12, 12)  # L, a, b
 MODEL_UPDATE = 0.3  # weight of a newly accepted keyframe face in the track's appearance model...
 MODEL_UPDATE_MIN = 0.85  # ...when it is at least this similar: a half-hidden face does not drift it
+REIDENTIFY_MIN = 0.85  # a lost track resumes anywhere on a face this similar, if no other face passes
 
 
 def appearance(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
@@ -137,15 +138,49 @@ class Identity:
         if len(faces) == 0:
             return Choice(None)
         if self.alive(state, position):
-            return self.gated(faces, image, state.box, position - state.seen_at, state.model)
+            return self.follow(faces, image, state.box, position - state.seen_at, state.model)
         return self.anchor(faces, image, state.model)
+
+    def follow(
+        self, faces: Faces, image: np.ndarray, reference: np.ndarray, elapsed: int, model: np.ndarray | None
+    ) -> Choice:
+        """An identity track's face: through the gate, or, when none passes it, re-identified (a new
+        track of the same person, e.g. after a cut or after walking past someone)."""
+        choice = self.gated(faces, image, reference, elapsed, model)
+        if choice.index is not None or model is None or self.gate_appearance <= 0:
+            return choice
+        confident = np.flatnonzero(faces.probs >= self.anchor_prob)
+        if confident.size == 0:
+            return choice
+        return self._reidentify(faces, image, model, confident)
 
     def anchor(self, faces: Faces, image: np.ndarray, model: np.ndarray | None) -> Choice:
         """A new track: the rule's confident face, on its side of the frame for left/right, looking like
-        the previous track when there was one."""
+        the previous track when there was one; failing that, the one face clearly like it."""
         confident = np.flatnonzero(faces.probs >= self.anchor_prob)
         if confident.size == 0:
             return Choice(None, rejected=True)
+        by_rule = self._anchor_by_rule(faces, image, model, confident)
+        if by_rule.index is not None or model is None or self.gate_appearance <= 0:
+            return by_rule
+        return self._reidentify(faces, image, model, confident)
+
+    def _reidentify(
+        self, faces: Faces, image: np.ndarray, model: np.ndarray, confident: np.ndarray
+    ) -> Choice:
+        """The lost person wherever they are now (walked past the other, a cut): the one confident face
+        at least ``REIDENTIFY_MIN`` similar to the track's model while every other is below the gate."""
+        hists = [appearance(image, faces.boxes[i]) for i in confident]
+        scores = np.array([0.0 if h is None else similarity(model, h) for h in hists])
+        best = int(np.argmax(scores))
+        others = np.delete(scores, best)
+        if scores[best] < REIDENTIFY_MIN or (others >= self.gate_appearance).any():
+            return Choice(None, rejected=True)
+        return Choice(int(confident[best]), anchored=True, hist=hists[best])
+
+    def _anchor_by_rule(
+        self, faces: Faces, image: np.ndarray, model: np.ndarray | None, confident: np.ndarray
+    ) -> Choice:
         centres = (faces.boxes[confident, 0] + faces.boxes[confident, 2]) / 2
         if self.rule is Selection.TRACK:
             pick = confident[int(np.argmax(box_area(faces.boxes[confident])))]

@@ -168,7 +168,8 @@ class IntervalFill:
         if nearest is not None:
             at, reference = nearest
             if abs(i - at) <= self.identity.reanchor_after:
-                return self.identity.gated(faces, image, reference.box, i - at, reference.model), reference
+                choice = self.identity.follow(faces, image, reference.box, i - at, reference.model)
+                return choice, (None if choice.anchored else reference)
         return self.identity.choose(faces, image, self.state, self.first + i), None
 
     # ---- helpers
