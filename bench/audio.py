@@ -10,6 +10,10 @@ decoded to 16 kHz through pipeline.timeline, and a video timeline at ``--fps``. 
 - vggish at a one-frame hop, modes ``exact`` and ``shared``, torch on all cores; target >= 5x on CPU.
   Random weights unless ``--checkpoint`` is given (speed does not depend on the values). CUDA figures
   are added when a GPU is present.
+- speech (Silero VAD from the silero-vad wheel, real weights), one process.
+- hf-speech on ``--hf-seconds`` of the audio: ``--hf-model`` (a local folder), else a randomly initialised
+  WavLM of base size (12 layers, 768-d; speed does not depend on the weights), every layer averaged;
+  CPU, and CUDA fp16 when a GPU is present.
 
 Figures are wall-clock and noisy on a shared machine: run it on an idle one for numbers to quote.
 """
@@ -144,6 +148,50 @@ def bench_vggish(workload: Workload, checkpoint: str | None, device: str, folder
         )  # fmt: skip
 
 
+def bench_speech(workload: Workload) -> None:
+    context = VideoContext(video_id="bench", media_path="bench.wav")
+    extractor = create_extractor("speech")
+    extractor.setup("cpu")
+    extractor.extract(_head(workload.track, 2.0), workload.timeline, context)  # warm-up
+    started = time.perf_counter()
+    out = extractor.extract(workload.track, workload.timeline, context)
+    spent = time.perf_counter() - started
+    log.info(
+        "  speech (silero-vad) %7.3f s  %7.1fx real time  (%d segments, %.0f%% of frames speech)",
+        spent, workload.seconds / spent, out.attrs["segments"], 100 * out.arrays["speech"].mean(),
+    )  # fmt: skip
+
+
+def bench_hf_speech(workload: Workload, model: str | None, seconds: float, device: str, folder: Path) -> None:
+    import torch
+
+    if model is None:
+        from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+        model = str(folder / "wavlm-base-random")
+        if not Path(model).exists():
+            WavLMModel(WavLMConfig()).save_pretrained(model)
+            Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(model)
+    track = _head(workload.track, seconds)
+    times = workload.timeline.time[workload.timeline.time < track.duration]
+    timeline = Timeline(time=times, frame_index=np.arange(times.size))
+    context = VideoContext(video_id="bench", media_path="bench.wav")
+    extractor = create_extractor("hf-speech", model=model, layers=list(range(13)), combine="mean")
+    extractor.setup(device)
+    extractor.extract(_head(track, 2.0), timeline, context)  # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    extractor.extract(track, timeline, context)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    spent = time.perf_counter() - started
+    log.info(
+        "  hf-speech (%s) on %-4s %8.3f s for %.0f s  %7.1fx real time",
+        Path(model).name, device, spent, track.duration, track.duration / spent,
+    )  # fmt: skip
+
+
 def _head(track: AudioTrack, seconds: float) -> AudioTrack:
     n = int(seconds * track.sample_rate)
     return AudioTrack(samples=track.samples[:n], sample_rate=track.sample_rate, start=track.start)
@@ -161,6 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads for vggish (default 2)")
     parser.add_argument("--checkpoint", default=None, help="VGGish weights (default: random weights)")
     parser.add_argument("--skip-vggish", action="store_true")
+    parser.add_argument("--skip-speech", action="store_true", help="skip the speech and hf-speech figures")
+    parser.add_argument(
+        "--hf-model", default=None, help="hf-speech model folder (default: random WavLM-base)"
+    )
+    parser.add_argument("--hf-seconds", type=float, default=20.0, help="audio for hf-speech (default 20)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -192,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
                 bench_vggish(workload, args.checkpoint, "cuda", folder)
             else:
                 log.info("  no CUDA device: GPU figures skipped")
+        if not args.skip_speech:
+            log.info("speech and hf-speech (torch threads: %d):", args.threads)
+            bench_speech(workload)
+            bench_hf_speech(workload, args.hf_model, args.hf_seconds, "cpu", folder)
+            if torch.cuda.is_available():
+                bench_hf_speech(workload, args.hf_model, args.hf_seconds, "cuda", folder)
     return 0
 
 

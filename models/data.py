@@ -4,12 +4,16 @@ The first feature's timeline is the video's training timeline. Other features ar
 index (they share it when extracted at the same ``dataset.fps``; rows they lack count as missing), and
 so are the labels, which the manifest stage stores on the native timeline. Feature sizes are read from
 the shards: a model learns them from ``resolve_inputs``, never from code.
+
+``train.mask_audio_by_speech`` marks the audio inputs invalid (zeros, mask off) on the frames the
+``speech`` extractor (Silero VAD) found no speech in: a model then sees audio features only where
+somebody speaks. How many frames it masked is counted per video (``VideoData.speech_masked``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +29,9 @@ from pipeline.types import MaskValue
 
 log = logging.getLogger(__name__)
 
+SPEECH_EXTRACTOR = "speech"  # pipeline/extractors/audio/speech.py
+SPEECH_ARRAY = "speech"
+
 
 @dataclass
 class VideoData:
@@ -36,6 +43,7 @@ class VideoData:
     features: dict[str, np.ndarray]  # input key -> (T, D) float32
     valid: dict[str, np.ndarray]  # input key -> (T,) bool: mask not MISSING and every value finite
     labels: FrameLabels
+    speech_masked: int = 0  # audio frames train.mask_audio_by_speech turned invalid
 
     def __len__(self) -> int:
         return int(self.frame_index.shape[0])
@@ -75,11 +83,13 @@ def load_video(
     video_id: str,
     with_labels: bool = True,
     require_labels: bool = True,
+    speech_masked_keys: Sequence[str] = (),
 ) -> VideoData:
     """Read every feature of ``video_id`` and its labels; StoreError names the shard at fault.
 
     Without ``with_labels`` (prediction), or when the labels shard is absent and not ``require_labels``
-    (test videos), every frame is unlabeled.
+    (test videos), every frame is unlabeled. The inputs in ``speech_masked_keys`` are invalid where the
+    ``speech`` shard's ``speech`` array is 0 (or the speech shard lacks the frame).
     """
     time = frame_index = None
     features: dict[str, np.ndarray] = {}
@@ -96,10 +106,36 @@ def load_video(
         features[spec.key] = np.where(ok[:, None], values, 0.0).astype(np.float32)
         valid[spec.key] = ok
     assert time is not None and frame_index is not None
+    masked = 0
+    if speech_masked_keys:
+        speaking = read_speech(store, video_id, frame_index)
+        for key in speech_masked_keys:
+            masked += int(np.count_nonzero(valid[key] & ~speaking))
+            valid[key] = valid[key] & speaking
+            features[key][~speaking] = 0.0
     labels = FrameLabels.unlabeled(len(frame_index))
     if with_labels and (require_labels or store.shard_path(LABELS_EXTRACTOR, video_id).exists()):
         labels = read_labels(store, video_id, frame_index)
-    return VideoData(video_id, time, frame_index, features, valid, labels)
+    return VideoData(video_id, time, frame_index, features, valid, labels, masked)
+
+
+def read_speech(store: FeatureStore, video_id: str, frame_index: np.ndarray) -> np.ndarray:
+    """(T,) bool: the ``speech`` extractor's segment mask at ``frame_index`` (False where it has no row)."""
+    stored = store.read(SPEECH_EXTRACTOR, video_id, [SPEECH_ARRAY])
+    rows, found = match_frames(stored.frame_index, frame_index)
+    return found & (np.asarray(stored.arrays[SPEECH_ARRAY])[rows] != 0)
+
+
+def speech_masked_inputs(specs: Sequence[FeatureSpec]) -> list[str]:
+    """The keys of the audio inputs (the speech feature itself excepted) that the speech mask applies to."""
+    registry = None
+    keys = []
+    for spec in specs:
+        if spec.modality is Modality.AUTO and registry is None:
+            registry = default_registry()
+        if spec.extractor != SPEECH_EXTRACTOR and resolve_modality(spec, registry) is Modality.AUDIO:
+            keys.append(spec.key)
+    return keys
 
 
 def load_videos(
@@ -108,16 +144,53 @@ def load_videos(
     video_ids: Iterable[str],
     with_labels: bool = True,
     require_labels: bool = True,
+    mask_audio_by_speech: bool = False,
 ) -> tuple[list[VideoData], dict[str, str]]:
     """Every readable video, and ``{video id: why it was skipped}`` for the others (logged)."""
-    videos, skipped = [], {}
+    skipped: dict[str, str] = {}
+    videos = list(
+        iter_videos(store, specs, video_ids, with_labels, require_labels, mask_audio_by_speech, skipped)
+    )
+    return videos, skipped
+
+
+def iter_videos(
+    store: FeatureStore,
+    specs: Sequence[FeatureSpec],
+    video_ids: Iterable[str],
+    with_labels: bool = True,
+    require_labels: bool = True,
+    mask_audio_by_speech: bool = False,
+    skipped: dict[str, str] | None = None,
+) -> Iterator[VideoData]:
+    """The readable videos one at a time (a table larger than memory is filled from this); the others
+    are logged and recorded in ``skipped``."""
+    skipped = skipped if skipped is not None else {}
+    masked_keys = speech_masked_inputs(specs) if mask_audio_by_speech else []
+    if mask_audio_by_speech and not masked_keys:
+        raise ConfigError("train.mask_audio_by_speech", "is true but train.features has no audio feature")
+    masked = n_videos = 0
     for video_id in tqdm(list(video_ids), desc="load features", unit="video", leave=False):
         try:
-            videos.append(load_video(store, specs, video_id, with_labels, require_labels))
+            video = load_video(store, specs, video_id, with_labels, require_labels, masked_keys)
         except AvpipeError as err:
             skipped[video_id] = str(err)
             log.warning("skipping video %s: %s", video_id, err)
-    return videos, skipped
+            continue
+        masked, n_videos = masked + video.speech_masked, n_videos + 1
+        yield video
+    if masked_keys:
+        log.info(
+            "mask_audio_by_speech: %d audio frames without speech masked in %s over %d videos",
+            masked,
+            masked_keys,
+            n_videos,
+        )
+
+
+def without_features(video: VideoData) -> VideoData:
+    """``video``'s timeline, labels and counts without its feature arrays (what remains once tabled)."""
+    return VideoData(video.video_id, video.time, video.frame_index, {}, {}, video.labels, video.speech_masked)
 
 
 def match_frames(source: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

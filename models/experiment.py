@@ -19,7 +19,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,14 @@ import torch
 
 from models.base import InputSpec
 from models.checkpoint import config_summary, save_checkpoint
-from models.config import Normalisation, TrainConfig, UnlabeledFrames
-from models.data import VideoData, load_videos, resolve_inputs
+from models.config import TrainConfig, UnlabeledFrames
+from models.data import VideoData, iter_videos, resolve_inputs, without_features
 from models.folds import FoldPlan, make_folds
 from models.inference import device_for, save_predictions
+from models.normalisation import standardise
 from models.registry import validate_model_config
 from models.selection import selection_criteria
-from models.stats import cached_stats, compute_stats, stats_key
+from models.stats import stats_key
 from models.table import FrameTable
 from models.trainer import FoldTrainer
 from models.unlabeled import delete_unlabelled
@@ -77,19 +79,36 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     _remove_previous_run(out)
     write_json(out / FOLDS_FILE, plan.to_dict())
     specs = config.feature_specs
-    pool, skipped = load_videos(store, specs, plan.pool)
-    test, skipped_test = load_videos(store, specs, plan.test, require_labels=False)
-    skipped.update(skipped_test)
-    deleted = 0
+    skipped: dict[str, str] = {}
+    videos: list[VideoData] = []  # timelines and labels only: the features go into the table
+    deleted = [0]
+    pool_stream = iter_videos(
+        store, specs, plan.pool, mask_audio_by_speech=config.mask_audio_by_speech, skipped=skipped
+    )
     if config.unlabeled is UnlabeledFrames.DELETE:
-        pool, deleted = _delete_unlabelled(pool, config, skipped)
-    videos = pool + test
+        pool_stream = _delete_unlabelled(pool_stream, config, skipped, deleted)
+    test_stream = iter_videos(
+        store,
+        specs,
+        plan.test,
+        require_labels=False,
+        mask_audio_by_speech=config.mask_audio_by_speech,
+        skipped=skipped,
+    )
+    table = FrameTable(
+        (_kept(video, videos) for video in chain(pool_stream, test_stream)),
+        [spec.key for spec in specs],
+        dtype=np.dtype(config.table_dtype),
+        cache_dir=_table_cache(config),
+    )
+    deleted = deleted[0]
+    pool_ids = set(plan.pool)
+    pool = [video for video in videos if video.video_id in pool_ids]
     if not pool:
         raise StoreError(
             f"{store.root}: no train/validation video has every feature of {[s.key for s in specs]}"
         )
     inputs = resolve_inputs(store, specs, pool[0].video_id)
-    table = FrameTable(videos, [spec.key for spec in inputs])
     labels = {video.video_id: video.labels for video in videos}
     timelines = {video.video_id: (video.frame_index, video.time) for video in videos}
     if config.threads:
@@ -125,20 +144,30 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     return summary
 
 
+def _kept(video: VideoData, kept: list[VideoData]) -> VideoData:
+    kept.append(without_features(video))
+    return video
+
+
+def _table_cache(config: TrainConfig) -> Path | None:
+    """Where the on-disk table goes (``train.table_cache``), or None to keep it in memory."""
+    return Path(config.table_cache) if config.table_cache else None
+
+
 def _delete_unlabelled(
-    pool: list[VideoData], config: TrainConfig, skipped: dict[str, str]
-) -> tuple[list[VideoData], int]:
+    pool: Iterator[VideoData], config: TrainConfig, skipped: dict[str, str], deleted: list[int]
+) -> Iterator[VideoData]:
     """``train.unlabeled: delete``: the pool without unlabelled frames; videos left empty are skipped."""
-    kept, deleted = [], 0
+    n_videos = 0
     for video in pool:
         cut, removed = delete_unlabelled(video, config.tasks)
-        deleted += removed
+        deleted[0] += removed
+        n_videos += 1
         if len(cut):
-            kept.append(cut)
+            yield cut
         else:
             skipped[video.video_id] = f"no frame labelled for {[t.value for t in config.tasks]}"
-    log.info("train.unlabeled = delete: removed %d unlabelled frames from %d videos", deleted, len(pool))
-    return kept, deleted
+    log.info("train.unlabeled = delete: removed %d unlabelled frames from %d videos", deleted[0], n_videos)
 
 
 def _remove_previous_run(out: Path) -> None:
@@ -168,10 +197,7 @@ def _train_one(
     key = stats_key(store, config.feature_specs, inputs, train_ids)
     if config.unlabeled is UnlabeledFrames.DELETE:  # other frames, other statistics
         key += "-delete-" + "-".join(task.value for task in config.tasks)
-    stats = cached_stats(Path(config.output_dir) / "stats", key, trainer.table, train_ids)
-    standardised = stats.apply(trainer.table)
-    if config.normalisation is Normalisation.PER_PARTITION:
-        _standardise_own_statistics(standardised, trainer.table, [val_ids, test_ids])
+    stats, standardised = standardise(config, trainer.table, train_ids, [val_ids, test_ids], key)
     directory = fold_dir(config.output_dir, fold)
     result = trainer.train_fold(fold, standardised, train_ids, val_ids, log_path=directory / LOG_FILE)
     predictions = trainer.predict(result.model, standardised, val_ids + test_ids)
@@ -204,21 +230,6 @@ def _train_one(
         "epochs_run": result.epochs_run,
         "seconds": round(result.seconds, 3),
     }
-
-
-def _standardise_own_statistics(
-    standardised: dict[str, np.ndarray], table: FrameTable, partitions: list[list[str]]
-) -> None:
-    """``train.normalisation: per_partition``: each partition's rows z-scored with its own statistics
-    (ABAW2 calculate_mean_and_std.py:17-50, base/dataset.py:155-163). Checkpoints keep the training
-    statistics, so ``avpipe predict`` standardises with those."""
-    for video_ids in partitions:
-        if not video_ids:
-            continue
-        own = compute_stats(table, video_ids).apply(table)
-        rows = table.rows_of(video_ids)
-        for key, values in standardised.items():
-            values[rows] = own[key][rows]
 
 
 def task_checkpoint(directory: Path, criterion: str) -> Path:

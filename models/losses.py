@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
-from models.config import CCCReduction, LossConfig, Moments, Task, VALoss
+from models.config import CCCReduction, LossConfig, Moments, MSEReduction, Task, VALoss
 from pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
 
 EPS = 1e-8
@@ -83,11 +83,18 @@ def ccc_loss(
     return (1.0 - ccc).mean()
 
 
-def masked_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def masked_mse(
+    prediction: torch.Tensor, target: torch.Tensor, reduction: MSEReduction = MSEReduction.LABELLED
+) -> torch.Tensor:
+    """MSE over the labelled frames; ``all_positions`` divides by every position of the batch instead,
+    as AIM3-RUC's ``mse(inputs * mask, target * mask)`` (models/loss.py:9-11)."""
     labeled = torch.all(target != UNLABELED_VA, dim=-1)
     if not bool(labeled.any()):
         return prediction.sum() * 0.0
-    return F.mse_loss(prediction[labeled], target[labeled])
+    loss = F.mse_loss(prediction[labeled], target[labeled])
+    if reduction is MSEReduction.ALL_POSITIONS:
+        loss = loss * labeled.sum() / labeled.numel()
+    return loss
 
 
 def expression_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -125,7 +132,7 @@ class MultiTaskLoss:
     def _task_loss(self, task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if task is Task.VA:
             if self.config.va is VALoss.MSE:
-                return masked_mse(output, target)
+                return masked_mse(output, target, self.config.mse)
             cfg = self.config
             return ccc_loss(output, target, None, cfg.ccc, cfg.variance, cfg.covariance)
         if task is Task.EXPR:

@@ -90,7 +90,13 @@ def run_prediction(
     models = load_fold_models(config.output_dir, device)
     first = models[0]
     out = Path(out_dir) if out_dir is not None else Path(config.predictions_dir)
-    videos, skipped = load_videos(store, first.features, select_videos(rows, split), with_labels=False)
+    videos, skipped = load_videos(
+        store,
+        first.features,
+        select_videos(rows, split),
+        with_labels=False,
+        mask_audio_by_speech=config.mask_audio_by_speech,
+    )
     if not videos:
         raise StoreError(f"{store.root}: none of the selected videos has every feature the models need")
     table = FrameTable(videos, [spec.key for spec in first.inputs])
@@ -113,7 +119,7 @@ def run_prediction(
 def _predict_fold(
     loaded: LoadedModel, table: FrameTable, video_ids: list[str], batch_size: int, device: torch.device
 ) -> dict[str, dict[str, np.ndarray]]:
-    inputs = loaded.stats.apply(table)
+    inputs = loaded.stats.view(table)  # standardised batch by batch
     predictions = predict_videos(
         loaded.model, inputs, table, video_ids, loaded.window, loaded.hop, batch_size, device
     )

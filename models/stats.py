@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,50 @@ from pipeline.store import FeatureStore
 log = logging.getLogger(__name__)
 
 MIN_STD = 1e-6  # constant dimensions are left unscaled instead of blowing up
+STATS_BLOCK_VALUES = 1 << 21  # values per block: 16 MB of float64 whatever the width
+
+
+class StandardisedView:
+    """``(values[rows] - mean) / std`` in float32 with invalid rows zeroed, computed at each read."""
+
+    def __init__(self, values: Any, valid: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+        self.values = values  # (n_rows, D) array or RowFile, any float dtype
+        self.valid = valid
+        self.mean = np.asarray(mean, np.float32)
+        self.scale = _inverse(std)
+        self.group: np.ndarray | None = None  # row -> statistics index, once ``override`` is used
+        self.means: list[np.ndarray] = [self.mean]
+        self.scales: list[np.ndarray] = [self.scale]
+
+    def override(self, rows: np.ndarray, mean: np.ndarray, std: np.ndarray) -> None:
+        """Standardise the rows selected by the bool mask ``rows`` with their own statistics."""
+        if self.group is None:
+            self.group = np.zeros(self.valid.shape[0], dtype=np.int16)
+        self.means.append(np.asarray(mean, np.float32))
+        self.scales.append(_inverse(std))
+        self.group[rows] = len(self.means) - 1
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.values.shape)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        raw = self.values[rows]
+        if self.group is None:
+            out = np.subtract(raw, self.mean, dtype=np.float32)  # converts and centres in one pass
+            out *= self.scale
+        else:
+            group = self.group[rows]
+            out = np.subtract(raw, np.stack(self.means)[group], dtype=np.float32)
+            out *= np.stack(self.scales)[group]
+        invalid = ~self.valid[rows]
+        if invalid.any():
+            out[invalid] = 0.0
+        return out
+
+
+def _inverse(std: np.ndarray) -> np.ndarray:
+    return (1.0 / np.asarray(std, np.float64)).astype(np.float32)
 
 
 @dataclass
@@ -33,12 +78,19 @@ class FeatureStats:
     std: dict[str, np.ndarray]
 
     def apply(self, table: FrameTable) -> dict[str, np.ndarray]:
-        """Standardised copies of the table's features; invalid rows (and the padding row) are 0."""
-        out = {}
-        for key in table.keys:
-            scaled = (table.features[key] - self.mean[key]) / self.std[key]
-            out[key] = np.where(table.valid[key][:, None], scaled, 0.0).astype(np.float32)
-        return out
+        """Standardised float32 copies of the whole table (small tables; see ``view`` for large ones)."""
+        every_row = np.arange(table.n_rows)
+        return {key: view[every_row] for key, view in self.view(table).items()}
+
+    def view(self, table: FrameTable) -> dict[str, StandardisedView]:
+        """Per input, the table standardised on read: ``view[rows]`` is float32, invalid rows 0.
+
+        No standardised copy of the table is made: each batch is scaled as it is gathered.
+        """
+        return {
+            key: StandardisedView(table.features[key], table.valid[key], self.mean[key], self.std[key])
+            for key in table.keys
+        }
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -71,20 +123,54 @@ class FeatureStats:
 
 
 def compute_stats(table: FrameTable, video_ids: Sequence[str]) -> FeatureStats:
-    """Mean and std of each input over the valid frames of ``video_ids`` (float64 accumulation)."""
+    """Mean and std of each input over the valid frames of ``video_ids`` (float64 accumulation).
+
+    Read in blocks of rows so that a table larger than memory (fp16, on disk) never becomes one float64
+    array; blocks are merged with Chan et al.'s pairwise update, exact up to rounding.
+    """
     rows = table.rows_of(video_ids)
     mean, std = {}, {}
     for key in table.keys:
-        values = table.features[key][rows & table.valid[key]].astype(np.float64)
-        if values.shape[0] == 0:
+        dim = table.features[key].shape[1]
+        count, block_mean, m2 = 0, np.zeros(dim), np.zeros(dim)
+        for start, stop in row_blocks(table.n_rows, dim):
+            keep = rows[start:stop] & table.valid[key][start:stop]
+            if not keep.any():
+                continue
+            values = read_rows(table.features[key], start, stop)[keep].astype(np.float64)
+            count, block_mean, m2 = merge_moments(count, block_mean, m2, values)
+        if count == 0:
             log.warning("input %s has no valid frame in the training videos: left unscaled", key)
-            mean[key] = np.zeros(table.features[key].shape[1], dtype=np.float32)
-            std[key] = np.ones(table.features[key].shape[1], dtype=np.float32)
+            mean[key] = np.zeros(dim, dtype=np.float32)
+            std[key] = np.ones(dim, dtype=np.float32)
             continue
-        mean[key] = values.mean(axis=0).astype(np.float32)
-        deviation = values.std(axis=0)
+        mean[key] = block_mean.astype(np.float32)
+        deviation = np.sqrt(m2 / count)
         std[key] = np.where(deviation < MIN_STD, 1.0, deviation).astype(np.float32)
     return FeatureStats(mean=mean, std=std)
+
+
+def row_blocks(n_rows: int, dim: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` blocks of rows holding about STATS_BLOCK_VALUES values each."""
+    block = max(1, STATS_BLOCK_VALUES // max(dim, 1))
+    return [(start, min(start + block, n_rows)) for start in range(0, n_rows, block)]
+
+
+def read_rows(values: Any, start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` of an in-memory array or a RowFile."""
+    return values.read_range(start, stop) if hasattr(values, "read_range") else values[start:stop]
+
+
+def merge_moments(
+    count: int, mean: np.ndarray, m2: np.ndarray, values: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """Running (count, mean, sum of squared deviations) updated with a block of rows."""
+    n = values.shape[0]
+    block_mean = values.mean(axis=0)
+    block_m2 = ((values - block_mean) ** 2).sum(axis=0)
+    total = count + n
+    delta = block_mean - mean
+    return total, mean + delta * (n / total), m2 + block_m2 + delta**2 * (count * n / total)
 
 
 def stats_key(

@@ -1,4 +1,4 @@
-"""All videos' frames in memory, one array per input; windows are rows of an index matrix.
+"""All videos' frames in one table, one array per input; windows are rows of an index matrix.
 
 Row 0 of every array is a padding row (zero features, no labels). A window is ``length`` table rows, with
 0 where a short video is padded, so a batch is one fancy-indexing gather per array: no per-window Python,
@@ -7,18 +7,39 @@ no decoding, no file access after loading. That is what keeps the loader far ahe
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from models.config import Task
 from models.data import VideoData
+from models.rowfile import RowFile
 from models.windows import PAD, window_rows
 from pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
 
 PAD_ROW = 0
+
+
+# task -> (FrameLabels attribute, value of an unlabeled frame, dtype)
+LABEL_LAYOUT = {
+    Task.VA: ("valence_arousal", UNLABELED_VA, np.float32),
+    Task.EXPR: ("expression", UNLABELED_EXPRESSION, np.int64),
+    Task.AU: ("action_units", UNLABELED_AU, np.float32),
+}
+LABEL_ARRAYS = tuple(name for name, _, _ in LABEL_LAYOUT.values())
+
+
+def _stack_labels(parts: list[np.ndarray], fill: float, dtype: type) -> np.ndarray:
+    """Padding row (unlabeled) then every video's labels."""
+    shape = parts[0].shape[1:] if parts else (2,)
+    return np.concatenate([np.full((1, *shape), fill, dtype=dtype), *[np.asarray(p, dtype) for p in parts]])
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
 
 
 @dataclass(frozen=True)
@@ -28,51 +49,78 @@ class VideoSpan:
 
 
 class FrameTable:
-    """Concatenated per-frame arrays of ``videos`` (features raw, as stored)."""
+    """Concatenated per-frame arrays of ``videos`` (features as stored, in ``dtype``).
 
-    def __init__(self, videos: Sequence[VideoData], keys: Sequence[str]) -> None:
+    ``videos`` is consumed once, video by video, so it may be a generator reading the store: only one
+    video's features are held besides the table. ``dtype`` float16 halves the table (the values are
+    standardised per batch in float32, models/stats.py). With ``cache_dir`` every input's rows go to a
+    file there instead of memory (models/rowfile.py): memory then holds the masks, labels and one batch.
+    """
+
+    def __init__(
+        self,
+        videos: Iterable[VideoData],
+        keys: Sequence[str],
+        dtype: np.dtype | type = np.float32,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.keys = list(keys)
+        self.dtype = np.dtype(dtype)
         self.spans: dict[str, VideoSpan] = {}
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        parts: dict[str, list] = {key: [] for key in [*self.keys, *(f"valid/{k}" for k in self.keys)]}
+        label_parts: dict[str, list[np.ndarray]] = {name: [] for name in LABEL_ARRAYS}
+        writers: dict[str, RowFile] = {}
         row = 1
         for video in videos:
             self.spans[video.video_id] = VideoSpan(row, len(video))
             row += len(video)
+            for key in self.keys:
+                values = video.features[key]
+                if key not in writers and not parts[key]:
+                    self._start(key, values.shape[1], parts, writers)
+                self._append(key, values, video.video_id, parts, writers)
+                parts[f"valid/{key}"].append(np.asarray(video.valid[key], dtype=bool))
+            for name in LABEL_ARRAYS:
+                label_parts[name].append(getattr(video.labels, name))
         self.n_rows = row
-        self.features = {key: self._stack(videos, key) for key in self.keys}
-        self.valid = {key: self._stack_valid(videos, key) for key in self.keys}
+        self.features = {key: self._finish(key, parts, writers) for key in self.keys}
+        self.valid = {key: np.concatenate([[False], *parts[f"valid/{key}"]]) for key in self.keys}
         self.labels = {
-            Task.VA: self._stack_labels(videos, "valence_arousal", UNLABELED_VA, np.float32),
-            Task.EXPR: self._stack_labels(videos, "expression", UNLABELED_EXPRESSION, np.int64),
-            Task.AU: self._stack_labels(videos, "action_units", UNLABELED_AU, np.float32),
+            task: _stack_labels(label_parts[name], fill, dtype_)
+            for task, (name, fill, dtype_) in LABEL_LAYOUT.items()
         }
 
-    def _stack(self, videos: Sequence[VideoData], key: str) -> np.ndarray:
-        dim = videos[0].features[key].shape[1] if videos else 0
-        out = np.zeros((self.n_rows, dim), dtype=np.float32)
-        for video in videos:
-            span = self.spans[video.video_id]
-            values = video.features[key]
-            if values.shape[1] != dim:
-                raise ValueError(
-                    f"input {key!r} of video {video.video_id!r} has {values.shape[1]} values, others {dim}"
-                )
-            out[span.start : span.start + span.length] = values
-        return out
+    def _start(self, key: str, dim: int, parts: dict[str, list], writers: dict[str, RowFile]) -> None:
+        padding = np.zeros((1, dim), self.dtype)  # row 0: the padding row
+        if self.cache_dir is None:
+            parts[key].append(padding)
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        writers[key] = RowFile(self.cache_dir / f"{_safe(key)}.rows", dim, self.dtype)
+        writers[key].append(padding)
 
-    def _stack_valid(self, videos: Sequence[VideoData], key: str) -> np.ndarray:
-        out = np.zeros(self.n_rows, dtype=bool)
-        for video in videos:
-            span = self.spans[video.video_id]
-            out[span.start : span.start + span.length] = video.valid[key]
-        return out
+    def _append(
+        self, key: str, values: np.ndarray, video_id: str, parts: dict[str, list], writers: dict[str, RowFile]
+    ) -> None:
+        dim = writers[key].dim if key in writers else parts[key][0].shape[1]
+        if values.shape[1] != dim:
+            raise ValueError(
+                f"input {key!r} of video {video_id!r} has {values.shape[1]} values, others {dim}"
+            )
+        if key in writers:
+            writers[key].append(values)
+        else:
+            parts[key].append(np.asarray(values, dtype=self.dtype))
 
-    def _stack_labels(self, videos: Sequence[VideoData], name: str, fill: float, dtype: type) -> np.ndarray:
-        first = getattr(videos[0].labels, name) if videos else np.zeros((0, 2))
-        out = np.full((self.n_rows, *first.shape[1:]), fill, dtype=dtype)
-        for video in videos:
-            span = self.spans[video.video_id]
-            out[span.start : span.start + span.length] = getattr(video.labels, name)
-        return out
+    def _finish(self, key: str, parts: dict[str, list], writers: dict[str, RowFile]) -> np.ndarray | RowFile:
+        if key in writers:
+            return writers[key].finish()
+        if not parts[key]:
+            return np.zeros((self.n_rows, 0), dtype=self.dtype)
+        table = np.concatenate(parts[key])
+        parts[key].clear()
+        return table
 
     def rows_of(self, video_ids: Sequence[str]) -> np.ndarray:
         """Table rows of the frames of ``video_ids`` (bool mask over the table)."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from models.base import InputSpec, SequenceModel
-from models.config import OptimizerName, Selection, TrainConfig
+from models.config import OptimizerName, Scheduler, Selection, Shuffle, TrainConfig
 from models.inference import VideoPrediction, predict_videos
 from models.losses import MultiTaskLoss
 from models.metrics import task_metrics
@@ -57,9 +57,34 @@ def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.
     params = model.parameters()
     if opt.name is OptimizerName.SGD:
         return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    betas = (float(opt.betas[0]), float(opt.betas[1]))
     if opt.name is OptimizerName.ADAMW:
-        return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
-    return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+        return torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay, betas=betas)
+    return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay, betas=betas)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    """The epoch-wise schedule. ``linear_warmup`` is transformers' get_linear_schedule_with_warmup
+    stepped once per epoch, as AIM3-RUC/ABAW4 (models/networks/tools.py:59-61, train_seed.py:272): epoch
+    e (from 1) runs at lr * (e - 1) / warmup, then lr * (epochs - e + 1) / (epochs - warmup)."""
+    if config.scheduler is Scheduler.PLATEAU:
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=config.plateau.factor,
+            patience=config.plateau.patience,
+            min_lr=config.plateau.min_lr,
+        )
+    if config.scheduler is Scheduler.CONSTANT:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    warmup, total = config.warmup_epochs, config.epochs
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def concat_labels(labels: Mapping[str, FrameLabels], video_ids: Sequence[str]) -> FrameLabels:
@@ -129,16 +154,15 @@ class FoldTrainer:
         if windows.shape[0] == 0:
             raise ValueError(f"fold {fold}: the training videos have no labeled frame for {list(cfg.tasks)}")
         targets = {task: self.table.labels[task] for task in cfg.tasks}
-        batches = WindowBatches(inputs, targets, windows, cfg.batch_size, shuffle=True, seed=cfg.seed + fold)
+        every_epoch = cfg.shuffle is Shuffle.EVERY_EPOCH
+        if not every_epoch:  # one order for the whole fold
+            windows = windows[np.random.default_rng(cfg.seed + fold).permutation(windows.shape[0])]
+        batches = WindowBatches(
+            inputs, targets, windows, cfg.batch_size, shuffle=every_epoch, seed=cfg.seed + fold
+        )
         model = self.build_model().to(self.device)
         optimizer = build_optimizer(model, cfg)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="max",
-            factor=cfg.plateau.factor,
-            patience=cfg.plateau.patience,
-            min_lr=cfg.plateau.min_lr,
-        )
+        scheduler = build_scheduler(optimizer, cfg)
         separate_va = cfg.model.separate_va
         scorer = TaskScorer(fold, list(cfg.tasks), cfg.selection.missing_score, separate_va)
         baseline_metrics = self.validate(model, inputs, val_ids)
@@ -157,7 +181,10 @@ class FoldTrainer:
             metrics = self.validate(model, inputs, val_ids)
             scores = scorer.scores(metrics, epoch)
             score = sum(scores.values())
-            scheduler.step(score)
+            if cfg.scheduler is Scheduler.PLATEAU:
+                scheduler.step(score)
+            else:
+                scheduler.step()
             history.append(
                 self._row(epoch, optimizer, losses, metrics, score, time.perf_counter() - epoch_started)
             )

@@ -182,7 +182,7 @@ def test_paper_variants_train_end_to_end(tmp_path, preset):
         "jca": ["fer-minixception", "mfcc"],
         "abaw4-mtl": ["fer-minixception", "fer-minixception:logits"],
     }[preset]
-    small = {"abaw4-mtl": {"model": {"config": AIM3_SMALL}}}.get(preset, {})
+    small = {"abaw4-mtl": {"model": {"config": AIM3_SMALL}, "warmup_epochs": 1}}.get(preset, {})
     config = paper_config(
         preset,
         features=features,

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.config import CCCReduction, LossConfig, MergeMethod, Moments, Task, VALoss
+from models.config import CCCReduction, LossConfig, MergeMethod, Moments, MSEReduction, Task, VALoss
 from models.jca import JointCrossAttention
 from models.lfan import ModalityAttention
 from models.losses import MultiTaskLoss, ccc_loss
@@ -208,6 +208,14 @@ def test_multitask_loss_applies_the_configured_va_loss_and_weights():
     config = LossConfig(weights={"va": 24.0}, va=VALoss.MSE)
     total, _ = MultiTaskLoss([Task.VA], config)({"va": pred}, {"va": gold})
     assert float(total) == pytest.approx(24.0 * float(((pred - gold) ** 2).mean()), abs=1e-12)
+    masked = gold.clone()
+    masked[0, :3] = -5.0
+    aim3 = LossConfig(weights={"va": 24.0}, va=VALoss.MSE, mse=MSEReduction.ALL_POSITIONS)
+    total, _ = MultiTaskLoss([Task.VA], aim3)({"va": pred}, {"va": masked})
+    # AIM3: 12 mse(v * mask, t * mask) + 12 mse(a * mask, t * mask), each a mean over every position
+    keep = (masked != -5.0).all(dim=-1, keepdim=True).double()
+    per_dim = [(((pred[..., d] - masked[..., d]) * keep[..., 0]) ** 2).mean() for d in range(2)]
+    assert float(total) == pytest.approx(float(12 * per_dim[0] + 12 * per_dim[1]), abs=1e-12)
     per_window = LossConfig(ccc=CCCReduction.PER_WINDOW, variance=Moments.SAMPLE)
     total, _ = MultiTaskLoss([Task.VA], per_window)({"va": pred}, {"va": gold})
     expected = ref_ccc_loss(pred.numpy(), gold.numpy(), np.ones((2, 6), bool), True, 1, 0)

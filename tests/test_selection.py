@@ -132,27 +132,30 @@ def test_unlabelled_frames_are_deleted_and_partitions_standardised_on_their_own(
     assert predictions[test]["frame_index"][0] == 0  # test videos stay whole
 
 
-def test_per_partition_standardises_each_partition_with_its_own_statistics(tmp_path):
+@pytest.mark.parametrize("scope", ["dimension", "feature"])
+def test_per_partition_standardises_each_partition_with_its_own_statistics(tmp_path, scope):
     from models.data import load_video
-    from models.experiment import _standardise_own_statistics
-    from models.stats import compute_stats
+    from models.normalisation import standardise
     from models.table import FrameTable
 
     store, rows = build_dataset(tmp_path, n_train=2, n_validation=1, n_test=1, frames=(40, 50), seed=8)
-    config = config_for("lstm-fusion", tmp_path)
+    config = config_for("lstm-fusion", tmp_path, normalisation="per_partition", normalisation_scope=scope)
     videos = [load_video(store, config.feature_specs, r.video_id, require_labels=False) for r in rows]
     table = FrameTable(videos, [spec.key for spec in config.feature_specs])
     ids = {split: [r.video_id for r in rows if r.split is split] for split in Split}
     table.features["mfcc"][table.rows_of(ids[Split.VALIDATION])] += 50.0  # a shifted partition
-    standardised = compute_stats(table, ids[Split.TRAIN]).apply(table)
-    assert standardised["mfcc"][table.rows_of(ids[Split.VALIDATION])].mean() > 10  # train statistics
-    _standardise_own_statistics(standardised, table, [ids[Split.VALIDATION], ids[Split.TEST]])
-    for split in (Split.VALIDATION, Split.TEST):
+    partitions = [ids[Split.VALIDATION], ids[Split.TEST]]
+    stats, standardised = standardise(config, table, ids[Split.TRAIN], partitions, "key")
+    for split in Split:
         own = table.rows_of(ids[split]) & table.valid["mfcc"]
-        np.testing.assert_allclose(standardised["mfcc"][own].mean(axis=0), 0.0, atol=1e-4)
-        np.testing.assert_allclose(standardised["mfcc"][own].std(axis=0), 1.0, atol=1e-3)
-    train_rows = table.rows_of(ids[Split.TRAIN]) & table.valid["mfcc"]
-    np.testing.assert_allclose(standardised["mfcc"][train_rows].mean(axis=0), 0.0, atol=1e-4)
+        values = standardised["mfcc"][own]
+        if scope == "dimension":
+            np.testing.assert_allclose(values.mean(axis=0), 0.0, atol=1e-4)
+            np.testing.assert_allclose(values.std(axis=0), 1.0, atol=1e-3)
+        else:  # one mean and std over all values of the feature: per dimension they differ
+            assert values.mean() == pytest.approx(0.0, abs=1e-4)
+            assert values.std(ddof=1) == pytest.approx(1.0, abs=1e-3)
+            assert np.ptp(stats.mean["mfcc"]) == 0 and np.abs(values.mean(axis=0)).max() > 0.1
 
 
 def test_restore_best_continues_from_the_best_weights(tmp_path, monkeypatch):
@@ -199,3 +202,46 @@ def test_restore_state_takes_each_emotions_model_from_its_own_best_epoch():
     state = restore_state(best, {"valence": valence, "arousal": arousal}, {"valence": 0, "arousal": 1})
     assert state == {"per_dimension.0.w": "valence-best", "per_dimension.1.w": "sum-best"}
     assert restore_state(best, {"va": valence}, {"va": None}) == best.state  # whole-task criteria
+
+
+def test_linear_warmup_follows_the_aim3_schedule_stepped_per_epoch(tmp_path):
+    store, rows = build_dataset(tmp_path, n_train=2, n_validation=1, n_test=0, frames=(50, 60), seed=12)
+    config = config_for(
+        "abaw4-mtl",
+        tmp_path,
+        epochs=5,
+        min_epochs=5,
+        scheduler="linear_warmup",
+        warmup_epochs=2,
+        optimizer={"name": "adam", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.5, 0.999]},
+    )
+    run_training(config, store, rows)
+    with (fold_dir(config.output_dir, 0) / "log.csv").open() as handle:
+        log_rows = list(csv.DictReader(handle))
+    # transformers' get_linear_schedule_with_warmup(warmup 2, total 5), one step per epoch: the lr an
+    # epoch leaves for the next is lr * [1/2, 2/2, 2/3, 1/3, 0]; the first epoch runs at lr 0
+    expected = [1e-3 * f for f in (0.5, 1.0, 2 / 3, 1 / 3, 0.0)]
+    np.testing.assert_allclose([float(r["lr"]) for r in log_rows[1:]], expected, rtol=1e-5, atol=1e-12)
+    assert log_rows[1]["val_score"] == log_rows[0]["val_score"]  # lr 0: the weights did not move
+
+
+@pytest.mark.parametrize(("shuffle", "same"), [("once", True), ("every_epoch", False)])
+def test_window_order_is_shuffled_once_or_every_epoch(tmp_path, monkeypatch, shuffle, same):
+    from models.table import WindowBatches
+
+    store, rows = build_dataset(tmp_path, n_train=3, n_validation=1, n_test=0, frames=(80, 90), seed=13)
+    seen: list[int] = []
+    original = WindowBatches.gather
+
+    def gather(self, index):
+        if self.targets:  # training batches (prediction batches have no targets)
+            seen.extend(self.windows[index][:, 0].tolist())
+        return original(self, index)
+
+    monkeypatch.setattr(WindowBatches, "gather", gather)
+    config = config_for("lstm-fusion", tmp_path, epochs=2, min_epochs=2, shuffle=shuffle, window=16, hop=8)
+    run_training(config, store, rows)
+    first, second = seen[: len(seen) // 2], seen[len(seen) // 2 :]
+    assert sorted(first) == sorted(second) and len(first) > 4
+    assert (first == second) is same
+    assert first != sorted(first)  # shuffled either way

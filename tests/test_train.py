@@ -117,7 +117,7 @@ def config_for(preset: str, out: Path, **overrides) -> TrainConfig:
 
 
 def test_presets_are_the_four_of_the_issue():
-    assert list_presets(REPO) == ["abaw2-lfan", "abaw4-mtl", "jca", "lstm-fusion"]
+    assert list_presets(REPO) == ["abaw2-lfan", "abaw4-mtl", "jca", "lstm-fusion", "wavlm-jca"]
 
 
 def test_explicit_train_keys_override_the_preset():

