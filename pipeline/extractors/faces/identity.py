@@ -10,8 +10,8 @@ another confident face on its other side; for ``track`` the largest. After ``rea
 without the track's face a new track may start the same way, but it must still look like the old one.
 
 ``largest`` and ``central`` keep no identity: every whole-frame search applies the rule. For them the
-gate (without appearance) only says whether two keyframes' faces are the same track, i.e. whether the
-frames between may be interpolated.
+gate (against the previous keyframe's face only) just says whether two keyframes' faces are the same
+track, i.e. whether the frames between may be interpolated.
 """
 
 from __future__ import annotations
@@ -197,8 +197,12 @@ class Identity:
             return Choice(None, rejected=True)
         return Choice(int(pick), anchored=True, hist=hist)
 
-    def advance(self, state: TrackState, choice: Choice, box: np.ndarray | None, position: int) -> TrackState:
-        """The track after a whole-frame search kept ``box`` (None: nothing) on ``position``."""
+    def advance(
+        self, state: TrackState, choice: Choice, box: np.ndarray | None, position: int, image: np.ndarray
+    ) -> TrackState:
+        """The track after a whole-frame search kept ``box`` (None: nothing) on ``position``. For the
+        rules without identity, two keyframes' faces are one track when they pass the geometric gate
+        and look alike (a cut between two centred faces is two tracks: not interpolated)."""
         if box is None:
             return state
         if self.keeps_identity:
@@ -209,8 +213,13 @@ class Identity:
                 else _blend(state.model, choice.hist)
             )
             return TrackState(track, box, position, model)
-        same = state.box is not None and self.geometry_passes(state.box, position - state.seen_at, box)
-        return TrackState(state.track if same else state.track + 1, box, position)
+        hist = appearance(image, box) if self.gate_appearance > 0 else None
+        same = (
+            state.box is not None
+            and self.geometry_passes(state.box, position - state.seen_at, box)
+            and self.looks_alike(state.model, hist)
+        )
+        return TrackState(state.track if same else state.track + 1, box, position, hist)
 
 
 def _blend(model: np.ndarray, hist: np.ndarray) -> np.ndarray:

@@ -173,7 +173,7 @@ class FaceTracker:
             self.stats.identity_rejections += choice.rejected
             self.stats.tracks_started += choice.anchored
             box = None if choice.index is None else faces.boxes[choice.index]
-            state = self.identity.advance(state, choice, box, position)
+            state = self.identity.advance(state, choice, box, position, frame.image)
             observations.append(
                 Observation.of(faces, choice.index, MaskValue.VALID, state.track, state.model)
             )
