@@ -156,13 +156,19 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def measure_size(work: Path, variants: list[Path], clips: int, runner: RunnerConfig) -> SizeFigures:
+def measure_size(
+    work: Path, variants: list[Path], clips: int, runner: RunnerConfig, videos_per_shard: int = 1
+) -> SizeFigures:
     media = work / f"media{clips}"
-    make_corpus(media, variants, clips)
-    store_cfg = StoreConfig(root=str(work / f"features{clips}"))
+    if not media.is_dir():
+        make_corpus(media, variants, clips)
+    store_cfg = StoreConfig(
+        root=str(work / f"features{clips}-{videos_per_shard}"), videos_per_shard=videos_per_shard
+    )
     dataset = DatasetConfig(adapter="folder", root=str(media))
     manifest_cfg = ManifestConfig(
-        path=str(work / f"manifest{clips}.csv"), failures=str(work / f"failures{clips}.csv")
+        path=str(work / f"manifest{clips}-{videos_per_shard}.csv"),
+        failures=str(work / f"failures{clips}-{videos_per_shard}.csv"),
     )
     Path(store_cfg.root).mkdir(parents=True, exist_ok=True)
 
@@ -251,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="clip length")
     parser.add_argument("--variants", type=int, default=16, help="distinct encodes the clips copy")
     parser.add_argument("--workers", type=int, default=2, help="Dask worker processes")
+    parser.add_argument("--videos-per-shard", type=int, default=1, help="store.videos_per_shard")
     parser.add_argument(
         "--task-seconds", type=float, default=None, help="runner.task_seconds (0: one task per clip)"
     )
@@ -270,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         variants = make_variants(work / "variants", args.variants, args.seconds)
         figures = []
         for clips in sorted(args.sizes):
-            figures.append(measure_size(work, variants, clips, runner))
+            figures.append(measure_size(work, variants, clips, runner, args.videos_per_shard))
             sys.stdout.write(f"{clips} clips done (load {load_average():.2f})\n")
             sys.stdout.flush()
         print_figures(figures)

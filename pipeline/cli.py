@@ -56,6 +56,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="write per-frame predictions per video as CSV")
     p.add_argument("--out", default=None, help="output folder (default: train.predictions_dir)")
     p.add_argument("--split", default=None, help="only videos of this split (default: all in the manifest)")
+    p = sub.add_parser(
+        "convert-checkpoint",
+        help="rewrite a legacy torch checkpoint (pickled module, numpy arrays) as a tensors-only file",
+        description="Read SOURCE and write its tensors (a module's state_dict, numpy arrays as tensors) "
+        "to TARGET, a file avpipe loads without unpickling. Files holding other Python objects need full "
+        "unpickling, which runs any code stored in them: that happens only with --trust-pickle. "
+        "TARGET is never overwritten.",
+    )
+    p.add_argument("source", help="the checkpoint to read")
+    p.add_argument("target", help="the tensors-only file to write (must not exist)")
+    p.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow full unpickling of SOURCE (runs code the file holds: only for files you trust)",
+    )
+    p = sub.add_parser(
+        "verify",
+        help="read every shard of the store in full (checksums), report or remove bad ones, rebuild indexes",
+    )
+    p.add_argument("extractors", nargs="*", help="extractor folders to check (default: all in store.root)")
+    p.add_argument(
+        "--remove-corrupt",
+        action="store_true",
+        help="delete the corrupt shards (default: only report them; a re-run recomputes removed ones)",
+    )
     return parser
 
 
@@ -88,6 +113,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "extractors":
         return list_extractors()
+    if args.command == "convert-checkpoint":
+        return convert_checkpoint(args.source, args.target, args.trust_pickle)
     params = load_params(args.params, args.overrides)
     if args.command == "config":
         sys.stdout.write(yaml.safe_dump(to_plain(params), sort_keys=False))
@@ -116,6 +143,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from stages import extract
 
         return extract.run(params, args.name)
+    if args.command == "verify":
+        from stages import verify
+
+        return verify.run(params, args.extractors, remove_corrupt=args.remove_corrupt)
     if args.command == "train":
         from stages import train
 
@@ -129,6 +160,21 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return predict.run(params, out=args.out, split=args.split)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def convert_checkpoint(source: str, target: str, trust_pickle: bool) -> int:
+    from pipeline.checkpoints import convert_checkpoint as convert
+
+    done = convert(source, target, trust_pickle=trust_pickle)
+    how = "full unpickling (--trust-pickle)" if done.full_unpickling else "safe loading (no code ran)"
+    log.info(
+        "read %s by %s; wrote %d tensors to %s, which loads without unpickling",
+        done.source,
+        how,
+        done.tensors,
+        done.target,
+    )
+    return 0
 
 
 def list_extractors() -> int:

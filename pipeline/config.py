@@ -38,10 +38,18 @@ class StoreConfig:
     root: str = "data/features"
     compression: Compression = Compression.LZF
     chunk_frames: int = 256
+    # Before trusting a stored shard the index cannot vouch for (changed size or mtime, unknown), read
+    # every data chunk against its checksum: a damaged one is CORRUPT and recomputed. False: attributes.
+    verify_data: bool = True
+    # > 1: the videos of a batched task (runner.task_seconds) go into multi-video shards of up to
+    # this many videos (docs/FORMAT.md); 1: one shard file per video.
+    videos_per_shard: int = 1
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1:
             raise ConfigError("store.chunk_frames", f"must be >= 1, got {self.chunk_frames}")
+        if self.videos_per_shard < 1:
+            raise ConfigError("store.videos_per_shard", f"must be >= 1, got {self.videos_per_shard}")
 
 
 @dataclass
@@ -62,13 +70,29 @@ class RunnerConfig:
     # Short videos are grouped into one Dask task of about this many seconds of media (videos as
     # long or longer run alone); 0 gives one task per video. docs/SCALING.md.
     task_seconds: float = 30.0
+    # LocalCluster: worker deaths a task may witness before it is set aside and retried alone at the end
+    # (Dask's allowed-failures; a cluster of your own uses its scheduler's setting).
+    allowed_worker_deaths: int = 1
+    # No task finished and no worker alive for this long: the remaining videos become failure rows.
+    watchdog_s: float = 300.0
+    # Videos whose frames have more pixels are refused (a failures row) by frame extractors: one decoded
+    # RGB frame takes width x height x 3 bytes, several are in flight. Default: 8K UHD (7680 x 4320).
+    max_pixels: int = 7680 * 4320
+    # The LocalCluster's dashboard (bokeh) shows paths and logs: loopback only unless a host is named here.
+    dashboard_address: str = "127.0.0.1:0"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.task_seconds) and self.task_seconds >= 0):
             raise ConfigError(
                 "runner.task_seconds", f"must be >= 0 (0: one task per video), got {self.task_seconds}"
             )
-        for key in ("n_workers", "threads_per_worker", "torch_threads"):
+        if self.allowed_worker_deaths < 0:
+            raise ConfigError(
+                "runner.allowed_worker_deaths", f"must be >= 0, got {self.allowed_worker_deaths}"
+            )
+        if not self.watchdog_s > 0:
+            raise ConfigError("runner.watchdog_s", f"must be > 0 seconds, got {self.watchdog_s}")
+        for key in ("n_workers", "threads_per_worker", "torch_threads", "max_pixels"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"runner.{key}", f"must be >= 1, got {getattr(self, key)}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

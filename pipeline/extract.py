@@ -1,8 +1,9 @@
 """Run one registered extractor over the manifest into the feature store.
 
 This is the plumbing every extraction stage shares: the parameter hash, the skip of videos already
-stored with it, one Dask task per video, decoding the extractor's input, the atomic shard write on the
-worker, the index update on the driver as each video finishes, and the run report with its failures.
+stored with it, one Dask task per video (short ones grouped, ``runner.task_seconds``), decoding the
+extractor's input, the atomic shard write on the worker, the index update on the driver as each video
+finishes, and the run report with its failures.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import asyncio
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import logging
-import os
 import resource
+import socket
 import sys
 import threading
 import time
@@ -27,11 +29,12 @@ from typing import Any
 import numpy as np
 from distributed import WorkerPlugin, get_worker
 
+from pipeline import atomic
 from pipeline.batching import plan_batches
 from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.errors import AvpipeError, ExtractorError, StoreError
+from pipeline.errors import AvpipeError, ExtractorError, MediaError, StoreError
 from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
-from pipeline.manifest import ManifestRow
+from pipeline.manifest import ManifestRow, printable
 from pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
 from pipeline.runner import (
     GPU_RESOURCE,
@@ -48,7 +51,8 @@ from pipeline.runner import (
     worker_device,
 )
 from pipeline.store import FeatureStore, ShardStatus
-from pipeline.types import FaceCrops, FeatureSet, Timeline, VideoContext
+from pipeline.supervise import Supervision
+from pipeline.types import AudioTrack, FaceCrops, FeatureSet, MediaInfo, Timeline, VideoContext
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ class ExtractionJob:
     plugin: str  # name of this run's ExtractorPlugin on the workers
     needs_gpu: bool = False  # tasks ask for the GPU resource: only GPU workers load the model
     audio_fps: float | None = None  # timeline rate of files without video (dataset.audio_fps)
+    max_pixels: int | None = None  # FRAMES input: refuse videos with larger frames (runner.max_pixels)
 
     @classmethod
     def create(
@@ -88,6 +93,7 @@ class ExtractionJob:
         torch_threads: int = 1,
         plugin: str = "in-process",
         audio_fps: float | None = None,
+        max_pixels: int | None = None,
     ) -> ExtractionJob:
         """A job whose parameter hash and JSON are derived from ``config`` and ``fps`` (and
         ``audio_fps`` when set: hashes of stores without audio-only files stay as they were)."""
@@ -106,6 +112,7 @@ class ExtractionJob:
             torch_threads=torch_threads,
             plugin=plugin,
             audio_fps=audio_fps,
+            max_pixels=max_pixels,
         )
 
 
@@ -181,16 +188,47 @@ def extract_batch(payload: dict[str, Any]) -> list[dict[str, Any]]:
     """Worker task: the videos of a batch one after the other, each as ``extract_video`` would do it.
     A video's error is caught and returned as its own reason, so it fails alone; a worker that dies
     takes the batch with it, and the driver then retries its videos one task each."""
+    job: ExtractionJob = payload["job"]
+    items = payload["batch"]
+    if job.store.videos_per_shard > 1:
+        results = []
+        for start in range(0, len(items), job.store.videos_per_shard):
+            results += _extract_into_pack(job, items[start : start + job.store.videos_per_shard])
+        return results
     results = []
-    for key, item in payload["batch"]:
+    for key, item in items:
         try:
             results.append({"key": key, "result": extract_video({**item, "sync_folder": False})})
         except Exception as err:
             log.debug("%s failed in a batch", key, exc_info=True)
             results.append({"key": key, "reason": describe_error(err)})
-    job: ExtractionJob = payload["job"]
     if any("result" in r for r in results):
         open_store(job.store).sync_folder(job.extractor)  # once for the batch's renames
+    return results
+
+
+def _extract_into_pack(job: ExtractionJob, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Videos written into one new multi-video shard; their results carry its index entries. A
+    video that fails is left out of the pack; a pack that cannot be committed fails all of them."""
+    from pipeline.packs import PackWriter
+
+    results = []
+    with PackWriter(open_store(job.store), job.extractor) as pack:
+        for key, item in items:
+            try:
+                results.append({"key": key, "result": extract_video({**item, "pack": pack})})
+            except Exception as err:
+                log.debug("%s failed in a batch", key, exc_info=True)
+                results.append({"key": key, "reason": describe_error(err)})
+        try:
+            entries = pack.commit()
+        except Exception as err:
+            reason = f"the multi-video shard could not be written: {describe_error(err)}"
+            return [{"key": r["key"], "reason": r.get("reason", reason)} for r in results]
+    for result in results:
+        if "result" in result:
+            summary = result["result"]
+            summary["index_entry"] = entries[summary["index_entry"]["video_id"]]
     return results
 
 
@@ -203,8 +241,14 @@ def extract_video(payload: dict[str, Any]) -> dict[str, Any]:
         raise ExtractorError(
             f"worker {worker.address} has no extractor plugin {job.plugin!r} (cluster restarted?)"
         )
+    check_paths(job, payload["video"]["media_path"])
     summary = process_video(
-        plugin.extractor(), job, payload["video"], payload["fingerprint"], payload.get("sync_folder", True)
+        plugin.extractor(),
+        job,
+        payload["video"],
+        payload["fingerprint"],
+        payload.get("sync_folder", True),
+        pack=payload.get("pack"),
     )
     return {**summary, "worker": worker.address}
 
@@ -215,9 +259,11 @@ def process_video(
     video: dict[str, Any],
     fingerprint: str,
     sync_folder: bool = True,
+    pack: Any = None,
 ) -> dict:
     """Decode the input, run the extractor, write the shard atomically. Usable without Dask.
-    ``sync_folder=False``: the caller fsyncs the store folder after several videos."""
+    ``sync_folder=False``: the caller fsyncs the store folder after several videos. ``pack`` (a
+    ``PackWriter``): the video goes into that multi-video shard, whose ``commit`` gives its entry."""
     from pipeline.media import probe
     from pipeline.timeline import decode_audio, iter_frames, media_timeline, video_timeline
 
@@ -230,11 +276,12 @@ def process_video(
         info, timeline, source = None, crops.timeline, crops
     elif kind is InputKind.FRAMES:
         info = probe(path)  # the display rotation iter_frames applies, read as the manifest read it
+        check_frame_size(info, path, job.max_pixels)
         timeline = video_timeline(path, fps=job.fps, info=info)
         source = iter_frames(path, fps=job.fps, info=info)
     else:
-        # No ffprobe run here: PyAV finds the streams itself, and the probe's ~0.15 s of CPU (starting
-        # ffprobe) was most of an audio stage's cost per short clip.
+        # No probe here: PyAV finds the streams itself (files without video only with audio_fps,
+        # whose grid needs the probe's audio span).
         info = None
         timeline = media_timeline(path, fps=job.fps, audio_fps=job.audio_fps)
         source = decode_audio(path, sample_rate=job.config.sample_rate)
@@ -245,27 +292,76 @@ def process_video(
         subject_position=video.get("subject_position"),
     )
     counts = {"rows": 0, "valid": 0}
+    upsampled = audio_upsampled(source, path)
     produced = extractor.extract_blocks(source, timeline, context)
     blocks = checked_blocks(produced, timeline, job.extractor, counts)
-    written = store.write_shard(
-        job.extractor,
-        video["video_id"],
-        blocks,
-        len(timeline),
-        extractor_version=type(extractor).version,
-        params_hash=job.params_hash,
-        params_json=job.params_json,
-        media_fingerprint=fingerprint,
-        library_versions=library_versions(),
-        sync_folder=sync_folder,
-    )
+    meta = {
+        "extractor_version": type(extractor).version,
+        "params_hash": job.params_hash,
+        "params_json": job.params_json,
+        "media_fingerprint": fingerprint,
+        "library_versions": library_versions(),
+    }
+    if pack is not None:
+        pack.add(video["video_id"], blocks, len(timeline), **meta)
+        entry: dict[str, Any] = {"video_id": video["video_id"]}  # the pack's commit replaces it
+    else:
+        written = store.write_shard(
+            job.extractor, video["video_id"], blocks, len(timeline), sync_folder=sync_folder, **meta
+        )
+        entry = written.entry
     return {
-        "index_entry": written.entry,
+        "index_entry": entry,
         "n_frames": counts["rows"],
         "valid_frames": counts["valid"],
         "seconds": time.perf_counter() - started,
         "cpu_seconds": process_cpu_seconds() - cpu_started,
+        "upsampled_audio": int(upsampled),
     }
+
+
+def audio_upsampled(source: Any, path: str) -> bool:
+    """Whether decoding raised the audio's sample rate (8 kHz telephone audio to 16 kHz): the features
+    then see no content above the source's Nyquist frequency. Warned about and counted in the report."""
+    if not isinstance(source, AudioTrack) or not source.source_sample_rate:
+        return False
+    if source.source_sample_rate >= source.sample_rate:
+        return False
+    log.warning(
+        "%s: audio at %d Hz upsampled to %d Hz: nothing above %d Hz in its features",
+        path,
+        source.source_sample_rate,
+        source.sample_rate,
+        source.source_sample_rate // 2,
+    )
+    return True
+
+
+def check_frame_size(info: MediaInfo, path: str, max_pixels: int | None) -> None:
+    """MediaError for frames too large to decode within a worker's memory (``runner.max_pixels``)."""
+    video = info.video
+    if max_pixels is None or video is None or video.width * video.height <= max_pixels:
+        return
+    pixels = video.width * video.height
+    raise MediaError(
+        path,
+        f"frames of {video.width}x{video.height} ({pixels / 1e6:.1f} Mpixels, {pixels * 3 / 2**20:.0f} MiB "
+        f"each decoded) exceed runner.max_pixels = {max_pixels} ({max_pixels / 1e6:.1f} Mpixels); "
+        "raise it if the workers have the memory",
+    )
+
+
+def check_paths(job: ExtractionJob, media_path: str) -> None:
+    """The paths a task carries are absolute and this worker sees the store the driver prepared;
+    otherwise the worker would write where the driver never looks (another working folder)."""
+    root = Path(job.store.root)
+    if not root.is_absolute() or not Path(media_path).is_absolute():
+        raise StoreError(f"task paths must be absolute (store {root}, media {media_path}); a driver bug")
+    if not (root / job.extractor).is_dir():
+        raise StoreError(
+            f"{root / job.extractor} does not exist on worker host {socket.gethostname()}: the workers must "
+            "see the driver's store.root at the same path (shared storage)"
+        )
 
 
 def process_cpu_seconds() -> float:
@@ -310,7 +406,12 @@ def read_face_crops(store: FeatureStore, video_id: str, crop_size: int) -> FaceC
 
 
 def open_store(cfg: StoreConfig) -> FeatureStore:
-    return FeatureStore(cfg.root, compression=cfg.compression.value, chunk_frames=cfg.chunk_frames)
+    return FeatureStore(
+        cfg.root,
+        compression=cfg.compression.value,
+        chunk_frames=cfg.chunk_frames,
+        videos_per_shard=cfg.videos_per_shard,
+    )
 
 
 def input_fingerprint(kind: InputKind, store: FeatureStore, row: ManifestRow) -> str:
@@ -349,6 +450,10 @@ def run_extractor(
     registry = registry or default_registry()
     cls = registry.get(name)
     cls(config).preflight()
+    # Workers may run elsewhere (runner.scheduler_address) in another working folder: they get the
+    # store as an absolute path, whose extractor folder exists before any task is sent (check_paths).
+    store_cfg = dataclasses.replace(store_cfg, root=str(Path(store_cfg.root).resolve()))
+    open_store(store_cfg).folder(name).mkdir(parents=True, exist_ok=True)
     job = ExtractionJob.create(
         name,
         cls,
@@ -359,11 +464,12 @@ def run_extractor(
         torch_threads=runner_cfg.torch_threads,
         plugin=f"avpipe-{name}-{uuid.uuid4().hex[:12]}",
         audio_fps=audio_fps,
+        max_pixels=runner_cfg.max_pixels,
     )
     store = open_store(store_cfg)
     store.cleanup_temp(name)
     report = RunReport(stage=name)
-    sync_index(store, name, report)
+    sync_index(store, name, report, verify_data=store_cfg.verify_data)
     tasks = pending_tasks(job, cls.input_kind, store, rows, report)
     log.info("%s: %d videos to extract, %d already stored", name, len(tasks), report.skipped)
     try:
@@ -373,7 +479,8 @@ def run_extractor(
             opening = time.perf_counter()
             with ctx as active:
                 report.startup_seconds = time.perf_counter() - opening
-                run_on_cluster(active, job, tasks, store, report, task_seconds=runner_cfg.task_seconds)
+                supervision = Supervision(watchdog_s=runner_cfg.watchdog_s)
+                run_on_cluster(active, job, tasks, store, report, runner_cfg.task_seconds, supervision)
             store.cleanup_temp(name)  # what workers killed during this run left behind
     finally:
         compact_index(store, name, report)
@@ -383,14 +490,14 @@ def run_extractor(
     return report
 
 
-def sync_index(store: FeatureStore, extractor: str, report: RunReport) -> None:
+def sync_index(store: FeatureStore, extractor: str, report: RunReport, verify_data: bool = False) -> None:
     """Start of a stage: index the shards a killed driver never recorded, drop vanished ones.
 
     A full disk here is not fatal: the index is a cache, and the full ``status`` check still
     decides what to skip; the report counts the failed index write.
     """
     try:
-        report.index_synced = store.sync_index(extractor).added
+        report.index_synced = store.sync_index(extractor, verify_data=verify_data).added
     except OSError as err:
         report.index_errors += 1
         log.warning("%s: could not update the index at the start of the stage: %s", extractor, err)
@@ -411,7 +518,7 @@ def pending_tasks(
 ) -> list[tuple[str, dict[str, Any]]]:
     """One task per video not stored yet, longest first; counts the skipped ones in ``report``."""
     tasks = []
-    status = store.status_checker(job.extractor)
+    status = store.status_checker(job.extractor, verify_data=job.store.verify_data)
     for row in sorted(rows, key=lambda r: -max(r.duration, 0.0)):
         try:
             fingerprint = input_fingerprint(kind, store, row)
@@ -428,6 +535,7 @@ def pending_tasks(
         }
         payload = {"job": job, "video": video, "fingerprint": fingerprint, "seconds": row.duration}
         tasks.append((row.video_id, payload))
+    report.skipped_by_index = status.from_index
     return tasks
 
 
@@ -438,6 +546,7 @@ def run_on_cluster(
     store: FeatureStore,
     report: RunReport,
     task_seconds: float = 0.0,
+    supervision: Supervision | None = None,
 ) -> None:
     """Register the extractor plugin, run the tasks (short videos grouped into tasks of about
     ``task_seconds``), record each finished video in the index at once."""
@@ -473,6 +582,7 @@ def run_on_cluster(
         report.frames += result["n_frames"]
         report.worker_seconds += result["seconds"]
         report.worker_cpu_seconds += result["cpu_seconds"]
+        report.upsampled_audio += result.get("upsampled_audio", 0)
         report.videos_per_worker[result["worker"]] = report.videos_per_worker.get(result["worker"], 0) + 1
 
     batched = batch_tasks(tasks, task_seconds, max(1, info.workers))
@@ -502,13 +612,25 @@ def run_on_cluster(
     report.startup_seconds += submitted - registering
     try:
         run_tasks(
-            client, extract_task, batched, desc=job.extractor, on_done=on_task_done, resources=resources
+            client,
+            extract_task,
+            batched,
+            desc=job.extractor,
+            on_done=on_task_done,
+            resources=resources,
+            supervision=supervision,
         )
         if retry_alone:
             report.batches_retried_alone = len(retry_alone)
             report.tasks += len(retry_alone)
             run_tasks(
-                client, extract_task, retry_alone, desc=job.extractor, on_done=on_done, resources=resources
+                client,
+                extract_task,
+                retry_alone,
+                desc=job.extractor,
+                on_done=on_done,
+                resources=resources,
+                supervision=supervision,
             )
     finally:
         report.processing_seconds = time.perf_counter() - submitted
@@ -565,23 +687,14 @@ def describe_device(job: ExtractionJob, resources: dict[str, float] | None) -> s
 
 def write_report(report: RunReport, reports_dir: str | Path) -> Path:
     """``<reports>/<stage>.json`` (counts, speed, times) and ``<reports>/<stage>_failures.csv``
-    (video, stage, reason; a header only when nothing failed)."""
+    (video, stage, reason; a header only when nothing failed). A full disk raises OutputWriteError."""
     reports_dir = Path(reports_dir)
-    reports_dir.mkdir(parents=True, exist_ok=True)
     path = reports_dir / f"{report.stage}.json"
-    _write_atomic(path, json.dumps(report.to_dict(), indent=2) + "\n")
-    failures = reports_dir / f"{report.stage}_failures.csv"
-    tmp = failures.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["video", "stage", "reason"])
-        for f in report.failures:
-            writer.writerow([f.video, f.stage, f.reason])
-    os.replace(tmp, failures)
+    atomic.write_text(path, json.dumps(report.to_dict(), indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["video", "stage", "reason"])
+    for f in report.failures:
+        writer.writerow([printable(f.video), f.stage, printable(f.reason)])
+    atomic.write_text(reports_dir / f"{report.stage}_failures.csv", buffer.getvalue())
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -169,7 +169,10 @@ class ShardIndex:
             finally:
                 os.close(fd)
             if log_bytes > COMPACT_MIN_LOG_BYTES and log_bytes > _size(self.snapshot_path):
-                self._compact_locked()
+                try:
+                    self._compact_locked()
+                except OSError as err:  # the records are in the log; the next compaction folds them
+                    log.warning("%s: could not compact the index log: %s", self.log_path, err)
 
     def compact(self) -> Entries:
         """Fold the log into the snapshot (atomically) and empty the log; return the entries."""

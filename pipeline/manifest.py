@@ -3,7 +3,9 @@
 ``media_path`` and the ``labels`` paths are stored **absolute** (resolved when the manifest is built), so
 every later stage opens them directly whatever its working directory. The CSV has one column per
 ``ManifestRow`` field, in field order; dict columns hold JSON, ``None`` is an empty cell, booleans are
-``true``/``false``. Both CSV files are written atomically (temporary file, then rename).
+``true``/``false``. Both CSV files are written atomically (temporary file, then rename). A media
+path keeps the exact bytes of its file name (non-UTF-8 bytes written as they are, PEP 383); the failures
+report shows such bytes as ``\\xNN``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import enum
 import json
 import logging
 import math
-import os
 import types
 import typing
 from collections.abc import Iterable
@@ -22,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import atomic
 from pipeline.errors import AvpipeError, ConfigError
 from pipeline.labels import LabelTask
 from pipeline.types import MediaInfo
 
 log = logging.getLogger(__name__)
 
+CSV_ERRORS = "surrogateescape"
 DEFAULT_VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
 
@@ -281,8 +284,26 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
 
 
 def write_failures(failures: Iterable[Failure], path: str | Path) -> Path:
-    """Write the failures report (path, stage, reason) atomically; a header only when nothing failed."""
-    return _write_csv(path, FAILURE_COLUMNS, ([f.path, f.stage, f.reason] for f in failures))
+    """Write the failures report (path, stage, reason) atomically; a header only when nothing failed.
+
+    The report is for people: bytes of a file name that are not UTF-8 appear as ``\\xNN``.
+    """
+    rows = ([printable(f.path), f.stage, printable(f.reason)] for f in failures)
+    return _write_csv(path, FAILURE_COLUMNS, rows)
+
+
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: the bytes of a file name that are not UTF-8 (which Python holds as
+    surrogate escapes, PEP 383) become ``\\xNN``; valid text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def read_failures(path: str | Path) -> list[Failure]:
@@ -292,18 +313,16 @@ def read_failures(path: str | Path) -> list[Failure]:
 
 
 def _write_csv(path: str | Path, columns: tuple[str, ...], rows: Iterable[list[str]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(columns)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    # surrogateescape: a media path keeps the exact bytes of its file name, even those that are not
+    # UTF-8, and reads back to the same path (the manifest is the only file that needs this).
+    with (
+        atomic.replacing(path) as tmp,
+        tmp.open("w", newline="", encoding="utf-8", errors=CSV_ERRORS) as handle,
+    ):
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+    return Path(path)
 
 
 def _read_csv(
@@ -313,7 +332,7 @@ def _read_csv(
     if not path.is_file():
         hint = f"; {missing_hint}" if missing_hint else ""
         raise ManifestError(path, f"does not exist{hint}")
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8", errors=CSV_ERRORS) as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         missing = [c for c in columns if c not in header]

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import RunnerConfig
 from pipeline.errors import AvpipeError
+from pipeline.supervise import Supervision, drive, memory_limit_text
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class TaskOutcome:
     key: str
     result: Any = None
     reason: str | None = None
+    worker_died: bool = False  # Dask gave up after the worker running it died (KilledWorker)
 
     @property
     def ok(self) -> bool:
@@ -220,6 +222,8 @@ def _local_client(cfg: RunnerConfig, max_workers: int | None) -> Iterator[Any]:
         "distributed.nanny.pre-spawn-environ": threads,
         # The nannies hand the driver's Dask config to the worker processes they start.
         "distributed.worker.profile.enabled": cfg.worker_profile,
+        # Few deaths before Dask gives up on a task: run_tasks then retries it alone (supervise.py).
+        "distributed.scheduler.allowed-failures": cfg.allowed_worker_deaths,
     }
     with dask.config.set(settings):
         cluster = LocalCluster(
@@ -227,7 +231,7 @@ def _local_client(cfg: RunnerConfig, max_workers: int | None) -> Iterator[Any]:
             threads_per_worker=cfg.threads_per_worker,
             processes=True,
             memory_limit=cfg.memory_limit,
-            dashboard_address=":0",
+            dashboard_address=cfg.dashboard_address,
             resources={GPU_RESOURCE: 1} if gpus else None,
             # Also as the nanny's own env, which wins over any distributed.nanny.environ setting.
             env=threads,
@@ -256,46 +260,74 @@ def run_tasks(
     desc: str,
     on_done: Callable[[TaskOutcome], None] | None = None,
     resources: dict[str, float] | None = None,
+    supervision: Supervision | None = None,
 ) -> list[TaskOutcome]:
     """Run ``fn(payload)`` for every ``(key, payload)`` on the cluster; never raises for a task's error.
 
     Tasks start in the order given (the caller puts long videos first so that the last ones to finish
     are short). ``on_done`` is called on the driver as each task finishes (in completion order), so
     the caller can record finished work at once: a driver killed later loses nothing already done.
+    A task whose worker died is retried alone after the others (pipeline/supervise.py): only a task
+    that kills its worker even alone fails, with the workers' memory limit in its reason. The
+    watchdog turns the remaining tasks into failures when nothing progresses and no worker lives.
     Losing the cluster itself (scheduler gone) is not a per-video failure: it raises AvpipeError.
     """
-    from distributed import as_completed
-
     if not tasks:
         return []
+    supervision = supervision or Supervision()
     run_id = time.time_ns()
-    futures = {}
-    for position, (key, payload) in enumerate(tasks):
-        future = client.submit(
+    payloads = dict(tasks)
+    outcomes: list[TaskOutcome] = []
+    suspects: list[str] = []
+    memory = memory_limit_text(client)  # now, while workers live: a dead one reports no limit
+
+    def submit(position: int, key: str, payload: Any, attempt: str = "") -> Any:
+        return client.submit(
             fn,
             payload,
-            key=f"{desc}-{key}-{run_id}",
+            key=f"{desc}-{key}-{run_id}{attempt}",
             pure=False,
             resources=resources,
             priority=len(tasks) - position,
         )
-        futures[future] = key
-    outcomes: list[TaskOutcome] = []
-    try:
-        with tqdm(total=len(futures), desc=desc, unit="video") as bar:
-            for future in as_completed(futures):
-                outcome = _outcome(futures[future], future, desc)
-                outcomes.append(outcome)
-                if on_done is not None:
-                    on_done(outcome)
-                bar.update(1)
-                if not outcome.ok:
-                    bar.set_postfix(failed=sum(1 for o in outcomes if not o.ok))
-    finally:
-        # A driver leaving early (Ctrl-C, error) must not leave its tasks running on a shared cluster.
-        pending = [f for f in futures if not f.done()]
-        if pending:
-            client.cancel(pending)
+
+    with tqdm(total=len(tasks), desc=desc, unit="video") as bar:
+
+        def finish(outcome: TaskOutcome) -> None:
+            outcomes.append(outcome)
+            if on_done is not None:
+                on_done(outcome)
+            bar.update(1)
+            if not outcome.ok:
+                bar.set_postfix(failed=sum(1 for o in outcomes if not o.ok))
+
+        def first_try(key: str, future: Any) -> None:
+            outcome = _outcome(key, future, desc)
+            if outcome.worker_died:
+                suspects.append(key)  # perhaps only a neighbour of the video that killed the worker
+            else:
+                finish(outcome)
+
+        def alone(key: str, future: Any) -> None:
+            outcome = _outcome(key, future, desc)
+            if outcome.worker_died:
+                outcome.reason = (
+                    "the worker process died each time it processed this video, also when it ran alone: "
+                    f"it most likely needs more memory than the workers have ({memory}, "
+                    "runner.memory_limit); raise it, or lower runner.max_pixels to refuse such frames"
+                )
+                log.warning("%s: %s failed: %s", desc, key, outcome.reason)
+            finish(outcome)
+
+        def give_up(key: str, reason: str) -> None:
+            finish(TaskOutcome(key=key, reason=reason))
+
+        drive(client, submit, tasks, first_try, give_up, supervision, desc)
+        if suspects:
+            log.warning("%s: %d videos were on a worker that died; retrying each alone", desc, len(suspects))
+        for key in suspects:
+            solo = [(key, payloads[key])]
+            drive(client, lambda p, k, x: submit(p, k, x, "-alone"), solo, alone, give_up, supervision, desc)
     return outcomes
 
 
@@ -308,8 +340,11 @@ def _outcome(key: str, future: Any, desc: str) -> TaskOutcome:
         ) from err
     except Exception as err:  # every failure becomes a report row
         log.debug("task %s failed:\n%s", key, "".join(traceback.format_exception(err)))
-        outcome = TaskOutcome(key=key, reason=describe_error(err))
-        log.warning("%s: %s failed: %s", desc, key, outcome.reason)
+        outcome = TaskOutcome(
+            key=key, reason=describe_error(err), worker_died=type(err).__name__ == "KilledWorker"
+        )
+        if not outcome.worker_died:
+            log.warning("%s: %s failed: %s", desc, key, outcome.reason)
         return outcome
 
 
@@ -341,11 +376,14 @@ class RunReport:
     dashboard: str | None = None
     started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     videos_per_worker: dict[str, int] = field(default_factory=dict)
+    upsampled_audio: int = 0  # videos whose audio was decoded at a higher rate than it was recorded
     failures: list[Failure] = field(default_factory=list)
     # Index upkeep (docs/FORMAT.md): shards the index learnt at the start (written but never
     # recorded, e.g. by a killed driver), and index writes that failed (full disk) during the run.
     index_synced: int = 0
     index_errors: int = 0
+    # Skipped videos decided from the index entry and one stat of the shard (the rest were opened).
+    skipped_by_index: int = 0
     # Dask tasks submitted (short videos share one, runner.task_seconds) and videos of failed
     # batches that were retried one task each.
     tasks: int = 0
@@ -361,6 +399,7 @@ class RunReport:
             f"{self.failed} failed; {self.frames} frames in {self.processing_seconds:.1f} s "
             f"({self.frames_per_second:.1f} frames/s) on {self.workers} workers; "
             f"stage took {self.seconds:.1f} s"
+            + (f"; {self.upsampled_audio} videos with audio upsampled" if self.upsampled_audio else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -385,6 +424,8 @@ class RunReport:
             "videos_per_worker": dict(sorted(self.videos_per_worker.items())),
             "index_synced": self.index_synced,
             "index_errors": self.index_errors,
+            "skipped_by_index": self.skipped_by_index,
             "tasks": self.tasks,
             "batches_retried_alone": self.batches_retried_alone,
+            "upsampled_audio": self.upsampled_audio,
         }

@@ -5,6 +5,7 @@ Layout, attributes and guarantees are specified in docs/FORMAT.md. In short::
     <root>/<extractor>/<safe video id>.h5     one shard per video, written by any worker process
     <root>/<extractor>/index.json             video id -> summary (snapshot), written by drivers
     <root>/<extractor>/index.log              entries recorded since the snapshot, one JSON line each
+    <root>/<extractor>/packs/<name>.h5        multi-video shards (store.videos_per_shard > 1)
 
 A shard is written to a private temp file in the same folder and renamed onto its final name only
 once it is complete and on disk, so a reader (or a re-run after a crash) sees either the whole old
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import errno
 import hashlib
 import json
 import logging
@@ -24,7 +26,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
@@ -34,11 +36,13 @@ import numpy as np
 import psutil
 from tqdm.auto import tqdm
 
-from pipeline import fingerprint
+from pipeline import fingerprint, integrity
 from pipeline.config import Compression
+from pipeline.diskguard import GuardedFile
 from pipeline.errors import StoreError
 from pipeline.index import INDEX_FILE, INDEX_LOG_FILE, LogRecord, ShardIndex
 from pipeline.index import fsync_path as _fsync_path
+from pipeline.packs import PACKS_FOLDER, WRITTEN_ATTR
 from pipeline.types import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,8 @@ GZIP_LEVEL = 4
 MAX_STEM_CHARS = 180
 NAME_HASH_CHARS = 12
 DEFAULT_TEMP_MAX_AGE_S = 3600.0
+# Write failures of the disk itself: a failure row naming the shard, never a crash.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
 # HDF5 1.8 file format: readable by every HDF5 since 2008 and allows attributes over 64 KiB.
 LIBVER = ("v108", "v108")
 
@@ -288,15 +294,23 @@ def _feature_attrs_from_group(group: h5py.Group) -> dict[str, Any]:
 # Files on disk
 
 
-def _shard_stats(folder: Path) -> dict[str, os.stat_result]:
-    """Shard file name -> stat for one extractor folder (temp files start with a dot: not listed)."""
+def _shard_stats(folder: Path, prefix: str = "") -> dict[str, os.stat_result]:
+    """Shard file name (after ``prefix``) -> stat for one folder (temp files start with a dot:
+    not listed)."""
     stats = {}
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for entry in os.scandir(folder):
-            if entry.name.endswith(SHARD_SUFFIX) and not entry.name.startswith("."):
+            if entry.name.endswith(SHARD_SUFFIX) and not entry.name.startswith(".") and entry.is_file():
                 with contextlib.suppress(FileNotFoundError):
-                    stats[entry.name] = entry.stat()
+                    stats[prefix + entry.name] = entry.stat()
     return stats
+
+
+def _written(entry: Mapping[str, Any] | None) -> int:
+    """When an entry's copy was written: ``written_ns`` of a packed video, else its file's mtime."""
+    if entry is None:
+        return -1
+    return int(entry.get(WRITTEN_ATTR) or entry.get("mtime_ns") or 0)
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -440,31 +454,32 @@ def _read_dataset(path: Path, group: h5py.Group, name: str, rows: slice = slice(
 class IndexedStatus:
     """``FeatureStore.status`` with the index loaded once: a STORED answer costs one ``stat``."""
 
-    def __init__(self, store: FeatureStore, extractor: str, entries: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        extractor: str,
+        entries: Mapping[str, Mapping[str, Any]],
+        verify_data: bool = False,
+    ) -> None:
         self.store = store
         self.extractor = extractor
         self.entries = entries
+        self.verify_data = verify_data  # for shards the index cannot vouch for (pipeline/integrity.py)
         self.from_index = 0  # STORED decided from the index and a stat
         self.opened = 0  # decided by opening the shard
 
     def __call__(self, video_id: str, params_hash: str, media_fingerprint: str | None = None) -> ShardStatus:
         entry = self.entries.get(video_id)
-        path = self.store.shard_path(self.extractor, video_id)
         if (
             entry is not None
-            and entry.get("shard") == path.name
             and entry.get("params_hash") == params_hash
             and (media_fingerprint is None or entry.get("media_fingerprint") == media_fingerprint)
+            and self.store._entry_is_current(self.extractor, video_id, entry)
         ):
-            try:
-                stat = path.stat()
-            except FileNotFoundError:
-                return ShardStatus.MISSING
-            if _entry_matches(entry, stat):
-                self.from_index += 1
-                return ShardStatus.STORED
+            self.from_index += 1
+            return ShardStatus.STORED
         self.opened += 1
-        return self.store.status(self.extractor, video_id, params_hash, media_fingerprint)
+        return self.store.status(self.extractor, video_id, params_hash, media_fingerprint, self.verify_data)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -474,12 +489,15 @@ class IndexedStatus:
 class FeatureStore:
     """Per-video HDF5 shards of every extractor under ``root`` (docs/FORMAT.md).
 
-    Instances hold only settings, so they pickle to Dask workers; every method opens and closes its
-    files. ``write`` is safe from any number of processes at once; the index is updated under a
-    file lock by ``record``/``rebuild_index``/``remove``.
+    Instances hold settings (and a cache of which multi-video shard holds which video, refreshed
+    when the index changes and never pickled), so they pickle to Dask workers; every method opens
+    and closes its files. ``write`` is safe from any number of processes at once; the index is
+    updated under a file lock by ``record``/``sync_index``/``rebuild_index``/``remove``.
     """
 
-    def __init__(self, root: str | Path, compression: str = "lzf", chunk_frames: int = 256) -> None:
+    def __init__(
+        self, root: str | Path, compression: str = "lzf", chunk_frames: int = 256, videos_per_shard: int = 1
+    ) -> None:
         try:
             self.compression = Compression(getattr(compression, "value", compression))
         except ValueError as err:
@@ -487,11 +505,20 @@ class FeatureStore:
             raise StoreError(f"store compression must be one of {choices}, got {compression!r}") from err
         if int(chunk_frames) < 1:
             raise StoreError(f"store chunk_frames must be >= 1, got {chunk_frames}")
+        if int(videos_per_shard) < 1:
+            raise StoreError(f"store videos_per_shard must be >= 1, got {videos_per_shard}")
         self.root = Path(root)
         self.chunk_frames = int(chunk_frames)
+        self.videos_per_shard = int(videos_per_shard)  # > 1: batches write multi-video shards (packs)
+        # Which pack holds which video, from the index; refreshed when the index files change.
+        self._packed_cache: dict[str, tuple[tuple[int, ...], dict[str, str]]] = {}
 
     def __repr__(self) -> str:
         return f"FeatureStore({str(self.root)!r}, compression={self.compression.value!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Settings only travel to workers; the pack lookup cache is rebuilt where it is needed.
+        return {**self.__dict__, "_packed_cache": {}}
 
     # ---- paths
 
@@ -504,6 +531,37 @@ class FeatureStore:
         """``<root>/<extractor>/<shard_name(video_id)>``, whether or not it exists."""
         _check_video_id(video_id)
         return self.folder(extractor) / shard_name(video_id)
+
+    def _locate(self, extractor: str, video_id: str) -> Path:
+        """The file holding a video: its own shard when there is one, else the multi-video shard
+        the index names, else its (missing) own shard path."""
+        path = self.shard_path(extractor, video_id)
+        if path.exists():
+            return path
+        packed = self._packed(extractor).get(video_id)
+        return path if packed is None else self.folder(extractor) / packed
+
+    def _packed(self, extractor: str) -> dict[str, str]:
+        """video id -> ``packs/<name>.h5`` from the index; empty (one stat) without a packs folder."""
+        folder = self.folder(extractor)
+        if not (folder / PACKS_FOLDER).is_dir():
+            return {}
+        stamp = tuple(
+            value
+            for name in (INDEX_FILE, INDEX_LOG_FILE)
+            for stat in [_stat(folder / name)]
+            for value in ((stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat else (0, 0, 0))
+        )
+        cached = self._packed_cache.get(extractor)
+        if cached is None or cached[0] != stamp:
+            entries = self._load_index(extractor) or {}
+            packed = {
+                video_id: entry["shard"]
+                for video_id, entry in entries.items()
+                if str(entry.get("shard", "")).startswith(f"{PACKS_FOLDER}/")
+            }
+            self._packed_cache[extractor] = cached = (stamp, packed)
+        return cached[1]
 
     def _index_path(self, extractor: str) -> Path:
         return self.folder(extractor) / INDEX_FILE
@@ -600,32 +658,36 @@ class FeatureStore:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(_temp_name(final.name[: -len(SHARD_SUFFIX)]))
         try:
-            with h5py.File(tmp, "w-", libver=LIBVER, locking=False) as h5:
+            # HDF5 writes through a GuardedFile: a full disk or I/O error is reported here and never
+            # leaves the library's state broken for the next shard this process writes.
+            with GuardedFile(tmp) as sink, h5py.File(sink, "w", libver=LIBVER, locking=False) as h5:
                 h5.attrs.update(
                     {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "extractor": extractor}
                 )
-                group = h5.create_group(group_name(video_id))
-                feature_attrs = self._write_rows(final, group, blocks, n_frames)
-                group.attrs.update(
-                    {
-                        "video_id": video_id,
-                        "extractor": extractor,
-                        "extractor_version": str(extractor_version),
-                        "params_hash": str(params_hash),
-                        "params_json": str(params_json),
-                        "media_fingerprint": str(media_fingerprint),
-                        "n_frames": n_frames,
-                        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                        "library_versions": json.dumps(
-                            {**fingerprint.library_versions(), **(library_versions or {})}
-                        ),
-                        **_feature_attrs_to_hdf5(final, feature_attrs),
-                    }
+                self._write_group(
+                    final,
+                    h5,
+                    extractor,
+                    video_id,
+                    blocks,
+                    n_frames,
+                    extractor_version=extractor_version,
+                    params_hash=params_hash,
+                    params_json=params_json,
+                    media_fingerprint=media_fingerprint,
+                    library_versions=library_versions,
+                    check_disk=sink.raise_if_failed,
                 )
                 h5.flush()
-            _fsync_path(tmp)
+                sink.raise_if_failed()
+            sink.raise_if_failed()  # closing the sink fsyncs it
             stat = os.stat(tmp)  # rename keeps inode, size and mtime
             os.replace(tmp, final)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            if err.errno not in STORAGE_ERRNOS:
+                raise
+            raise StoreError(f"{final}: cannot write the shard: {err.strerror} (nothing was stored)") from err
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -635,12 +697,56 @@ class FeatureStore:
         entry = _entry(final.name, params_hash, media_fingerprint, n_frames, extractor_version, stat)
         return WrittenShard(final, entry)
 
+    def _write_group(
+        self,
+        final: Path,
+        h5: h5py.File,
+        extractor: str,
+        video_id: str,
+        blocks: Iterable[FeatureSet],
+        n_frames: int,
+        *,
+        extractor_version: str,
+        params_hash: str,
+        params_json: str,
+        media_fingerprint: str,
+        library_versions: dict[str, str] | None,
+        extra_attrs: Mapping[str, Any] | None = None,
+        check_disk: Callable[[], None] = lambda: None,
+    ) -> h5py.Group:
+        """One video's group in an open shard (or multi-video shard) file: datasets and attributes.
+        ``check_disk`` raises a write failure the file recorded (diskguard), checked after each block."""
+        group = h5.create_group(group_name(video_id))
+        feature_attrs = self._write_rows(final, group, blocks, n_frames, check_disk)
+        versions = {**fingerprint.library_versions(), **(library_versions or {})}
+        group.attrs.update(
+            {
+                "video_id": video_id,
+                "extractor": extractor,
+                "extractor_version": str(extractor_version),
+                "params_hash": str(params_hash),
+                "params_json": str(params_json),
+                "media_fingerprint": str(media_fingerprint),
+                "n_frames": n_frames,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "library_versions": json.dumps(versions),
+                **_feature_attrs_to_hdf5(final, feature_attrs),
+                **(extra_attrs or {}),
+            }
+        )
+        return group
+
     def sync_folder(self, extractor: str) -> None:
         """fsync the extractor folder: renames done with ``sync_folder=False`` survive a power loss."""
         _fsync_path(self.folder(extractor))
 
     def _write_rows(
-        self, final: Path, group: h5py.Group, blocks: Iterable[FeatureSet], n_frames: int
+        self,
+        final: Path,
+        group: h5py.Group,
+        blocks: Iterable[FeatureSet],
+        n_frames: int,
+        check_disk: Callable[[], None] = lambda: None,
     ) -> dict[str, Any]:
         """Create the datasets from the first block, fill them block by block; the last block's attrs."""
         written, attrs, names = 0, None, None
@@ -668,6 +774,7 @@ class FeatureStore:
                     dset[written : written + rows] = column.data
             written += rows
             attrs = block.attrs
+            check_disk()  # stop at the first failed write, before the next block is computed
         if names is None or written != n_frames:
             raise StoreError(f"{final}: {written} rows were written, {n_frames} were announced")
         return attrs or {}
@@ -706,7 +813,7 @@ class FeatureStore:
     ) -> Iterator[tuple[Path, h5py.Group]]:
         """The video's group in its verified shard (see ``_shard_problem`` for ``arrays``);
         StoreError naming the shard otherwise."""
-        path = self.shard_path(extractor, video_id)
+        path = self._locate(extractor, video_id)
         if not path.exists():
             raise StoreError(f"{path}: no shard for video {video_id!r} of extractor {extractor!r}")
         try:
@@ -720,16 +827,28 @@ class FeatureStore:
             yield path, h5[group_name(video_id)]
 
     def status(
-        self, extractor: str, video_id: str, params_hash: str, media_fingerprint: str | None = None
+        self,
+        extractor: str,
+        video_id: str,
+        params_hash: str,
+        media_fingerprint: str | None = None,
+        verify_data: bool = False,
     ) -> ShardStatus:
-        """STORED when a readable shard has this params hash (and this media fingerprint, when given)."""
-        path = self.shard_path(extractor, video_id)
+        """STORED when a readable shard has this params hash (and this media fingerprint, when given).
+
+        ``verify_data`` also reads every data chunk against its checksum (pipeline/integrity.py):
+        a shard with a damaged chunk is CORRUPT instead of STORED.
+        """
+        path = self._locate(extractor, video_id)
         if not path.exists():
             return ShardStatus.MISSING
         try:
             with self._open_group(extractor, video_id) as (_, group):
                 stored_hash = group.attrs["params_hash"]
                 stored_media = group.attrs.get("media_fingerprint", "")
+                problem = integrity.data_problem(group) if verify_data else None
+                if problem is not None:
+                    raise StoreError(f"{path}: corrupt shard: {problem}")
         except StoreError as err:
             if not path.exists():  # removed while we looked
                 return ShardStatus.MISSING
@@ -740,6 +859,41 @@ class FeatureStore:
         if media_fingerprint is not None and stored_media != media_fingerprint:
             return ShardStatus.STALE
         return ShardStatus.STORED
+
+    def file_problem(self, extractor: str, path: Path, verify_data: bool = True) -> str | None:
+        """Why the shard file ``path`` of ``extractor`` (its own shard or a multi-video one) is not
+        complete and readable, or None. With ``verify_data`` every data chunk is read too."""
+        if path.parent.name == PACKS_FOLDER:
+            return self._pack_problem(path, verify_data)
+        video_id = self._video_id_in(path)
+        if video_id is None:
+            return "not a readable shard whose video id matches its file name"
+        try:
+            with self._open_group(extractor, video_id) as (_, group):
+                return integrity.data_problem(group) if verify_data else None
+        except StoreError as err:
+            return str(err)
+
+    @staticmethod
+    def _pack_problem(path: Path, verify_data: bool) -> str | None:
+        try:
+            with h5py.File(path, "r", locking=False) as h5:
+                for group in h5.values():
+                    video_id = group.attrs.get("video_id") if isinstance(group, h5py.Group) else None
+                    if not isinstance(video_id, str):
+                        return f"group {group.name!r} has no video_id"
+                    problem = _group_problem(group, video_id, None)
+                    if problem is None and verify_data:
+                        problem = integrity.data_problem(group)
+                    if problem is not None:
+                        return f"video {video_id!r}: {problem}"
+        except OSError as err:
+            return f"cannot be opened as HDF5 ({err})"
+        return None
+
+    def shard_files(self, extractor: str) -> list[Path]:
+        """The shard files of ``extractor`` on disk, its multi-video shards last (temp files excluded)."""
+        return [*self._shard_files(extractor), *_shard_files_in(self.folder(extractor) / PACKS_FOLDER)]
 
     # ---- index
 
@@ -753,19 +907,23 @@ class FeatureStore:
 
     @staticmethod
     def _index_entry(path: Path, group: h5py.Group, stat: os.stat_result) -> dict[str, Any]:
-        return _entry(
-            path.name,
+        packed = path.parent.name == PACKS_FOLDER
+        entry = _entry(
+            f"{PACKS_FOLDER}/{path.name}" if packed else path.name,
             group.attrs["params_hash"],
             group.attrs.get("media_fingerprint", ""),
             group.attrs["n_frames"],
             group.attrs["extractor_version"],
             stat,
         )
+        if packed:
+            entry[WRITTEN_ATTR] = int(group.attrs.get(WRITTEN_ATTR, 0))
+        return entry
 
-    def _read_entry(self, extractor: str, video_id: str) -> dict[str, Any]:
+    def _read_entry(self, extractor: str, video_id: str, verify_data: bool = False) -> dict[str, Any]:
         """The index entry of a video from its verified shard, with the stat of exactly that file
-        (a shard replaced while it was read is read again)."""
-        path = self.shard_path(extractor, video_id)
+        (a shard replaced while it was read is read again). ``verify_data``: every chunk read too."""
+        path = self._locate(extractor, video_id)
         for _ in range(3):
             try:
                 before = path.stat()
@@ -773,6 +931,9 @@ class FeatureStore:
                 break  # _open_group names the missing shard
             with self._open_group(extractor, video_id) as (_, group):
                 entry = self._index_entry(path, group, before)
+                problem = integrity.data_problem(group) if verify_data else None
+            if problem is not None:
+                raise StoreError(f"{path}: corrupt shard: {problem}")
             with contextlib.suppress(FileNotFoundError):
                 if _same_file(before, path.stat()):
                     return entry
@@ -789,8 +950,9 @@ class FeatureStore:
         every readable shard on disk. A write error (full disk) is raised as OSError with the index
         left valid; ``sync_index`` adds the shard on the next run.
         """
-        path = self.shard_path(extractor, video_id)
-        if entry is None or entry.get("shard") != path.name or not _entry_matches(entry, _stat(path)):
+        if entry is not None and not self._entry_is_current(extractor, video_id, entry):
+            entry = None
+        if entry is None:
             entry = self._read_entry(extractor, video_id)
         index = self._index(extractor)
         if not index.exists():
@@ -798,6 +960,15 @@ class FeatureStore:
                 if not index.exists():
                     index._replace_locked(self._scan(extractor))
         index.append([LogRecord(video_id, entry)])
+
+    def _entry_is_current(self, extractor: str, video_id: str, entry: Mapping[str, Any]) -> bool:
+        """Whether ``entry`` describes the file that holds the video now (its own shard file comes
+        before a multi-video shard), by name and one ``stat``."""
+        own = self.shard_path(extractor, video_id)
+        shard = str(entry.get("shard", ""))
+        if shard.startswith(f"{PACKS_FOLDER}/"):
+            return not own.exists() and _entry_matches(entry, _stat(self.folder(extractor) / shard))
+        return shard == own.name and _entry_matches(entry, _stat(own))
 
     def compact_index(self, extractor: str) -> dict[str, dict[str, Any]]:
         """Fold the index log into ``index.json`` (end of a stage); return the entries."""
@@ -811,13 +982,14 @@ class FeatureStore:
             index._replace_locked(videos)
         return videos
 
-    def sync_index(self, extractor: str) -> IndexSync:
+    def sync_index(self, extractor: str, verify_data: bool = False) -> IndexSync:
         """Make the index agree with the shards on disk, opening only shards it does not describe.
 
         Shards written but never recorded (a driver killed between a worker's write and its
         ``record``), replaced or unknown are read and added; entries whose shard is gone are
         dropped; leftover index temp files are removed; the log is compacted. Costs one directory
         listing plus one open per shard the index did not know: run it at the start of a stage.
+        ``verify_data`` reads every data chunk of those shards too: a damaged one is left out.
         """
         index = self._index(extractor)
         sync = IndexSync()
@@ -826,9 +998,10 @@ class FeatureStore:
             loaded = index.load()
             entries = dict(loaded.entries) if loaded is not None else {}
             on_disk = _shard_stats(self.folder(extractor))
+            packs = _shard_stats(self.folder(extractor) / PACKS_FOLDER, prefix=f"{PACKS_FOLDER}/")
             by_shard = {entry.get("shard"): video_id for video_id, entry in entries.items()}
             for video_id, entry in list(entries.items()):
-                if entry.get("shard") not in on_disk:
+                if entry.get("shard") not in on_disk and entry.get("shard") not in packs:
                     del entries[video_id]
                     sync.dropped += 1
             for name, stat in on_disk.items():
@@ -840,23 +1013,74 @@ class FeatureStore:
                 if video_id is None:
                     continue
                 try:
-                    entries[video_id] = self._read_entry(extractor, video_id)
+                    entries[video_id] = self._read_entry(extractor, video_id, verify_data)
                 except StoreError as err:
                     log.warning("%s", err)
                     entries.pop(video_id, None)
                     continue
                 sync.added += 1
-            if sync.changed or loaded is None or loaded.log_lines or loaded.bad_lines or on_disk:
+            sync.added += self._sync_packs(extractor, entries, packs, set(on_disk))
+            if sync.changed or loaded is None or loaded.log_lines or loaded.bad_lines:
                 index._replace_locked(entries)
         if sync.changed:
             log.info("%s index: %s", extractor, sync)
         return sync
 
-    def status_checker(self, extractor: str) -> IndexedStatus:
+    def status_checker(self, extractor: str, verify_data: bool = False) -> IndexedStatus:
         """``status`` for many videos at once: the index (loaded once) answers STORED when its entry
         has the hash, the fingerprint and the shard file's current size and mtime; anything else
-        goes through the full ``status`` check."""
-        return IndexedStatus(self, extractor, self._load_index(extractor) or {})
+        goes through the full ``status`` check (reading every data chunk with ``verify_data``)."""
+        return IndexedStatus(self, extractor, self._load_index(extractor) or {}, verify_data)
+
+    def _sync_packs(
+        self,
+        extractor: str,
+        entries: dict[str, dict[str, Any]],
+        packs: Mapping[str, os.stat_result],
+        own_shards: set[str],
+    ) -> int:
+        """Enter the videos of multi-video shards the index does not describe (new or changed
+        packs): a video's own shard comes first, then the newest packed copy. How many entered."""
+        current = {
+            entry["shard"]
+            for entry in entries.values()
+            if entry.get("shard") in packs and _entry_matches(entry, packs[entry["shard"]])
+        }
+        added = 0
+        for name in sorted(set(packs) - current):
+            for video_id, entry in self._read_pack(self.folder(extractor) / name, extractor).items():
+                if shard_name(video_id) in own_shards:
+                    continue
+                known = entries.get(video_id)
+                if known is None or known.get("shard") == name or _written(entry) >= _written(known):
+                    entries[video_id] = entry
+                    added += 1
+        return added
+
+    def _read_pack(self, path: Path, extractor: str) -> dict[str, dict[str, Any]]:
+        """Index entries of every readable video in a multi-video shard (none if unreadable)."""
+        try:
+            before = path.stat()
+            with h5py.File(path, "r", locking=False) as h5:
+                if h5.attrs.get("format") != FORMAT_NAME or h5.attrs.get("extractor") != extractor:
+                    log.warning("%s: not a multi-video shard of %s", path, extractor)
+                    return {}
+                found = {}
+                for group in h5.values():
+                    video_id = group.attrs.get("video_id") if isinstance(group, h5py.Group) else None
+                    if not isinstance(video_id, str) or group.name != f"/{group_name(video_id)}":
+                        continue
+                    problem = _group_problem(group, video_id, None)
+                    if problem is None:
+                        found[video_id] = self._index_entry(path, group, before)
+                    else:
+                        log.warning("%s: video %r: %s", path, video_id, problem)
+            if not _same_file(before, path.stat()):
+                return {}  # replaced while read: the next sync reads the new one
+            return found
+        except (OSError, KeyError) as err:
+            log.warning("%s: corrupt multi-video shard, cannot be read (%s)", path, err)
+            return {}
 
     def _scan(self, extractor: str) -> dict[str, dict[str, Any]]:
         videos = {}
@@ -869,7 +1093,14 @@ class FeatureStore:
                 videos[video_id] = self._read_entry(extractor, video_id)
             except StoreError as err:
                 log.warning("%s", err)
-        return videos
+        packs = _shard_stats(self.folder(extractor) / PACKS_FOLDER, prefix=f"{PACKS_FOLDER}/")
+        own = {entry["shard"] for entry in videos.values()}
+        newest: dict[str, dict[str, Any]] = {}
+        for name in sorted(packs):
+            for video_id, entry in self._read_pack(self.folder(extractor) / name, extractor).items():
+                if shard_name(video_id) not in own and _written(entry) >= _written(newest.get(video_id)):
+                    newest[video_id] = entry
+        return {**newest, **videos}
 
     @staticmethod
     def _video_id_in(path: Path) -> str | None:
@@ -897,7 +1128,10 @@ class FeatureStore:
             video_id = known.get(path.name) or video_id_from_shard_name(path.name) or self._video_id_in(path)
             if video_id is not None:
                 ids.append(video_id)
-        return sorted(ids)
+        packed = self._packed(extractor)
+        present = {name for name in set(packed.values()) if (self.folder(extractor) / name).exists()}
+        ids += [video_id for video_id, name in packed.items() if name in present]
+        return sorted(set(ids))
 
     def extractors(self) -> list[str]:
         """Names of the extractors with a folder holding shards or an index under ``root``."""
@@ -977,14 +1211,58 @@ class FeatureStore:
     # ---- removing
 
     def remove(self, extractor: str, video_id: str) -> None:
-        """Delete a video's shard and its index entry; nothing happens when there is none."""
+        """Delete a video's shard and its index entry; nothing happens when there is none.
+
+        A video in multi-video shards is taken out of every one holding it (each such pack is
+        rewritten without it, atomically, and its other videos re-indexed)."""
         path = self.shard_path(extractor, video_id)
         if path.exists():
             path.unlink(missing_ok=True)
             _fsync_path(path.parent)
         index = self._index(extractor)
+        records = [LogRecord(video_id, None)]
+        for pack in _shard_stats(self.folder(extractor) / PACKS_FOLDER):
+            records += self._rewrite_pack_without(
+                extractor, self.folder(extractor) / PACKS_FOLDER / pack, video_id
+            )
         if index.exists():
-            index.append([LogRecord(video_id, None)])
+            index.append(records)
+
+    def _rewrite_pack_without(self, extractor: str, pack: Path, video_id: str) -> list[LogRecord]:
+        """Copy ``pack`` without ``video_id`` into a new pack (or delete it if nothing else is left);
+        the index records of the videos that moved (those whose current copy was in ``pack``)."""
+        from pipeline.packs import PackWriter
+
+        try:
+            with h5py.File(pack, "r", locking=False) as h5:
+                if group_name(video_id) not in h5:
+                    return []
+        except OSError:
+            return []
+        moved = [
+            vid for vid, name in self._packed(extractor).items() if name == f"{PACKS_FOLDER}/{pack.name}"
+        ]
+        with PackWriter(self, extractor) as writer, h5py.File(pack, "r", locking=False) as source:
+            kept = [name for name in source if name != group_name(video_id)]
+            for name in kept:
+                source.copy(source[name], writer._h5, name=name)
+            writer._videos.update({name: {} for name in kept})  # copied as they were
+            if kept:
+                writer._commit_file()
+            else:
+                writer.abort()
+        pack.unlink(missing_ok=True)
+        _fsync_path(pack.parent)
+        if not kept:
+            return []
+        new_path = writer.final
+        records = []
+        with h5py.File(new_path, "r", locking=False) as h5:
+            stat = new_path.stat()
+            for vid in moved:
+                if vid != video_id and group_name(vid) in h5:
+                    records.append(LogRecord(vid, self._index_entry(new_path, h5[group_name(vid)], stat)))
+        return records
 
     def cleanup_temp(self, extractor: str, max_age_s: float = DEFAULT_TEMP_MAX_AGE_S) -> int:
         """Remove temp files left by crashed writers; return how many were removed.
@@ -998,7 +1276,8 @@ class FeatureStore:
             return 0
         deadline = time.time() - max_age_s
         removed = 0
-        for path in folder.iterdir():
+        packs = folder / PACKS_FOLDER
+        for path in [*folder.iterdir(), *(packs.iterdir() if packs.is_dir() else [])]:
             match = _TEMP_NAME.match(path.name)
             if match is None:
                 continue

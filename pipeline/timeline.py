@@ -373,7 +373,8 @@ def _decode_audio_stream(
     if start is None or not chunks:
         raise MediaError(path, "audio stream contains no decodable samples")
     samples = np.clip(np.concatenate(chunks).astype(np.float32, copy=False), -1.0, 1.0)
-    return AudioTrack(samples=samples, sample_rate=sample_rate, start=start)
+    source_rate = stream.codec_context.sample_rate or stream.sample_rate or None
+    return AudioTrack(samples=samples, sample_rate=sample_rate, start=start, source_sample_rate=source_rate)
 
 
 def _describe(exc: av.FFmpegError) -> str:

@@ -92,6 +92,7 @@ class AudioTrack:
     samples: np.ndarray
     sample_rate: int
     start: float
+    source_sample_rate: int | None = None  # the stream's own rate, before resampling to ``sample_rate``
 
     @property
     def duration(self) -> float:

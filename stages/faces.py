@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from pipeline import atomic
+from pipeline.atomic import OutputWriteError
 from pipeline.errors import StoreError
 from pipeline.extract import FACES_EXTRACTOR, open_store
 from pipeline.extractors.faces.qa import load_sheet_data, video_summary, write_contact_sheet
@@ -48,13 +49,18 @@ def write_qa(
     ``extraction_frames_per_second``)."""
     started = time.perf_counter()
     per_video: dict[str, Any] = {}
+    sheets_not_written = 0
     for row in rows:
         try:
             data = load_sheet_data(store, row.video_id)
-            write_contact_sheet(store, row.video_id, qa_dir / sheet_name(row.video_id), data=data)
         except StoreError as err:  # failed this run: its reason is in the failures report
             log.debug("no QA for %s: %s", row.video_id, err)
             continue
+        try:
+            write_contact_sheet(store, row.video_id, qa_dir / sheet_name(row.video_id), data=data)
+        except OutputWriteError as err:  # a full disk costs the picture, not the stage
+            log.warning("no QA contact sheet for %s: %s", row.video_id, err)
+            sheets_not_written += 1
         per_video[row.video_id] = video_summary(data)
     qa_seconds = time.perf_counter() - started
     rates = [v["detection_rate"] for v in per_video.values()]
@@ -70,13 +76,10 @@ def write_qa(
         "mean_detection_rate": round(sum(rates) / len(rates), 4) if rates else 0.0,
         "min_detection_rate": min(rates) if rates else 0.0,
         "identity_rejections": sum(v.get("search_identity_rejections", 0) for v in per_video.values()),
+        "qa_sheets_not_written": sheets_not_written,
         "per_video": per_video,
     }
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    path = reports_dir / METRICS_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_text(reports_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

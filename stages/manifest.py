@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.adapters import Candidate, DatasetAdapter, create_adapter
+from pipeline.adapters.base import distinct_ids
 from pipeline.candidates import map_candidates
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, LabelError, MediaError
@@ -58,12 +59,14 @@ class ManifestReport:
     failures: list[Failure] = field(default_factory=list)
     labels_written: int = 0
     labels_skipped: int = 0
+    renamed_ids: int = 0  # videos whose id got their extension (or ~N) to keep ids unique
     seconds: float = 0.0
 
     def summary(self) -> str:
         return (
             f"manifest: {len(self.rows)} videos, {len(self.failures)} failed; labels: "
-            f"{self.labels_written} written, {self.labels_skipped} already stored ({self.seconds:.1f}s)"
+            f"{self.labels_written} written, {self.labels_skipped} already stored; "
+            f"{self.renamed_ids} ids made unique ({self.seconds:.1f}s)"
         )
 
 
@@ -93,11 +96,12 @@ def build_manifest(
     root = dataset.require_root()
     adapter = create_adapter(dataset.adapter, root, video_extensions=dataset.video_extensions)
     scan = adapter.scan()
+    candidates, renamed = distinct_ids(scan.candidates)
     feature_store = FeatureStore(
         store.root, compression=store.compression.value, chunk_frames=store.chunk_frames
     )
     feature_store.cleanup_temp(LABELS_EXTRACTOR)
-    report = ManifestReport(failures=list(scan.failures))
+    report = ManifestReport(failures=list(scan.failures), renamed_ids=renamed)
     _index_upkeep(feature_store.sync_index)
 
     def lost(candidate: Candidate, reason: str) -> None:
@@ -107,13 +111,16 @@ def build_manifest(
         map_candidates(
             _process_candidate,
             (adapter, feature_store, dataset.audio_fps),
-            scan.candidates,
+            candidates,
             lambda outcome: _collect(report, outcome, feature_store),
             lost,
             runner,
             desc="manifest",
         )
     finally:
+        # Once for every labels shard renamed in this run (a rename lost to a power loss before this
+        # is a missing shard that the next run's sync_index drops from the index and rewrites).
+        _index_upkeep(feature_store.sync_folder)
         _index_upkeep(feature_store.compact_index)
     report.rows.sort(key=lambda row: row.video_id)
     report.failures.sort(key=lambda failure: (failure.path, failure.stage))
@@ -127,8 +134,8 @@ def build_manifest(
 
 
 def _index_upkeep(step: Callable[[str], object]) -> None:
-    """Sync or compact the labels index; a full disk there is not fatal (the index is a cache
-    that the shards can always rebuild, and its log stays valid)."""
+    """Index or folder upkeep of the labels store (sync, fsync, compact); a full disk there is not fatal
+    (the index is a cache that the shards can always rebuild, and its log stays valid)."""
     try:
         step(LABELS_EXTRACTOR)
     except OSError as err:
@@ -244,7 +251,8 @@ def _store_labels(
     """Write the labels shard unless an identical one is stored; its index entry when written."""
     digest = labels_hash(candidate)
     fingerprint = media_fingerprint(candidate.media_path)
-    if store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint) is ShardStatus.STORED:
+    status = store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint, verify_data=True)
+    if status is ShardStatus.STORED:  # labels shards are small: always read in full before trusting one
         return None
     sources = {task.value: str(path) for task, path in candidate.labels.items()}
     features = frame_labels.to_feature_set(
@@ -266,5 +274,6 @@ def _store_labels(
         params_hash=digest,
         params_json=params_json({"label_files": sources, "alignment_version": ALIGNMENT_VERSION}),
         media_fingerprint=fingerprint,
+        sync_folder=False,  # build_manifest syncs the labels folder once, at the end
     )
     return written.entry

@@ -167,6 +167,10 @@ def test_driver_killed_part_way_then_rerun(dataset, reference, loopback, tmp_pat
     after = shard_stats(store, dataset)
     assert {video_id: after[video_id] for video_id in kept} == kept  # finished shards were not rewritten
     assert_matches_reference(store, reference, dataset)
+    # The index lists every shard, those the killed driver never recorded included, and no temp file.
+    folder = store.folder(EXTRACTOR)
+    assert sorted(store.status_checker(EXTRACTOR).entries) == sorted(r.video_id for r in dataset)
+    assert not [p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".tmp.h5"))]
 
 
 def test_worker_killed_part_way_then_rerun(dataset, reference, loopback, tmp_path) -> None:

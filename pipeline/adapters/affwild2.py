@@ -47,7 +47,7 @@ from pipeline.labels import (
     parse_float,
     parse_int,
 )
-from pipeline.manifest import Failure, FailureStage, Split, SubjectPosition
+from pipeline.manifest import Failure, FailureStage, Split, SubjectPosition, printable
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class AffWild2Adapter(DatasetAdapter):
 
     def scan(self) -> Scan:
         scan = Scan()
-        videos = self._videos_by_name()
+        videos = self._videos_by_name(scan.failures)
         annotations = self._annotations(scan)
         self._subjects = read_subjects(self.root / SUBJECTS_FILE)
         self._grouping = {"recording_parts": 0, "subjects_csv": 0}
@@ -137,11 +137,11 @@ class AffWild2Adapter(DatasetAdapter):
 
     # ---- discovery
 
-    def _videos_by_name(self) -> dict[str, list[Path]]:
+    def _videos_by_name(self, failures: list[Failure]) -> dict[str, list[Path]]:
         folder = self.root / "videos"
         by_name: dict[str, list[Path]] = defaultdict(list)
         if folder.is_dir():
-            for path in self.video_files(folder):
+            for path in self.video_files(folder, failures):
                 by_name[path.stem].append(path)
         else:
             log.warning("%s: no videos folder at %s", self.name, folder)
@@ -207,7 +207,7 @@ class AffWild2Adapter(DatasetAdapter):
         notes = (*notes, grouped) if grouped else notes
         scan.candidates.append(
             Candidate(
-                video_id=annotation_name,
+                video_id=printable(annotation_name),
                 media_path=matches[0],
                 subject=subject,
                 split=split,

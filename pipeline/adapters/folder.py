@@ -1,5 +1,8 @@
 """Any tree of videos: ``<root>/**/<clip>.<ext>``, the video id is the relative path without its suffix.
 
+Bytes of a file name that are not UTF-8 appear in the id as ``\\xNN``. Two videos differing only in
+their extension (``clip.flv``, ``clip.mp4``) keep it in their ids (``pipeline.adapters.base.distinct_ids``).
+
 Optional labels per video in ``<same stem>.csv`` next to it, with a header and one row per labeled frame:
 
 - a key column, exactly one of ``frame`` (native frame index, >= 0, unique) or ``time`` (seconds on the
@@ -40,7 +43,7 @@ from pipeline.labels import (
     parse_float,
     parse_int,
 )
-from pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Split
+from pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Split, printable
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +71,8 @@ class FolderAdapter(DatasetAdapter):
     def scan(self) -> Scan:
         assignments = self._read_splits()
         scan = Scan()
-        for path in self.video_files(self.root):
-            video_id = path.relative_to(self.root).with_suffix("").as_posix()
+        for path in self.video_files(self.root, scan.failures):
+            video_id = printable(path.relative_to(self.root).with_suffix("").as_posix())
             split, subject = assignments.pop(video_id, (Split.TRAIN, video_id))
             label_file = path.with_suffix(LABEL_SUFFIX)
             labels = {task: label_file for task in _tasks_in(label_file)} if label_file.is_file() else {}

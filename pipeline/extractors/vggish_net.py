@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.checkpoints import CheckpointError, load_weights
 from pipeline.errors import ExtractorError
 from pipeline.extractors.audio import spectral
 from pipeline.extractors.vggish import VggishMode
@@ -161,15 +162,12 @@ def missing_weights_message(config_key: str, expected: str, path: str | None) ->
 
 
 def load_torch_file(path: Path, what: str) -> Any:
-    """``torch.load`` on CPU; numpy contents (as in the PCA release file) need full unpickling."""
+    """The file's tensors and numpy arrays (as in the PCA release file), never running code from it;
+    a legacy file needing full unpickling is refused with how to convert it (pipeline/checkpoints.py)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as safe_err:  # weights_only refuses numpy arrays and other pickled objects
-        log.info("%s: safe tensor load failed (%s); reading it as a full pickle", path, safe_err)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ExtractorError(f"{path}: cannot read the {what} file with torch.load: {err}") from err
+        return load_weights(path, what)
+    except CheckpointError as err:
+        raise ExtractorError(str(err)) from err
 
 
 def check_weights_file(path: str | None, config_key: str, expected: str) -> Path:

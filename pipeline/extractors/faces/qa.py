@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline import atomic
 from pipeline.errors import StoreError
 from pipeline.store import FeatureStore
 from pipeline.types import MaskValue
@@ -170,13 +171,11 @@ def write_contact_sheet(
 ) -> Path:
     """Render the sheet of one stored video (``data`` if already loaded) to a PNG at ``path``."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     image = render_sheet(data if data is not None else load_sheet_data(store, video_id, layout), layout)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{out}: cannot write the contact sheet PNG")
-    tmp.replace(out)
-    return out
+    encoded, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not encoded:
+        raise OSError(f"{out}: cannot encode the contact sheet PNG")
+    return atomic.write_bytes(out, png.tobytes())  # unique temp name: concurrent runs never collide
 
 
 def video_summary(data: SheetData) -> dict[str, float | int]:
