@@ -182,12 +182,12 @@ class FaceTracker:
 
     def _keyframe_scales(self, pyramid: Pyramid, tracked: np.ndarray | None) -> tuple[float, ...]:
         """Pyramid levels of a keyframe's whole-frame search. While a face of size F is tracked, the
-        ``largest`` and ``track`` rules cannot switch to a face much smaller than F, so only the
-        levels that find faces from about F / 3 up are needed: those the local search uses, computed
-        over the whole frame (a fraction of the cost). Other rules, and no track, get every level
-        (``left``/``right`` keyframes stay facenet-pytorch's result for both people)."""
+        ``largest`` rule cannot switch to a face much smaller than F, and the identity rules do not
+        take a face more than ``gate_scale`` times smaller, so only the levels that find faces from
+        about F / 3 up are needed: those the local search uses, computed over the whole frame (a
+        fraction of the cost). ``central``, and no track (identity rules: none alive), get every level."""
         coarse = pyramid.coarse_scales(self.settings.detect_max_side)
-        if tracked is None or self.rule not in (Selection.LARGEST, Selection.TRACK):
+        if tracked is None or self.rule is Selection.CENTRAL:
             return coarse
         # The face may shrink before the next keyframes: plan for 70 % of its size.
         side = SHRINK_ALLOWANCE * float(max(tracked[2] - tracked[0], tracked[3] - tracked[1]))
