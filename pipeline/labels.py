@@ -1,23 +1,32 @@
-"""Per-frame labels: valence/arousal, expression and action units, aligned to a video's frames.
+"""Per-frame labels: valence/arousal, expression, action units and any declared task, on a video's frames.
 
 Adapters read annotation files into ``RawLabels`` (one ``LabelTrack`` per task and file, each row keyed by
-a frame index or a time in seconds). ``align_labels`` puts them on a video's ``Timeline``:
+a frame index, a time in seconds, or the whole clip). ``align_labels`` puts them on a video's ``Timeline``:
 
 - Frame-keyed rows are looked up by ``frame_index`` (Aff-Wild2: row ``i`` of the file is frame ``i``).
   Rows beyond the video's frames are dropped; frames beyond the rows get the unlabeled code. The
   mismatch is described in the returned note ("va: labels have 1203 rows, video has 1200 frames: 3 extra
   rows dropped"), which the manifest stage logs as a warning and keeps in the manifest row's notes.
-- Time-keyed rows go to the frame nearest in time; when several rows share a frame the nearest row wins.
-  Rows more than half a frame interval outside the video's first and last frame are dropped (noted).
+- Time-keyed rows are resampled onto the frame times by the task's rule (``dataset.labels.resample``:
+  linear within a max gap, hold, nearest, or sparse; pipeline/label_config.py). Rows more than half a
+  frame interval outside the video's first and last frame are noted.
+- A clip-keyed row (one label for a whole clip, as CREMA-D's and RAVDESS's file names give) labels
+  every frame.
+- ``dataset.labels.delay`` shifts every row back in time first (annotation delay compensation).
 
-Unlabeled codes follow Aff-Wild2: valence/arousal -5, expression -1, action unit -1.
+Tasks the trainers use keep their arrays and Aff-Wild2's unlabeled codes: ``valence_arousal`` (-5),
+``expression`` (-1), ``action_units`` (-1). Any other declared task is stored beside them in the labels
+shard: ``dimension.<name>`` (T,) float32 NaN-unlabeled, ``category.<name>`` (T,) int16 -1-unlabeled,
+``multilabel.<name>`` (T, K) int8 -1-unlabeled, and per-rater ratings ``raters.<dimension>`` (T, R)
+float32 NaN-unlabeled (the gold standard is in the dimension's own array).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -25,10 +34,20 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import LabelError
+from pipeline.label_config import (
+    AU_CLASS_NAMES,
+    EXPRESSION_CLASS_NAMES,
+    TRAINER_CATEGORICAL,
+    TRAINER_DIMENSIONS,
+    TRAINER_MULTILABEL,
+    LabelConfig,
+    Resample,
+)
+from pipeline.label_resample import default_max_gap, resample
 from pipeline.types import FeatureSet, MaskValue, Timeline
 
 # Bump when the alignment rule changes: stored label shards then become stale and are rewritten.
-ALIGNMENT_VERSION = "1"
+ALIGNMENT_VERSION = "2"
 
 LABELS_EXTRACTOR = "labels"
 
@@ -36,9 +55,14 @@ UNLABELED_VA = -5.0
 UNLABELED_EXPRESSION = -1
 UNLABELED_AU = -1
 
-VA_NAMES = ("valence", "arousal")
-EXPRESSION_NAMES = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")
-AU_NAMES = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26")
+VA_NAMES = TRAINER_DIMENSIONS
+EXPRESSION_NAMES = EXPRESSION_CLASS_NAMES
+AU_NAMES = AU_CLASS_NAMES
+
+DIMENSION_PREFIX = "dimension."
+CATEGORY_PREFIX = "category."
+MULTILABEL_PREFIX = "multilabel."
+RATERS_PREFIX = "raters."
 
 
 class LabelTask(StrEnum):
@@ -49,35 +73,89 @@ class LabelTask(StrEnum):
     AU = "au"  # 12 binary action units
 
 
+class TaskKind(StrEnum):
+    CONTINUOUS = "continuous"
+    CATEGORICAL = "categorical"
+    MULTILABEL = "multilabel"
+
+
+_KIND_OF_TASK = {
+    LabelTask.VA: TaskKind.CONTINUOUS,
+    LabelTask.EXPR: TaskKind.CATEGORICAL,
+    LabelTask.AU: TaskKind.MULTILABEL,
+}
+_UNLABELED_OF_KIND = {
+    TaskKind.CONTINUOUS: UNLABELED_VA,
+    TaskKind.CATEGORICAL: UNLABELED_EXPRESSION,
+    TaskKind.MULTILABEL: UNLABELED_AU,
+}
+
+
 class KeyKind(StrEnum):
     """What identifies the frame of a label row."""
 
     FRAME = "frame"  # native frame index in presentation order
     TIME = "time"  # seconds on the container clock
+    CLIP = "clip"  # one row for every frame of the clip
 
 
 @dataclass(frozen=True)
 class LabelTrack:
     """One task's rows as read from one file, before alignment.
 
-    ``values`` is (N, 2) float32 for VA, (N,) int16 for EXPR, (N, 12) int8 for AU; ``keys`` (N,) holds
-    each row's frame index (int64) or time (float64) according to ``key_kind``.
+    Aff-Wild2 tasks (``task`` a ``LabelTask``): ``values`` is (N, 2) float32 for VA, (N,) int16 for EXPR,
+    (N, 12) int8 for AU, with Aff-Wild2's unlabeled codes. A declared task (``task`` its name, ``kind``
+    set): (N,) float for a dimension (NaN unlabeled), (N,) int class index for a categorical task, (N, K)
+    0/1 for a multi-label task (-1 unlabeled). ``keys`` (N,) holds each row's frame index (int64) or time
+    (float64) according to ``key_kind``. ``raters`` (N, R), NaN unlabeled, keeps every rater of a
+    dimension whose ``values`` are their gold standard.
     """
 
-    task: LabelTask
+    task: LabelTask | str
     values: np.ndarray
     keys: np.ndarray
     key_kind: KeyKind
     source: str
+    kind: TaskKind | None = None
+    class_names: tuple[str, ...] = ()
+    raters: np.ndarray | None = None
+    rater_names: tuple[str, ...] = ()
+    gold: str = ""  # how ``values`` were computed from ``raters`` ("" when the file gives them)
 
     def __post_init__(self) -> None:
         if self.values.shape[0] != self.keys.shape[0]:
             raise ValueError(
                 f"{self.source}: {self.values.shape[0]} label rows but {self.keys.shape[0]} keys"
             )
+        if self.kind is None:
+            if not isinstance(self.task, LabelTask):
+                raise ValueError(f"{self.source}: the declared task {self.task!r} needs a kind")
+            object.__setattr__(self, "kind", _KIND_OF_TASK[self.task])
 
     def __len__(self) -> int:
         return int(self.keys.shape[0])
+
+    @property
+    def name(self) -> str:
+        return task_name(self.task)
+
+    def float_values(self) -> np.ndarray:
+        """(N, D) float64, NaN where unlabeled."""
+        values = np.asarray(self.values, dtype=np.float64).reshape(len(self), -1)
+        if isinstance(self.task, LabelTask) or self.kind is not TaskKind.CONTINUOUS:
+            values = np.where(values == _UNLABELED_OF_KIND[self.kind], np.nan, values)
+        return values
+
+    def with_keys(self, keys: np.ndarray) -> LabelTrack:
+        return replace(self, keys=keys)
+
+    def rater_track(self) -> LabelTrack:
+        assert self.raters is not None
+        return replace(self, values=self.raters, raters=None, rater_names=())
+
+
+def task_name(task: LabelTask | str) -> str:
+    return task.value if isinstance(task, LabelTask) else task
 
 
 @dataclass
@@ -87,8 +165,8 @@ class RawLabels:
     tracks: list[LabelTrack] = field(default_factory=list)
 
     @property
-    def tasks(self) -> list[LabelTask]:
-        return [track.task for track in self.tracks]
+    def tasks(self) -> list[str]:
+        return [track.name for track in self.tracks]
 
 
 @dataclass
@@ -98,6 +176,14 @@ class FrameLabels:
     valence_arousal: np.ndarray  # (T, 2) float32, UNLABELED_VA where unlabeled
     expression: np.ndarray  # (T,) int16, UNLABELED_EXPRESSION where unlabeled
     action_units: np.ndarray  # (T, 12) int8, UNLABELED_AU where unlabeled
+    dimensions: dict[str, np.ndarray] = field(default_factory=dict)  # (T,) float32, NaN unlabeled
+    categories: dict[str, np.ndarray] = field(default_factory=dict)  # (T,) int16, -1 unlabeled
+    multilabels: dict[str, np.ndarray] = field(default_factory=dict)  # (T, K) int8, -1 unlabeled
+    raters: dict[str, np.ndarray] = field(default_factory=dict)  # dimension -> (T, R) float32, NaN
+    category_names: dict[str, list[str]] = field(default_factory=dict)
+    multilabel_names: dict[str, list[str]] = field(default_factory=dict)
+    rater_names: dict[str, list[str]] = field(default_factory=dict)
+    actions: Counter = field(default_factory=Counter)  # what resampling and repair did, how often
 
     @classmethod
     def unlabeled(cls, n_frames: int) -> FrameLabels:
@@ -119,32 +205,72 @@ class FrameLabels:
         return np.any(self.action_units != UNLABELED_AU, axis=1)
 
     def labeled(self) -> np.ndarray:
-        """(T,) bool: frames labeled for any task."""
-        return self.task_mask(LabelTask.VA) | self.task_mask(LabelTask.EXPR) | self.task_mask(LabelTask.AU)
+        """(T,) bool: frames labeled for any task or dimension (valence alone counts)."""
+        mask = np.any(self.valence_arousal != UNLABELED_VA, axis=1)
+        mask |= self.task_mask(LabelTask.EXPR) | self.task_mask(LabelTask.AU)
+        for values in self.dimensions.values():
+            mask |= ~np.isnan(values)
+        for values in self.categories.values():
+            mask |= values != UNLABELED_EXPRESSION
+        for values in self.multilabels.values():
+            mask |= np.any(values != UNLABELED_AU, axis=1)
+        return mask
 
     def to_feature_set(self, timeline: Timeline, attrs: dict[str, Any] | None = None) -> FeatureSet:
         """The ``labels`` shard: mask VALID where any task is labeled, MISSING elsewhere."""
         mask = np.where(self.labeled(), MaskValue.VALID, MaskValue.MISSING).astype(np.uint8)
+        arrays = {
+            "valence_arousal": self.valence_arousal,
+            "expression": self.expression,
+            "action_units": self.action_units,
+        }
+        for prefix, group in (
+            (DIMENSION_PREFIX, self.dimensions),
+            (CATEGORY_PREFIX, self.categories),
+            (MULTILABEL_PREFIX, self.multilabels),
+            (RATERS_PREFIX, self.raters),
+        ):
+            arrays.update({prefix + name: values for name, values in group.items()})
+        attrs = dict(attrs or {})
+        attrs["label_names"] = {
+            "category": self.category_names,
+            "multilabel": self.multilabel_names,
+            "raters": self.rater_names,
+        }
+        attrs["label_actions"] = dict(sorted(self.actions.items()))
         return FeatureSet(
             time=np.asarray(timeline.time, dtype=np.float64),
             frame_index=np.asarray(timeline.frame_index, dtype=np.int64),
             mask=mask,
-            arrays={
-                "valence_arousal": self.valence_arousal,
-                "expression": self.expression,
-                "action_units": self.action_units,
-            },
-            attrs=dict(attrs or {}),
+            arrays=arrays,
+            attrs=attrs,
         )
 
     @classmethod
     def from_feature_set(cls, features: FeatureSet) -> FrameLabels:
-        """Read back a ``labels`` shard."""
+        """Read back a ``labels`` shard (shards written before declared tasks existed have none)."""
+        names = dict(features.attrs.get("label_names") or {})
+        groups: dict[str, dict[str, np.ndarray]] = {p: {} for p in _PREFIXES}
+        for key, values in features.arrays.items():
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    groups[prefix][key[len(prefix) :]] = np.asarray(values)
         return cls(
             valence_arousal=np.asarray(features.arrays["valence_arousal"], dtype=np.float32),
             expression=np.asarray(features.arrays["expression"], dtype=np.int16),
             action_units=np.asarray(features.arrays["action_units"], dtype=np.int8),
+            dimensions=groups[DIMENSION_PREFIX],
+            categories=groups[CATEGORY_PREFIX],
+            multilabels=groups[MULTILABEL_PREFIX],
+            raters=groups[RATERS_PREFIX],
+            category_names=names.get("category", {}),
+            multilabel_names=names.get("multilabel", {}),
+            rater_names=names.get("raters", {}),
+            actions=Counter(features.attrs.get("label_actions") or {}),
         )
+
+
+_PREFIXES = (DIMENSION_PREFIX, CATEGORY_PREFIX, MULTILABEL_PREFIX, RATERS_PREFIX)
 
 
 # --------------------------------------------------------------------------- value checks shared by adapters
@@ -192,34 +318,111 @@ def check_au(value: int, path: str | Path, line: int, column: str) -> int:
 # --------------------------------------------------------------------------- alignment
 
 
-def align_labels(raw: RawLabels, timeline: Timeline) -> tuple[FrameLabels, str]:
+def align_labels(
+    raw: RawLabels, timeline: Timeline, config: LabelConfig | None = None
+) -> tuple[FrameLabels, str]:
     """Put ``raw`` on ``timeline``; the note (empty when nothing was off) says what the rule changed.
 
     The timeline is normally the native one (every frame once); the video's frame count is taken as
     ``max(frame_index) + 1`` so that a resampled timeline still looks labels up by source frame.
+    Time-keyed rows are resampled by ``config``'s rule for the task (pipeline/label_config.py); how often
+    each rule acted is counted in the result's ``actions``.
     """
+    config = config or LabelConfig()
     labels = FrameLabels.unlabeled(len(timeline))
     notes = []
     for track in raw.tracks:
-        if track.key_kind is KeyKind.FRAME:
-            rows, note = _frame_rows(track, timeline)
-        else:
-            rows, note = _time_rows(track, timeline)
-        _assign(labels, track, rows)
+        values, note = _track_on_frames(track, timeline, config, labels.actions)
+        _store_track(labels, track, values)
+        if track.raters is not None:
+            raters, _ = _track_on_frames(track.rater_track(), timeline, config, Counter())
+            labels.raters[track.name] = raters.astype(np.float32)
+            labels.rater_names[track.name] = list(track.rater_names)
+        if track.gold:
+            labels.actions[f"{track.name}: samples with a gold standard computed from raters"] += len(track)
+            note = "; ".join(filter(None, [f"gold standard {track.gold}", note]))
         if note:
-            notes.append(f"{track.task.value}: {note}")
+            notes.append(f"{track.name}: {note}")
+    labels.actions = Counter({k: v for k, v in labels.actions.items() if v})
     return labels, "; ".join(notes)
 
 
-def _assign(labels: FrameLabels, track: LabelTrack, rows: np.ndarray) -> None:
-    """Copy ``track.values[rows[i]]`` to frame ``i`` wherever ``rows[i] >= 0``."""
-    has_row = rows >= 0
-    target = {
-        LabelTask.VA: labels.valence_arousal,
-        LabelTask.EXPR: labels.expression,
-        LabelTask.AU: labels.action_units,
-    }[track.task]
-    target[has_row] = track.values[rows[has_row]]
+def _track_on_frames(
+    track: LabelTrack, timeline: Timeline, config: LabelConfig, actions: Counter
+) -> tuple[np.ndarray, str]:
+    """(T, D) float64 of the track's values on the timeline's frames, NaN where unlabeled."""
+    values = track.float_values()
+    delay = config.delay_of(track.name)
+    if track.key_kind is KeyKind.CLIP:
+        out = (
+            np.repeat(values[:1], len(timeline), axis=0)
+            if len(track)
+            else np.full((len(timeline), 1), np.nan)
+        )
+        actions[f"{track.name}: frames given the clip label"] += len(timeline)
+        return out, ""
+    if track.key_kind is KeyKind.FRAME:
+        shifted = track
+        if delay:
+            shift = round(delay * _frame_rate(timeline))
+            shifted = track.with_keys(track.keys.astype(np.int64) - shift)
+            actions[f"{track.name}: rows shifted back {shift} frames (delay)"] += len(track)
+        rows, note = _frame_rows(shifted, timeline)
+        out = np.full((len(timeline), values.shape[1]), np.nan)
+        out[rows >= 0] = values[rows[rows >= 0]]
+        return out, note
+    times = np.asarray(timeline.time, dtype=np.float64)
+    label_times = track.keys.astype(np.float64) - delay
+    if delay:
+        actions[f"{track.name}: samples shifted back {delay:g}s (delay)"] += len(track)
+    rule = config.rule(track.name, track.kind is TaskKind.CONTINUOUS)
+    if rule is Resample.LINEAR and track.kind is not TaskKind.CONTINUOUS:
+        raise LabelError(track.source, f"{track.name}: linear interpolation of a {track.kind} task")
+    max_gap = config.max_gap if config.max_gap is not None else default_max_gap(label_times)
+    out, counts = resample(label_times, values, times, rule, max_gap)
+    for action, count in counts.items():
+        actions[f"{track.name}: {action} ({rule.value})"] += count
+    return out, _outside_note(track, label_times, times, rule)
+
+
+def _frame_rate(timeline: Timeline) -> float:
+    times = np.asarray(timeline.time, dtype=np.float64)
+    return 1.0 / float(np.median(np.diff(times))) if times.shape[0] > 1 else 1.0
+
+
+def _store_track(labels: FrameLabels, track: LabelTrack, values: np.ndarray) -> None:
+    """Write the non-NaN entries of ``values`` (T, D) into the array the track's task lives in."""
+    if len(labels) == 0:
+        return
+    target, columns = _target(labels, track)
+    known = ~np.isnan(values)
+    view = target.reshape(len(labels), -1)
+    for d, column in enumerate(columns):
+        view[known[:, d], column] = values[known[:, d], d]
+
+
+def _target(labels: FrameLabels, track: LabelTrack) -> tuple[np.ndarray, list[int]]:
+    name = track.name
+    if track.task is LabelTask.VA:
+        return labels.valence_arousal, [0, 1]
+    if track.task is LabelTask.EXPR or (name == TRAINER_CATEGORICAL and track.kind is TaskKind.CATEGORICAL):
+        return labels.expression, [0]
+    if track.task is LabelTask.AU or (name == TRAINER_MULTILABEL and track.kind is TaskKind.MULTILABEL):
+        return labels.action_units, list(range(len(AU_NAMES)))
+    if name in VA_NAMES and track.kind is TaskKind.CONTINUOUS:
+        return labels.valence_arousal, [VA_NAMES.index(name)]
+    n = len(labels)
+    if track.kind is TaskKind.CONTINUOUS:
+        array = labels.dimensions.setdefault(name, np.full(n, np.nan, dtype=np.float32))
+        return array, [0]
+    if track.kind is TaskKind.CATEGORICAL:
+        labels.category_names[name] = list(track.class_names)
+        array = labels.categories.setdefault(name, np.full(n, UNLABELED_EXPRESSION, dtype=np.int16))
+        return array, [0]
+    labels.multilabel_names[name] = list(track.class_names)
+    width = len(track.class_names)
+    array = labels.multilabels.setdefault(name, np.full((n, width), UNLABELED_AU, dtype=np.int8))
+    return array, list(range(width))
 
 
 def _frame_rows(track: LabelTrack, timeline: Timeline) -> tuple[np.ndarray, str]:
@@ -249,38 +452,20 @@ def _frame_note(track: LabelTrack, keys: np.ndarray, inside: np.ndarray, n_video
     return f"{head}: {', '.join(parts)}"
 
 
-def _time_rows(track: LabelTrack, timeline: Timeline) -> tuple[np.ndarray, str]:
-    """For each timeline frame, the index of the nearest-in-time track row mapped to it (or -1)."""
-    times = np.asarray(timeline.time, dtype=np.float64)
-    rows = np.full(len(timeline), -1, dtype=np.int64)
-    if len(timeline) == 0:
-        return rows, f"video has no frames: {len(track)} rows dropped" if len(track) else ""
-    label_times = track.keys.astype(np.float64)
-    nearest = _nearest_index(times, label_times)
-    distance = np.abs(times[nearest] - label_times)
+def _outside_note(track: LabelTrack, label_times: np.ndarray, times: np.ndarray, rule: Resample) -> str:
+    if times.shape[0] == 0:
+        return f"video has no frames: {len(track)} rows dropped" if len(track) else ""
     half_interval = _half_frame_interval(times)
     inside = (label_times >= times[0] - half_interval) & (label_times <= times[-1] + half_interval)
-    # Assign the farthest rows first so that, on a shared frame, the nearest row is written last and wins.
-    order = np.argsort(-distance[inside], kind="stable")
-    kept = np.flatnonzero(inside)[order]
-    rows[nearest[kept]] = kept
-    dropped = len(track) - kept.shape[0]
-    note = ""
-    if dropped:
-        note = (
-            f"{dropped} of {len(track)} timed rows lie outside the video's frames "
-            f"({times[0]:.3f}s..{times[-1]:.3f}s) and were dropped"
-        )
-    return rows, note
-
-
-def _nearest_index(sorted_times: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    right = np.clip(np.searchsorted(sorted_times, queries), 1, max(len(sorted_times) - 1, 1))
-    left = right - 1
-    if len(sorted_times) == 1:
-        return np.zeros(queries.shape[0], dtype=np.int64)
-    pick_left = np.abs(queries - sorted_times[left]) <= np.abs(sorted_times[right] - queries)
-    return np.where(pick_left, left, right).astype(np.int64)
+    dropped = int(len(track) - np.count_nonzero(inside))
+    if not dropped:
+        return ""
+    # only the sparse rule drops them; the others still interpolate or hold towards them
+    fate = "were dropped" if rule is Resample.SPARSE else "label no frame of their own"
+    return (
+        f"{dropped} of {len(track)} timed rows lie outside the video's frames "
+        f"({times[0]:.3f}s..{times[-1]:.3f}s) and {fate}"
+    )
 
 
 def _half_frame_interval(times: np.ndarray) -> float:

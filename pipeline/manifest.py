@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline import atomic
 from pipeline.errors import AvpipeError, ConfigError
-from pipeline.labels import LabelTask
+from pipeline.label_config import LabelConfig
 from pipeline.types import MediaInfo
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ class DatasetConfig:
     # over the audio (frame_index = grid index). None: such files are failure rows.
     audio_fps: float | None = None
     video_extensions: list[str] = field(default_factory=lambda: list(DEFAULT_VIDEO_EXTENSIONS))
+    labels: LabelConfig = field(default_factory=LabelConfig)  # declared tasks, resampling (docs/DATASETS.md)
+    options: dict[str, Any] = field(default_factory=dict)  # the adapter's own options (docs/DATASETS.md)
 
     def __post_init__(self) -> None:
         if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
@@ -184,7 +186,8 @@ class ManifestRow:
             self.subject_position = SubjectPosition(self.subject_position)
         self.subject = self.subject or self.video_id
         for task in self.labels:
-            LabelTask(task)
+            if not isinstance(task, str) or not task:
+                raise ValueError(f"label task names must be non-empty strings, got {task!r}")
 
     def with_probe(self, info: MediaInfo, n_frames: int, audio_fps: float | None = None) -> ManifestRow:
         """A copy carrying ``info`` flattened (``n_frames`` from the native timeline). A file without

@@ -8,9 +8,11 @@ the run goes on. Corpora of many files run on the Dask cluster in batches (pipel
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,8 @@ from pipeline.candidates import map_candidates
 from pipeline.config import RunnerConfig, StoreConfig
 from pipeline.errors import AvpipeError, LabelError, MediaError
 from pipeline.fingerprint import media_fingerprint, params_hash, params_json
+from pipeline.label_config import LabelConfig
+from pipeline.label_report import write_label_report
 from pipeline.labels import (
     ALIGNMENT_VERSION,
     AU_NAMES,
@@ -30,6 +34,7 @@ from pipeline.labels import (
     FrameLabels,
     RawLabels,
     align_labels,
+    task_name,
 )
 from pipeline.manifest import (
     DatasetConfig,
@@ -59,6 +64,8 @@ class ManifestReport:
     failures: list[Failure] = field(default_factory=list)
     labels_written: int = 0
     labels_skipped: int = 0
+    label_actions: Counter = field(default_factory=Counter)  # resampling/repair rule -> times it acted
+    label_actions_by_video: dict[str, Counter] = field(default_factory=dict)
     renamed_ids: int = 0  # videos whose id got their extension (or ~N) to keep ids unique
     seconds: float = 0.0
 
@@ -67,6 +74,7 @@ class ManifestReport:
             f"manifest: {len(self.rows)} videos, {len(self.failures)} failed; labels: "
             f"{self.labels_written} written, {self.labels_skipped} already stored; "
             f"{self.renamed_ids} ids made unique ({self.seconds:.1f}s)"
+            + "".join(f"; {action}: {count}" for action, count in sorted(self.label_actions.items()))
         )
 
 
@@ -77,11 +85,13 @@ class _Outcome:
     row: ManifestRow | None = None
     failure: Failure | None = None
     labels_entry: dict | None = None  # the index entry of the labels shard written, None if skipped
+    label_actions: Counter = field(default_factory=Counter)
 
 
 def run(params: Params) -> int:
     """The ``avpipe manifest`` command: exit 1 only when something failed and runner.fail_on_error."""
     report = build_manifest(params.dataset, params.manifest, params.store, params.runner)
+    write_label_report(report.label_actions_by_video, params.runner.reports)
     return 1 if report.failures and params.runner.fail_on_error else 0
 
 
@@ -94,7 +104,13 @@ def build_manifest(
     """Scan, probe and label every video of the dataset; write the manifest and failures CSVs."""
     started = time.perf_counter()
     root = dataset.require_root()
-    adapter = create_adapter(dataset.adapter, root, video_extensions=dataset.video_extensions)
+    adapter = create_adapter(
+        dataset.adapter,
+        root,
+        video_extensions=dataset.video_extensions,
+        labels=dataset.labels,
+        **dataset.options,
+    )
     scan = adapter.scan()
     candidates, renamed = distinct_ids(scan.candidates)
     feature_store = FeatureStore(
@@ -149,6 +165,8 @@ def _collect(report: ManifestReport, outcome: _Outcome, store: FeatureStore) -> 
         return
     assert outcome.row is not None
     report.rows.append(outcome.row)
+    report.label_actions.update(outcome.label_actions)
+    report.label_actions_by_video[outcome.row.video_id] = outcome.label_actions
     if outcome.labels_entry is not None:
         try:
             store.record(LABELS_EXTRACTOR, outcome.row.video_id, outcome.labels_entry)
@@ -174,17 +192,19 @@ def process_candidate(
     media = str(candidate.media_path)
     stage = FailureStage.LABELS
     try:
-        raw = adapter.read_labels(candidate) if candidate.labels else RawLabels()
+        raw = adapter.read_labels(candidate) if candidate.labels or candidate.label_text else RawLabels()
         stage = FailureStage.PROBE
         info = _probe_video(media, audio_fps)
         stage = FailureStage.TIMELINE
         timeline = _native_timeline(media, info, audio_fps)
-        frame_labels, note = align_labels(raw, timeline)
+        frame_labels, note = align_labels(raw, timeline, getattr(adapter, "label_config", None))
         if note:
             log.warning("%s: %s", candidate.video_id, note)
         row = _manifest_row(candidate, info, timeline, frame_labels, raw, note, audio_fps)
         stage = FailureStage.STORE
-        entry = _store_labels(store, candidate, timeline, frame_labels, note)
+        entry = _store_labels(
+            store, candidate, timeline, frame_labels, note, getattr(adapter, "label_config", None)
+        )
     except LabelError as err:
         return _Outcome(failure=Failure(err.path, stage.value, f"{candidate.video_id}: {err.reason}"))
     except MediaError as err:
@@ -194,7 +214,7 @@ def process_candidate(
     except Exception as err:  # one broken file must not stop the run; the report keeps the error type
         log.debug("%s failed", media, exc_info=True)
         return _Outcome(failure=Failure(media, stage.value, f"{type(err).__name__}: {err}"))
-    return _Outcome(row=row, labels_entry=entry)
+    return _Outcome(row=row, labels_entry=entry, label_actions=frame_labels.actions)
 
 
 def _probe_video(path: str, audio_fps: float | None = None) -> MediaInfo:
@@ -228,33 +248,41 @@ def _manifest_row(
         subject=candidate.subject,
         subject_position=candidate.subject_position,
         split=candidate.split,
-        labels={task.value: str(path) for task, path in candidate.labels.items()},
-        label_rows={track.task.value: len(track) for track in raw.tracks},
+        labels={task_name(task): str(path) for task, path in candidate.labels.items()},
+        label_rows={track.name: len(track) for track in raw.tracks},
         labeled_frames=int(frame_labels.labeled().sum()),
         notes="; ".join([*candidate.notes, *([note] if note else [])]),
     )
     return row.with_probe(info, n_frames=len(timeline), audio_fps=audio_fps)
 
 
-def labels_hash(candidate: Candidate) -> str:
-    """What a labels shard depends on besides the media: label file contents and the alignment rule."""
+def labels_hash(candidate: Candidate, config: LabelConfig | None = None) -> str:
+    """What a labels shard depends on besides the media: label file contents, the declared tasks and
+    resampling rules (dataset.labels) and the alignment rule."""
     contents = {
-        task.value: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        task_name(task): hashlib.sha256(Path(path).read_bytes()).hexdigest()
         for task, path in candidate.labels.items()
     }
-    return params_hash({"labels": contents}, ALIGNMENT_VERSION)
+    rules = dataclasses.asdict(config or LabelConfig())
+    inline = {"label_text": candidate.label_text} if candidate.label_text else {}
+    return params_hash({"labels": contents, "rules": rules, **inline}, ALIGNMENT_VERSION)
 
 
 def _store_labels(
-    store: FeatureStore, candidate: Candidate, timeline: Timeline, frame_labels: FrameLabels, note: str
+    store: FeatureStore,
+    candidate: Candidate,
+    timeline: Timeline,
+    frame_labels: FrameLabels,
+    note: str,
+    config: LabelConfig | None = None,
 ) -> dict | None:
     """Write the labels shard unless an identical one is stored; its index entry when written."""
-    digest = labels_hash(candidate)
+    digest = labels_hash(candidate, config)
     fingerprint = media_fingerprint(candidate.media_path)
     status = store.status(LABELS_EXTRACTOR, candidate.video_id, digest, fingerprint, verify_data=True)
     if status is ShardStatus.STORED:  # labels shards are small: always read in full before trusting one
         return None
-    sources = {task.value: str(path) for task, path in candidate.labels.items()}
+    sources = {task_name(task): str(path) for task, path in candidate.labels.items()}
     features = frame_labels.to_feature_set(
         timeline,
         attrs={

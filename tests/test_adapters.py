@@ -12,6 +12,7 @@ from pipeline.adapters import Candidate, DatasetAdapter, Scan, adapter_names, cr
 from pipeline.adapters.affwild2 import read_annotation
 from pipeline.adapters.folder import read_label_csv
 from pipeline.errors import ConfigError, LabelError
+from pipeline.label_config import LabelConfig
 from pipeline.labels import (
     AU_NAMES,
     EXPRESSION_NAMES,
@@ -269,8 +270,8 @@ def test_folder_adapter_ids_splits_and_label_files(folder_tree: Path) -> None:
     assert by_id["alice/take1"].split is Split.VALIDATION and by_id["alice/take1"].subject == "alice"
     assert by_id["bob/take1"].split is Split.TEST and by_id["bob/take1"].subject == "bob/take1"
     assert by_id["loose"].split is Split.TRAIN and by_id["loose"].labels == {}
-    assert set(by_id["alice/take1"].labels) == {LabelTask.VA, LabelTask.EXPR}
-    assert set(by_id["bob/take1"].labels) == {LabelTask.AU}
+    assert set(by_id["alice/take1"].labels) == {"valence", "arousal", "expression"}
+    assert set(by_id["bob/take1"].labels) == {"au"}
 
 
 def test_folder_adapter_extensions_are_configurable(folder_tree: Path) -> None:
@@ -303,13 +304,15 @@ def test_folder_frame_keyed_labels_on_the_video_timeline(folder_tree: Path) -> N
     assert "8 frames without a row left unlabeled" in note
 
 
-def test_folder_time_keyed_labels_go_to_the_nearest_frame(folder_tree: Path) -> None:
-    # 0.46 and 0.53 share the frame at 0.5 s, where the nearer 0.53 wins; 0.57 goes to the frame at 0.6 s
+def test_folder_time_keyed_labels_sparse_rule_goes_to_the_nearest_frame(folder_tree: Path) -> None:
+    # resample: sparse (each row to one frame, the old rule). 0.46 and 0.53 share the frame at 0.5 s,
+    # where the nearer 0.53 wins; 0.57 goes to the frame at 0.6 s
     put(folder_tree / "bob" / "take1.csv", "time,AU12,AU25\n0.0,1,0\n0.53,0,1\n0.46,1,0\n0.57,1,1\n5.0,1,1\n")
-    adapter = create_adapter("folder", folder_tree)
+    config = LabelConfig(resample={"au": "sparse"})
+    adapter = create_adapter("folder", folder_tree, labels=config)
     bob = next(c for c in adapter.scan().candidates if c.video_id == "bob/take1")
     timeline = video_timeline(bob.media_path)
-    labels, note = align_labels(adapter.read_labels(bob), timeline)
+    labels, note = align_labels(adapter.read_labels(bob), timeline, config)
     au12, au25 = AU_NAMES.index("AU12"), AU_NAMES.index("AU25")
     frame_05 = int(np.argmin(np.abs(timeline.time - 0.5)))
     frame_06 = int(np.argmin(np.abs(timeline.time - 0.6)))
@@ -323,8 +326,13 @@ def test_folder_time_keyed_labels_go_to_the_nearest_frame(folder_tree: Path) -> 
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("frame,valence\n0,0.1\n", "valence and arousal"),
-        ("frame,time,expression\n0,0,1\n", "exactly one of"),
+        ("frame,valence,dominance\n0,0.1,3\n", "unknown column 'dominance'"),
+        ("frame,valence@\n0,0.1\n", "unknown column 'valence@'"),
+        ("frame,expression@r1\n0,1\n", "unknown column 'expression@r1'"),
+        ("time,expression\n0.5,1\n0.5,2\n", "line 3: time 0.5 already labeled on line 2"),
+        ("expression\n1\n2\n", "one row (the clip's label) expected"),
+        ("frame,expression\n0,Joy\n", "line 2: expression 'Joy' is not one of"),
+        ("frame,time,expression\n0,0,1\n", "at most one of"),
         ("frame,expression,mood\n0,1,happy\n", "unknown column 'mood'"),
         ("frame,expression\n0,1\n0,2\n", "line 3: frame 0 already labeled on line 2"),
         ("frame,expression\n-1,1\n", "line 2: frame -1 is negative"),

@@ -272,8 +272,20 @@ def test_manifest_stage_on_folder_layout_with_timed_labels(tmp_path: Path, media
     assert rows["s1/a"].split is Split.VALIDATION and rows["b"].split is Split.TRAIN
     store = FeatureStore(store_cfg.root)
     shard = store.read(LABELS_EXTRACTOR, "s1/a")
-    frame = int(np.argmin(np.abs(shard.time - 0.3)))
-    np.testing.assert_allclose(shard.arrays["valence_arousal"][frame], [-0.5, 0.25])
-    assert int(shard.mask.sum()) == 2 and rows["s1/a"].labeled_frames == 2
+    # dimensions default to linear interpolation between samples (max gap: 2 x 0.31 s), and the frames
+    # within half a sample interval after the last sample take its value
+    t = shard.time
+    inside = (t >= 0.0) & (t <= 0.31)
+    edge = (t > 0.31) & (t <= 0.31 + 0.155)
+    expected_valence = 0.5 + t[inside] / 0.31 * (-0.5 - 0.5)
+    expected_arousal = 0.5 + t[inside] / 0.31 * (0.25 - 0.5)
+    va = shard.arrays["valence_arousal"]
+    np.testing.assert_allclose(va[inside], np.stack([expected_valence, expected_arousal], 1), atol=1e-6)
+    np.testing.assert_allclose(va[edge], [[-0.5, 0.25]] * int(edge.sum()))
+    n_labeled = int(inside.sum() + edge.sum())
+    assert int(shard.mask.sum()) == n_labeled and rows["s1/a"].labeled_frames == n_labeled
+    between = int(((t > 0.0) & (t < 0.31)).sum())
+    assert report.label_actions["valence: interpolated_linear (linear)"] == between
+    assert report.label_actions["arousal: edge_frames_held (linear)"] == int(edge.sum())
     assert store.status(LABELS_EXTRACTOR, "b", "whatever") is ShardStatus.STALE
     assert not store.read(LABELS_EXTRACTOR, "b").mask.any()  # no label file: every frame unlabeled

@@ -1,12 +1,13 @@
 """Dataset adapters: name -> class, filled by ``@register_adapter`` as adapter modules are imported.
 
-Built-in adapters (``affwild2``, ``folder``) are imported on first use of the registry, so that importing
-this package stays cheap and free of import cycles.
+Built-in adapters (``affwild2``, ``folder``, the corpus recipes of docs/DATASETS.md) are imported on
+first use of the registry, so that importing this package stays cheap and free of import cycles.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,15 @@ __all__ = [
     "register_adapter",
 ]
 
-BUILTIN_MODULES = ("pipeline.adapters.affwild2", "pipeline.adapters.folder")
+BUILTIN_MODULES = (
+    "pipeline.adapters.affwild2",
+    "pipeline.adapters.folder",
+    "pipeline.adapters.crema_d",
+    "pipeline.adapters.ravdess",
+    "pipeline.adapters.recola",
+    "pipeline.adapters.msp_podcast",
+    "pipeline.adapters.avec2019_ces",
+)
 
 # Filled at import time by the decorator and never emptied, like Python's codec registry.
 _REGISTERED: dict[str, type[DatasetAdapter]] = {}
@@ -68,6 +77,8 @@ def create_adapter(name: str, root: str | Path, **options: Any) -> DatasetAdapte
         raise ConfigError(
             "dataset.root", f"{root} {'is not a directory' if root.exists() else 'does not exist'}"
         )
+    if options.get("labels") is None or "labels" not in inspect.signature(classes[name]).parameters:
+        options.pop("labels", None)  # adapters written before dataset.labels existed take no label config
     try:
         return classes[name](root, **options)
     except TypeError as err:

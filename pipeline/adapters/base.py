@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from pipeline.label_config import LabelConfig
 from pipeline.labels import LabelTask, RawLabels
 from pipeline.manifest import (
     DEFAULT_VIDEO_EXTENSIONS,
@@ -41,9 +42,12 @@ class Candidate:
     media_path: Path
     subject: str
     split: Split
-    labels: dict[LabelTask, Path] = field(default_factory=dict)
+    labels: dict[LabelTask | str, Path] = field(default_factory=dict)  # task -> its annotation file
     subject_position: SubjectPosition | None = None
     notes: tuple[str, ...] = ()
+    # Labels the adapter parsed from file names or a corpus-wide index file, as text (JSON): read by
+    # ``read_labels`` and hashed into the labels shard's hash like a label file's contents.
+    label_text: str = ""
 
 
 @dataclass
@@ -60,9 +64,15 @@ class DatasetAdapter(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
 
-    def __init__(self, root: str | Path, video_extensions: Iterable[str] = DEFAULT_VIDEO_EXTENSIONS) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        video_extensions: Iterable[str] = DEFAULT_VIDEO_EXTENSIONS,
+        labels: LabelConfig | None = None,
+    ) -> None:
         self.root = Path(root).resolve()
         self.video_extensions = tuple(normalize_extensions(video_extensions))
+        self.label_config = labels or LabelConfig()
 
     @abstractmethod
     def scan(self) -> Scan:
