@@ -17,10 +17,10 @@ from pipeline.errors import ConfigError, ExtractorError, MediaError
 from pipeline.extractors.faces import CropMode, FacesConfig, FacesExtractor, MissingPolicy, Selection
 from pipeline.extractors.faces.align import apply_transform, similarity_transform, template
 from pipeline.extractors.faces.detect import Faces
+from pipeline.extractors.faces.interval import interpolate_boxes
 from pipeline.extractors.faces.prefetch import prefetched
 from pipeline.extractors.faces.qa import load_sheet_data, render_sheet, write_contact_sheet
 from pipeline.extractors.faces.select import select_face
-from pipeline.extractors.faces.track import predict_boxes
 from pipeline.registry import default_registry
 from pipeline.store import FeatureStore
 from pipeline.timeline import iter_frames, video_timeline
@@ -304,14 +304,10 @@ def test_similarity_transform_recovers_a_known_one() -> None:
 def test_predicted_boxes_between_keyframes() -> None:
     left = np.array([0, 0, 100, 100], np.float32)
     right = np.array([40, 20, 140, 120], np.float32)
-    middle = predict_boxes(left, right, 3)
+    middle = interpolate_boxes(left, right, 3)
     np.testing.assert_allclose(middle[1], (left + right) / 2)
     np.testing.assert_allclose(middle[0], 0.75 * left + 0.25 * right)
-    far = np.array([500, 0, 600, 100], np.float32)  # another face: no interpolation across
-    jump = predict_boxes(left, far, 4)
-    assert [b[0] for b in jump] == [0, 0, 500, 500]
-    assert [b[0] for b in predict_boxes(None, right, 2)] == [40, 40]
-    assert predict_boxes(None, None, 5) is None
+    assert len(interpolate_boxes(left, right, 9)) == 9
 
 
 def test_selection_rules_on_boxes() -> None:
@@ -421,7 +417,14 @@ def test_shard_round_trip_and_contact_sheet(tmp_path, carphone_faces, gap_faces)
     on_disk = json.loads((tmp_path / "reports" / "faces_metrics.json").read_text())
     assert on_disk == metrics and metrics["videos"] == 2 and metrics["failed"] == 1
     assert report.frames_per_second > 0
-    assert metrics["frames_per_second"] == pytest.approx(report.frames_per_second, abs=0.01)
+    assert metrics["extraction_frames_per_second"] == pytest.approx(report.frames_per_second, abs=0.01)
+    # the stage's rate counts the contact sheets' time too
+    assert metrics["qa_seconds"] > 0
+    assert metrics["frames_per_second"] == pytest.approx(240 / (2.0 + metrics["qa_seconds"]), rel=2e-3)
+    gap = metrics["per_video"]["gap"]
+    assert gap["valid"] + gap["tracked"] + gap["held"] + gap["missing"] == gap["frames"] == len(gap_faces)
+    assert gap["search_keyframes"] == gap_faces.attrs["search_keyframes"] == 13
+    assert gap["search_full_cascade"] >= 13 and gap["search_identity_rejections"] == 0
     assert metrics["per_video"]["carphone"]["detection_rate"] == 1.0
     expected_gap = np.isin(gap_faces.mask, (1, 2)).mean()
     assert metrics["per_video"]["gap"]["detection_rate"] == pytest.approx(expected_gap, abs=1e-4)

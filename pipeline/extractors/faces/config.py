@@ -15,9 +15,9 @@ class Selection(enum.StrEnum):
 
     LARGEST = "largest"  # biggest box
     CENTRAL = "central"  # box centre nearest the frame centre
-    TRACK = "track"  # best IoU with the face kept on the previous frame; largest when there is none
-    LEFT = "left"  # leftmost box centre (two-person videos, the person on the left)
-    RIGHT = "right"  # rightmost box centre
+    TRACK = "track"  # one person: the largest face at the start, then only faces passing the identity gate
+    LEFT = "left"  # two-person videos, the person on the left (anchored, then gated like track)
+    RIGHT = "right"  # the person on the right
 
 
 class CropMode(enum.StrEnum):
@@ -51,6 +51,14 @@ class FacesConfig:
     track_margin: float = 0.5  # search window around the predicted box, per side, fraction of its size
     track_iou: float = 0.3  # a local detection continues the track when its IoU reaches this
     track_scale_limit: float = 24.0  # local search: pyramid levels where the face is at most this many px
+    # Identity gate (docs/FACES.md, "Identity"): a face continues a track only when it passes all three.
+    gate_motion: float = 0.1  # its centre moved at most this many face sizes per frame since last seen...
+    gate_max_shift: float = 1.0  # ...and never more than this many face sizes, however long ago
+    gate_scale: float = 1.5  # its box side changed at most by this factor
+    gate_appearance: float = 0.6  # colour-histogram similarity (0-1) with the track at least this; 0: off
+    anchor_prob: float = 0.95  # a track starts (or restarts) only on a face at least this probable
+    reanchor_after: int = 30  # frames without the tracked face after which a new track may start
+    probe_depth: int = 2  # frames with no face at either end: bisection levels searched whole-frame
     batch_keyframes: int = 2  # keyframes per MTCNN call (more on a GPU); buffers n * detect_every frames
     half: bool = False  # fp16 networks on CUDA (ignored on CPU)
     prefetch_frames: int = 8  # frames decoded ahead on a background thread; 0 decodes inline
@@ -74,6 +82,13 @@ class FacesConfig:
         _check_range("track_margin", self.track_margin, 0.05, 3.0)
         _check_range("track_iou", self.track_iou, 0.01, 0.99)
         _check_min("track_scale_limit", self.track_scale_limit, 12.0)
+        _check_range("gate_motion", self.gate_motion, 0.0, 2.0)
+        _check_range("gate_max_shift", self.gate_max_shift, 0.05, 10.0)
+        _check_range("gate_scale", self.gate_scale, 1.0, 10.0)
+        _check_range("gate_appearance", self.gate_appearance, 0.0, 1.0)
+        _check_range("anchor_prob", self.anchor_prob, 0.0, 1.0)
+        _check_int("reanchor_after", self.reanchor_after, 1)
+        _check_int("probe_depth", self.probe_depth, 0)
         _check_int("batch_keyframes", self.batch_keyframes, 1)
         _check_int("prefetch_frames", self.prefetch_frames, 0)
         _check_int("block_frames", self.block_frames, 1)

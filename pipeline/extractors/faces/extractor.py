@@ -27,7 +27,7 @@ from pipeline.registry import Extractor, InputKind, register_extractor
 from pipeline.types import FeatureSet, Frame, MaskValue, Timeline, VideoContext
 
 if TYPE_CHECKING:
-    from pipeline.extractors.faces.track import Observation
+    from pipeline.extractors.faces.observation import Observation, SearchStats
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,12 @@ class FacesExtractor(Extractor):
     def extract(self, source: Iterable[Frame], timeline: Timeline, context: VideoContext) -> FeatureSet:
         if self._cascade is None:
             self.setup("cpu")
+        from pipeline.extractors.faces.observation import SearchStats
+
         rows = FaceRows.allocate(len(timeline), self.config)
+        stats = SearchStats()
         n = 0
-        for n, (frame, observation) in enumerate(self.observe(source, timeline, context), start=1):
+        for n, (frame, observation) in enumerate(self.observe(source, timeline, context, stats), start=1):
             rows.put(n - 1, frame.image, observation)
         if n != len(timeline):
             raise MediaError(context.media_path, f"decoded {n} frames, but its timeline has {len(timeline)}")
@@ -77,44 +80,53 @@ class FacesExtractor(Extractor):
             frame_index=timeline.frame_index,
             mask=rows.mask,
             arrays=rows.arrays(),
-            attrs=self.describe(context),
+            attrs=self.describe(context, stats),
         )
 
     def extract_blocks(
         self, source: Iterable[Frame], timeline: Timeline, context: VideoContext
     ) -> Iterator[FeatureSet]:
         """``extract`` in blocks of ``block_frames`` rows: memory stays flat whatever the video's length."""
+        from pipeline.extractors.faces.observation import SearchStats
+
         if self._cascade is None:
             self.setup("cpu")
         total, block, start, n = len(timeline), None, 0, 0
         held: FaceRows | None = None
-        for n, (frame, observation) in enumerate(self.observe(source, timeline, context), start=1):
+        stats = SearchStats()  # the store keeps the last block's attrs: complete by then
+        for n, (frame, observation) in enumerate(self.observe(source, timeline, context, stats), start=1):
             if block is None:
                 start = n - 1
                 block = FaceRows.allocate(min(self.config.block_frames, total - start), self.config, held)
             block.put(n - 1 - start, frame.image, observation)
             if n - start == len(block.mask):
-                yield self._block(block, timeline, start, context)
+                yield self._block(block, timeline, start, self.describe(context, stats))
                 held, block = block, None
         if n != total:
             raise MediaError(context.media_path, f"decoded {n} frames, but its timeline has {total}")
         if total == 0:
-            yield self._block(FaceRows.allocate(0, self.config), timeline, 0, context)
+            yield self._block(FaceRows.allocate(0, self.config), timeline, 0, self.describe(context, stats))
 
-    def _block(self, rows: FaceRows, timeline: Timeline, start: int, context: VideoContext) -> FeatureSet:
+    def _block(self, rows: FaceRows, timeline: Timeline, start: int, attrs: dict[str, Any]) -> FeatureSet:
         stop = start + len(rows.mask)
         return FeatureSet(
             time=timeline.time[start:stop],
             frame_index=timeline.frame_index[start:stop],
             mask=rows.mask,
             arrays=rows.arrays(),
-            attrs=self.describe(context),
+            attrs=attrs,
         )
 
     def observe(
-        self, source: Iterable[Frame], timeline: Timeline, context: VideoContext
+        self,
+        source: Iterable[Frame],
+        timeline: Timeline,
+        context: VideoContext,
+        stats: SearchStats | None = None,
     ) -> Iterator[tuple[Frame, Observation]]:
-        """(frame, Observation) for every frame of the timeline, in order (the streaming core)."""
+        """(frame, Observation) for every frame of the timeline, in order (the streaming core). The
+        searches' counts are added to ``stats``, complete once the last row is out."""
+        from pipeline.extractors.faces.identity import Identity
         from pipeline.extractors.faces.prefetch import prefetched
         from pipeline.extractors.faces.select import rule_for_video
         from pipeline.extractors.faces.track import FaceTracker, TrackerSettings
@@ -125,14 +137,15 @@ class FacesExtractor(Extractor):
         except ValueError as err:
             raise ExtractorError(f"{context.video_id}: {err}") from None
         frames = prefetched(_on_timeline(source, timeline, context), cfg.prefetch_frames)
+        settings, identity = TrackerSettings.from_config(cfg), Identity.from_config(cfg, rule)
         threads = self.search_threads()
         if threads == 1:
-            yield from FaceTracker(self._cascade, TrackerSettings.from_config(cfg), rule).run(frames)
+            yield from FaceTracker(self._cascade, settings, identity, stats=stats).run(frames)
             return
         with ThreadPoolExecutor(
             threads, thread_name_prefix="avpipe-faces", initializer=_one_torch_thread
         ) as pool:
-            yield from FaceTracker(self._cascade, TrackerSettings.from_config(cfg), rule, pool).run(frames)
+            yield from FaceTracker(self._cascade, settings, identity, pool, stats).run(frames)
 
     def search_threads(self) -> int:
         """Threads searching intervals in parallel: ``threads``, or torch's thread count (what the
@@ -143,7 +156,8 @@ class FacesExtractor(Extractor):
 
         return max(1, torch.get_num_threads())
 
-    def describe(self, context: VideoContext) -> dict[str, Any]:
+    def describe(self, context: VideoContext, stats: SearchStats | None = None) -> dict[str, Any]:
+        """The shard's attributes; with ``stats``, the searches' counts so far (``search_<name>``)."""
         from pipeline.extractors.faces.align import template
         from pipeline.extractors.faces.select import rule_for_video
 
@@ -159,6 +173,8 @@ class FacesExtractor(Extractor):
             attrs["template"] = template(cfg.largest_size).round(4).tolist()
         else:
             attrs["box_margin"] = cfg.box_margin
+        if stats is not None:
+            attrs.update({f"search_{name}": count for name, count in stats.as_dict().items()})
         return attrs
 
 

@@ -2,12 +2,13 @@
 
 The sheet is built from a stored face shard (only the sampled crop rows are read), so it shows what
 the embedding stage will actually get. Tile borders and the strip's background use the mask colours:
-green detected, blue tracked, orange held, grey missing.
+green detected, blue tracked, orange held, grey missing. The header says how many frames each mask
+value has and what the tracker's searches did (``search_*`` shard attributes, see ``SearchStats``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ from pipeline.store import FeatureStore
 from pipeline.types import MaskValue
 
 EXTRACTOR = "faces"
+SEARCH_PREFIX = "search_"
 MASK_COLOURS = {  # RGB
     MaskValue.MISSING: (150, 150, 150),
     MaskValue.VALID: (40, 170, 60),
@@ -39,7 +41,7 @@ class SheetLayout:
     tile: int = 112
     border: int = 3
     label: int = 16
-    header: int = 26
+    header: int = 44
     strip: int = 100
 
 
@@ -53,6 +55,7 @@ class SheetData:
     prob: np.ndarray  # (T,)
     rows: np.ndarray  # (n,) sampled row numbers
     crops: np.ndarray  # (n, S, S, 3) uint8
+    searches: dict[str, int] = field(default_factory=dict)  # the shard's search_* counts, prefix dropped
 
 
 def sample_rows(n_frames: int, tiles: int) -> np.ndarray:
@@ -73,7 +76,10 @@ def load_sheet_data(store: FeatureStore, video_id: str, layout: SheetLayout = Sh
     crops = [store.read_rows(EXTRACTOR, video_id, name, int(r), int(r) + 1)[0] for r in rows]
     size = max(int(s) for s in sizes)
     stacked = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
-    return SheetData(video_id, shard.time, shard.mask, shard.arrays["prob"], rows, stacked)
+    searches = {
+        k.removeprefix(SEARCH_PREFIX): int(v) for k, v in shard.attrs.items() if k.startswith(SEARCH_PREFIX)
+    }
+    return SheetData(video_id, shard.time, shard.mask, shard.arrays["prob"], rows, stacked, searches)
 
 
 def render_sheet(data: SheetData, layout: SheetLayout = SheetLayout()) -> np.ndarray:
@@ -84,7 +90,8 @@ def render_sheet(data: SheetData, layout: SheetLayout = SheetLayout()) -> np.nda
     width = layout.columns * cell_w
     height = layout.header + n_rows * cell_h + layout.strip
     sheet = np.full((height, width, 3), BACKGROUND, np.uint8)
-    _put_text(sheet, _title(data), (4, layout.header - 8), 0.45)
+    _put_text(sheet, _title(data), (4, 16), 0.45)
+    _put_text(sheet, _search_line(data), (4, layout.header - 8), 0.38)
     for k, (row, crop) in enumerate(zip(data.rows, data.crops, strict=True)):
         x = (k % layout.columns) * cell_w
         y = layout.header + (k // layout.columns) * cell_h
@@ -101,10 +108,23 @@ def render_sheet(data: SheetData, layout: SheetLayout = SheetLayout()) -> np.nda
 
 
 def _title(data: SheetData) -> str:
-    n = len(data.mask)
-    found = int(np.count_nonzero(np.isin(data.mask, (MaskValue.VALID, MaskValue.TRACKED))))
-    rate = found / n if n else 0.0
-    return f"{data.title}: {n} frames, face found on {found} ({rate:.1%})"
+    counts = detection_summary(data.mask)
+    return (
+        f"{data.title}: {counts['frames']} frames, face found on {counts['detection_rate']:.1%}: "
+        f"detected {counts['valid']}, tracked {counts['tracked']}, held {counts['held']}, "
+        f"missing {counts['missing']}"
+    )
+
+
+def _search_line(data: SheetData) -> str:
+    s = data.searches
+    if not s:
+        return "searches: not recorded in this shard"
+    return (
+        f"whole-frame searches {s.get('full_cascade', 0)} (keyframes {s.get('keyframes', 0)}, "
+        f"re-detections {s.get('redetected', 0)}, probes {s.get('probed', 0)}); "
+        f"identity rejections {s.get('identity_rejections', 0)}, tracks {s.get('tracks_started', 0)}"
+    )
 
 
 def _draw_strip(strip: np.ndarray, data: SheetData) -> None:
@@ -143,15 +163,24 @@ def _put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: floa
 
 
 def write_contact_sheet(
-    store: FeatureStore, video_id: str, path: str | Path, layout: SheetLayout = SheetLayout()
+    store: FeatureStore,
+    video_id: str,
+    path: str | Path,
+    layout: SheetLayout = SheetLayout(),
+    data: SheetData | None = None,
 ) -> Path:
-    """Render the sheet of one stored video to a PNG at ``path`` (folders created)."""
+    """Render the sheet of one stored video (``data`` if already loaded) to a PNG at ``path``."""
     out = Path(path)
-    image = render_sheet(load_sheet_data(store, video_id, layout), layout)
+    image = render_sheet(data if data is not None else load_sheet_data(store, video_id, layout), layout)
     encoded, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     if not encoded:
         raise OSError(f"{out}: cannot encode the contact sheet PNG")
     return atomic.write_bytes(out, png.tobytes())  # unique temp name: concurrent runs never collide
+
+
+def video_summary(data: SheetData) -> dict[str, float | int]:
+    """A video's line of the stage metrics: frame counts per mask value, detection rate, searches."""
+    return {**detection_summary(data.mask), **{f"{SEARCH_PREFIX}{k}": v for k, v in data.searches.items()}}
 
 
 def detection_summary(mask: np.ndarray) -> dict[str, float | int]:

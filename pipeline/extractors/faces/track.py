@@ -1,14 +1,14 @@
-"""Detection stride and tracking: whole-frame MTCNN on keyframes, a local search in between.
+"""Detection stride and tracking: whole-frame MTCNN on keyframes, searches in between.
 
 Every ``detect_every``-th frame (and the last one) is a keyframe: a whole-frame search picks its
-face by the selection rule. Frames between two keyframes are known only after both, so the tracker
-buffers them (``batch_keyframes`` intervals at a time, so that keyframes are detected in one
-batched call) and predicts the face's box on each by interpolating the two keyframe boxes. The
-cascade then runs only in a window around that prediction and only on the pyramid levels where a
-face of that size is found; the face that overlaps the prediction continues the track. A frame whose
-local search loses the face gets a whole-frame search of its own (re-detection). Intervals are
-independent once their keyframes are known: with a thread pool they are searched in parallel while
-the caller's thread detects the next batch's keyframes.
+face, by the selection rule or, for ``track``/``left``/``right``, by the identity gate
+(``identity.py``). Keyframes are decided in order on the caller's thread, so the track they follow
+does not depend on threads. Frames between two keyframes are known only after both, so the tracker
+buffers them (``batch_keyframes`` intervals at a time, so that keyframes are detected in one batched
+call) and fills each interval as ``interval.py`` says: interpolated local searches when both ends are
+one track, else outward tracking and bisection with whole-frame searches. Intervals are independent
+once their keyframes are known: with a thread pool they are searched in parallel while the caller's
+thread detects the next batch's keyframes. ``stats`` counts what every search and heuristic did.
 """
 
 from __future__ import annotations
@@ -21,32 +21,17 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from pipeline.extractors.faces.config import FacesConfig, Selection
-from pipeline.extractors.faces.detect import Faces, MtcnnCascade, Pyramid, Search
-from pipeline.extractors.faces.select import box_iou, continue_track, select_face
+from pipeline.extractors.faces.detect import MtcnnCascade, Pyramid, Search
+from pipeline.extractors.faces.identity import Identity, TrackState
+from pipeline.extractors.faces.interval import IntervalFill, LocalSearch
+from pipeline.extractors.faces.observation import MISSING, Observation, SearchStats
 from pipeline.types import Frame, MaskValue
+
+__all__ = ["MISSING", "FaceTracker", "Observation", "SearchStats", "TrackerSettings"]
 
 log = logging.getLogger(__name__)
 
 SHRINK_ALLOWANCE = 0.7
-
-
-@dataclass(frozen=True)
-class Observation:
-    """The face kept on one frame, full-resolution pixels (box/landmarks None when there is none)."""
-
-    status: MaskValue  # VALID (whole-frame detection), TRACKED (local search) or MISSING
-    box: np.ndarray | None = None  # (4,) float32
-    landmarks: np.ndarray | None = None  # (5, 2) float32
-    prob: float = 0.0
-
-    @classmethod
-    def of(cls, faces: Faces, index: int | None, status: MaskValue) -> Observation:
-        if index is None:
-            return MISSING
-        return cls(status, faces.boxes[index], faces.landmarks[index], float(faces.probs[index]))
-
-
-MISSING = Observation(MaskValue.MISSING)
 
 
 @dataclass(frozen=True)
@@ -61,38 +46,55 @@ class TrackerSettings:
     detect_max_side: int
     min_face_size: float
     pyramid_factor: float
+    probe_depth: int
 
     @classmethod
     def from_config(cls, config: FacesConfig) -> TrackerSettings:
         return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    @property
+    def local(self) -> LocalSearch:
+        return LocalSearch(
+            self.track_margin, self.track_iou, self.track_scale_limit, self.detect_max_side, self.probe_depth
+        )
 
 
 class FaceTracker:
     """Turns a stream of frames into one ``Observation`` per frame, in order."""
 
     def __init__(
-        self, cascade: MtcnnCascade, settings: TrackerSettings, rule: Selection, pool: Executor | None = None
+        self,
+        cascade: MtcnnCascade,
+        settings: TrackerSettings,
+        identity: Identity,
+        pool: Executor | None = None,
+        stats: SearchStats | None = None,
     ) -> None:
         self.cascade = cascade
         self.settings = settings
-        self.rule = rule
+        self.identity = identity
         self.pool = pool  # intervals between keyframes are independent: searched in parallel on it
+        self.stats = SearchStats() if stats is None else stats  # complete once the last row is out
         self._pyramid: Pyramid | None = None
+
+    @property
+    def rule(self) -> Selection:
+        return self.identity.rule
 
     def run(self, frames: Iterable[Frame]) -> Iterator[tuple[Frame, Observation]]:
         last_key: tuple[Frame, Observation] | None = None
-        last_box: np.ndarray | None = None  # the track rule's memory, across missing keyframes
+        state = TrackState()  # the kept track, as the keyframes so far know it
         previous: _Batch | None = None
         for pending, last_position, final in self._batches(frames):
             # With a pool, this batch's keyframes are detected while the previous batch's intervals
             # are still being searched.
-            batch = self._start(pending, last_position, final, last_key, last_box)
-            last_key, last_box = batch.rights[-1], batch.last_box
+            batch, state = self._start(pending, last_position, final, last_key, state)
+            last_key = batch.rights[-1]
             if previous is not None:
-                yield from previous.rows()
+                yield from previous.rows(self.stats)
             previous = batch
         if previous is not None:
-            yield from previous.rows()
+            yield from previous.rows(self.stats)
 
     def _batches(self, frames: Iterable[Frame]) -> Iterator[tuple[list[Frame], int, bool]]:
         """Runs of frames ending on every ``batch_keyframes``-th keyframe (the last run ends on the
@@ -116,8 +118,8 @@ class FaceTracker:
         last_position: int,
         final: bool,
         last_key: tuple[Frame, Observation] | None,
-        last_box: np.ndarray | None,
-    ) -> _Batch:
+        state: TrackState,
+    ) -> tuple[_Batch, TrackState]:
         """Detect the keyframes among ``pending`` now; search the intervals before each of them
         (on the pool when there is one)."""
         first_position = last_position - len(pending) + 1
@@ -125,98 +127,71 @@ class FaceTracker:
         is_key = [(first_position + i) % every == 0 for i in range(len(pending))]
         is_key[-1] = is_key[-1] or final
         key_slots = [i for i, key in enumerate(is_key) if key]
-        tracked = None if last_key is None else last_key[1].box
         pyramid = self.pyramid_for(pending[0].image)
-        key_obs, last_box = self._detect_keyframes(
-            [pending[i] for i in key_slots], pyramid, last_box, tracked
+        tracked = None if last_key is None else last_key[1].box
+        if self.identity.keeps_identity:
+            tracked = state.box if self.identity.alive(state, first_position) else None
+        positions = [first_position + slot for slot in key_slots]
+        key_obs, states = self._detect_keyframes(
+            [pending[i] for i in key_slots], positions, pyramid, state, tracked
         )
         starts = [0] + [slot + 1 for slot in key_slots[:-1]]
         rights = [(pending[slot], obs) for slot, obs in zip(key_slots, key_obs, strict=True)]
         lefts = [last_key, *rights[:-1]]
         inners = [pending[start:slot] for start, slot in zip(starts, key_slots, strict=True)]
-        jobs = [(pyramid, *args) for args in zip(inners, lefts, rights, strict=True)]
+        local = self.settings.local
+        jobs = [
+            IntervalFill(
+                self.cascade, local, self.identity, pyramid, inner, first_position + start,
+                (None if left is None else left[1], right[1]), before,
+            )
+            for inner, start, left, right, before in zip(
+                inners, starts, lefts, rights, [state, *states[:-1]], strict=True
+            )
+        ]  # fmt: skip
         if self.pool is None:
-            filled: list = [self._between(*job) for job in jobs]
+            filled: list = [job.fill() for job in jobs]
         else:
-            filled = [self.pool.submit(self._between, *job) for job in jobs]
-        return _Batch(inners, filled, rights, last_box)
+            filled = [self.pool.submit(job.fill) for job in jobs]
+        return _Batch(inners, filled, rights), states[-1]
 
     def _detect_keyframes(
         self,
         keyframes: list[Frame],
+        positions: list[int],
         pyramid: Pyramid,
-        last_box: np.ndarray | None,
+        state: TrackState,
         tracked: np.ndarray | None,
-    ) -> tuple[list[Observation], np.ndarray | None]:
+    ) -> tuple[list[Observation], list[TrackState]]:
+        """Each keyframe's face and the kept track after it."""
         whole = Search(None, self._keyframe_scales(pyramid, tracked))
         found = self.cascade.detect([f.image for f in keyframes], [whole] * len(keyframes))
-        observations = []
-        size = (pyramid.width, pyramid.height)
-        for faces in found:
-            obs = Observation.of(faces, select_face(faces, self.rule, size, last_box), MaskValue.VALID)
-            last_box = obs.box if obs.box is not None else last_box
-            observations.append(obs)
-        return observations, last_box
+        self.stats.keyframes += len(keyframes)
+        observations, states = [], []
+        for frame, position, faces in zip(keyframes, positions, found, strict=True):
+            choice = self.identity.choose(faces, frame.image, state, position)
+            self.stats.identity_rejections += choice.rejected
+            self.stats.tracks_started += choice.anchored
+            box = None if choice.index is None else faces.boxes[choice.index]
+            state = self.identity.advance(state, choice, box, position, frame.image)
+            observations.append(
+                Observation.of(faces, choice.index, MaskValue.VALID, state.track, state.model)
+            )
+            states.append(state)
+        return observations, states
 
     def _keyframe_scales(self, pyramid: Pyramid, tracked: np.ndarray | None) -> tuple[float, ...]:
         """Pyramid levels of a keyframe's whole-frame search. While a face of size F is tracked, the
-        ``largest`` and ``track`` rules cannot switch to a face much smaller than F, so only the
-        levels that find faces from about F / 3 up are needed: those the local search uses, computed
-        over the whole frame (a fraction of the cost). Other rules, and no track, get every level."""
+        ``largest`` rule cannot switch to a face much smaller than F, and the identity rules do not
+        take a face more than ``gate_scale`` times smaller, so only the levels that find faces from
+        about F / 3 up are needed: those the local search uses, computed over the whole frame (a
+        fraction of the cost). ``central``, and no track (identity rules: none alive), get every level."""
         coarse = pyramid.coarse_scales(self.settings.detect_max_side)
-        if tracked is None or self.rule not in (Selection.LARGEST, Selection.TRACK):
+        if tracked is None or self.rule is Selection.CENTRAL:
             return coarse
         # The face may shrink before the next keyframes: plan for 70 % of its size.
         side = SHRINK_ALLOWANCE * float(max(tracked[2] - tracked[0], tracked[3] - tracked[1]))
         return pyramid.scales_for_face(side, self.settings.track_scale_limit, self.settings.detect_max_side)
-
-    def _between(
-        self,
-        pyramid: Pyramid,
-        inner: list[Frame],
-        left: tuple[Frame, Observation] | None,
-        right: tuple[Frame, Observation],
-    ) -> list[Observation]:
-        """Observations of the frames strictly between two keyframes (runs on the pool's threads)."""
-        if not inner:
-            return []
-        left_box = None if left is None else left[1].box
-        predicted = predict_boxes(left_box, right[1].box, len(inner))
-        if predicted is None:
-            return [MISSING] * len(inner)
-        searches = [self._local_search(pyramid, box) for box in predicted]
-        found = self.cascade.detect([f.image for f in inner], searches)
-        observations = [
-            Observation.of(faces, continue_track(faces, box, self.settings.track_iou), MaskValue.TRACKED)
-            for faces, box in zip(found, predicted, strict=True)
-        ]
-        lost = [i for i, obs in enumerate(observations) if obs.status is MaskValue.MISSING]
-        if lost:
-            redetected = self._redetect([inner[i] for i in lost], [predicted[i] for i in lost], pyramid)
-            for i, obs in zip(lost, redetected, strict=True):
-                observations[i] = obs
-        return observations
-
-    def _redetect(
-        self, frames: list[Frame], predicted: list[np.ndarray], pyramid: Pyramid
-    ) -> list[Observation]:
-        whole = Search(None, pyramid.coarse_scales(self.settings.detect_max_side))
-        found = self.cascade.detect([f.image for f in frames], [whole] * len(frames))
-        size = (pyramid.width, pyramid.height)
-        observations = []
-        for faces, box in zip(found, predicted, strict=True):
-            index = continue_track(faces, box, self.settings.track_iou)
-            if index is None:
-                index = select_face(faces, self.rule, size, box)
-            observations.append(Observation.of(faces, index, MaskValue.VALID))
-        return observations
-
-    def _local_search(self, pyramid: Pyramid, box: np.ndarray) -> Search:
-        side = float(max(box[2] - box[0], box[3] - box[1]))
-        pad = self.settings.track_margin * side
-        window = (box[0] - pad, box[1] - pad, box[2] + pad, box[3] + pad)
-        scales = pyramid.scales_for_face(side, self.settings.track_scale_limit, self.settings.detect_max_side)
-        return Search(tuple(float(v) for v in window), scales)
 
     def pyramid_for(self, image: np.ndarray) -> Pyramid:
         height, width = image.shape[:2]
@@ -232,26 +207,13 @@ class _Batch:
     """Keyframes detected, intervals searched or being searched (futures) on the pool."""
 
     inners: list[list[Frame]]
-    filled: list[list[Observation] | Future[list[Observation]]]
+    filled: list[tuple[list[Observation], SearchStats] | Future[tuple[list[Observation], SearchStats]]]
     rights: list[tuple[Frame, Observation]]
-    last_box: np.ndarray | None
 
-    def rows(self) -> Iterator[tuple[Frame, Observation]]:
+    def rows(self, stats: SearchStats) -> Iterator[tuple[Frame, Observation]]:
+        """The batch's rows in order; each interval's counts are added to ``stats`` as it is read."""
         for inner, filled, right in zip(self.inners, self.filled, self.rights, strict=True):
-            observations = filled.result() if isinstance(filled, Future) else filled
+            observations, counted = filled.result() if isinstance(filled, Future) else filled
+            stats.add(counted)
             yield from zip(inner, observations, strict=True)
             yield right
-
-
-def predict_boxes(left: np.ndarray | None, right: np.ndarray | None, n: int) -> list[np.ndarray] | None:
-    """Predicted boxes of the ``n`` frames between two keyframe boxes: linear between them when they
-    are the same face (they overlap), else the nearer one; the one there is when one is missing."""
-    if left is None and right is None:
-        return None
-    if left is None or right is None:
-        only = left if left is not None else right
-        return [only] * n
-    if box_iou(left, right[None])[0] > 0:
-        weights = np.arange(1, n + 1, dtype=np.float64) / (n + 1)
-        return [((1 - w) * left + w * right).astype(np.float32) for w in weights]
-    return [left if i < n / 2 else right for i in range(n)]
