@@ -1,6 +1,7 @@
 """The ``timm`` and ``hf-vision`` face-embedding extractors with small random models saved to files:
-loading (state dict, safetensors, timm hub folder, pickled model), the input transform taken from
-the model's pretrained config, head outputs, colour order, and the errors naming the file at fault."""
+loading (state dict, safetensors, timm hub folder; a pickled model only after convert-checkpoint), the
+input transform taken from the model's pretrained config, head outputs, colour order, and the errors
+naming the file at fault."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
+from pipeline.checkpoints import convert_checkpoint  # noqa: E402
 from pipeline.errors import ConfigError, ExtractorError  # noqa: E402
 from pipeline.registry import create_extractor  # noqa: E402
 from tests.test_embeddings import context, smiling_crops  # noqa: E402, F401  (fixture)
@@ -108,9 +110,11 @@ def test_missing_mismatched_and_pickled_checkpoints(net, tmp_path) -> None:
         create_extractor("timm", model=ARCH, checkpoint=str(other)).setup("cpu")
     pickled = tmp_path / "whole_model.pt"  # HSEmotion saves whole models with torch.save(model)
     torch.save(net, pickled)
-    with pytest.raises(ExtractorError, match="allow_pickle"):
+    with pytest.raises(ExtractorError, match="convert-checkpoint --trust-pickle"):
         create_extractor("timm", model=ARCH, checkpoint=str(pickled)).setup("cpu")
-    extractor = create_extractor("timm", model=ARCH, checkpoint=str(pickled), allow_pickle=True)
+    converted = tmp_path / "whole_model.safe.pt"  # the one-off, explicit conversion (RELIABILITY.md)
+    convert_checkpoint(pickled, converted, trust_pickle=True)
+    extractor = create_extractor("timm", model=ARCH, checkpoint=str(converted))
     assert extractor.feature_dim == 256 and len(extractor.logit_names) == 8
     with pytest.raises(ExtractorError, match="Unknown model"):
         create_extractor("timm", model="no_such_net", checkpoint=str(other)).setup("cpu")

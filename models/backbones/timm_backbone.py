@@ -77,8 +77,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ExtractorError(f"backbone 'timm': cannot read {path}: {err}") from err
 
 
-def read_weights(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
-    """The state dict of ``path``; ``allow_pickle`` unpickles a whole saved model (HSEmotion's .pt)."""
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of ``path``, never unpickled in full (a whole saved model is converted once first)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -86,19 +86,15 @@ def read_weights(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as err:
             raise ExtractorError(f"backbone 'timm': cannot read {path}: {err}") from err
-    if allow_pickle:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise ExtractorError(f"backbone 'timm': cannot unpickle {path}: {err}") from err
-        if isinstance(obj, torch.nn.Module):
-            return obj.state_dict()
     try:
         return read_state_dict(path, "timm")
     except ExtractorError as err:
+        # Unpickling a whole model runs code from the file: avpipe does it only in the explicit,
+        # one-off conversion command, never while a stage loads weights (docs/RELIABILITY.md).
         raise ExtractorError(
-            f"{err}. A whole pickled model (e.g. HSEmotion's enet_b0_8_best_afew.pt) loads with "
-            "extractors.timm.allow_pickle: true, only for files you trust"
+            f"{err}. A whole pickled model (e.g. HSEmotion's enet_b0_8_best_afew.pt) is not unpickled "
+            f"at run time: convert it once, if you trust it, with `avpipe convert-checkpoint "
+            f"--trust-pickle {path} <tensors-only file>` and point extractors.timm.checkpoint at the result"
         ) from err
 
 
@@ -176,7 +172,6 @@ def timm_backbone(
     input_size: int | None = None,
     mean: list[float] | None = None,
     std: list[float] | None = None,
-    allow_pickle: bool = False,
     random_init: bool = False,
 ) -> TimmBackbone:
     """``timm.create_model(model)`` with the weights of ``checkpoint`` (``random_init``: benchmarks only)."""
@@ -189,7 +184,7 @@ def timm_backbone(
         if checkpoint is not None
         else TimmSource(Path("-"), str(model), num_classes, {})
     )
-    state = None if random_init else read_weights(source.weights, allow_pickle)
+    state = None if random_init else read_weights(source.weights)
     classes = source.num_classes
     if classes is None:
         probe = _create(timm, source.model, None, meta=True)

@@ -121,9 +121,6 @@ class TimmConfig(EmbeddingConfig):
     input_size: int | None = None  # null: the model's pretrained config
     mean: list[float] | None = None  # in [0, 1] units; null: the model's pretrained config
     std: list[float] | None = None
-    allow_pickle: bool = (
-        False  # true: unpickle a whole saved model (runs code from the file: trusted files only)
-    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -136,7 +133,7 @@ class TimmConfig(EmbeddingConfig):
 
     def backbone_kwargs(self) -> dict[str, Any]:
         keys = ("checkpoint", "model", "num_classes", "logits", "logit_names", "colour_order")
-        more = ("input_size", "mean", "std", "allow_pickle")
+        more = ("input_size", "mean", "std")
         return {key: getattr(self, key) for key in keys + more}
 
 
