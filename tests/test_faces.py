@@ -433,6 +433,12 @@ def test_shard_round_trip_and_contact_sheet(tmp_path, carphone_faces, gap_faces)
     assert sheet is not None and sheet.shape[1] == 8 * 118 and sheet.shape[0] > 3 * 134
     data = load_sheet_data(store, "gap")
     assert len(data.rows) == 24 and data.rows[0] == 0 and data.rows[-1] == len(gap_faces) - 1
+    largest = f"crops_{max(int(s) for s in gap_faces.attrs['sizes'])}"
+    np.testing.assert_array_equal(data.crops, gap_faces.arrays[largest][data.rows])
+    # sampled rows read a window at a time: windows smaller than the video give the same tiles
+    small_chunks = FeatureStore(tmp_path / "small_chunks", chunk_frames=16)
+    small_chunks.write("faces", "gap", gap_faces, extractor_version="1", params_hash="test")
+    np.testing.assert_array_equal(load_sheet_data(small_chunks, "gap").crops, data.crops)
     image = render_sheet(data)
     np.testing.assert_array_equal(image, cv2.cvtColor(sheet, cv2.COLOR_BGR2RGB))
     # a missing tile is drawn grey-bordered and black inside, a found one shows a face

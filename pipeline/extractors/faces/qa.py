@@ -73,13 +73,27 @@ def load_sheet_data(store: FeatureStore, video_id: str, layout: SheetLayout = Sh
         raise StoreError(f"{store.shard_path(EXTRACTOR, video_id)}: face shard has no 'sizes' attribute")
     name = f"crops_{max(int(s) for s in sizes)}"
     rows = sample_rows(len(shard), layout.tiles)
-    crops = [store.read_rows(EXTRACTOR, video_id, name, int(r), int(r) + 1)[0] for r in rows]
     size = max(int(s) for s in sizes)
-    stacked = np.stack(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
+    stacked = _read_sampled_rows(store, video_id, name, rows, (size, size, 3))
     searches = {
         k.removeprefix(SEARCH_PREFIX): int(v) for k, v in shard.attrs.items() if k.startswith(SEARCH_PREFIX)
     }
     return SheetData(video_id, shard.time, shard.mask, shard.arrays["prob"], rows, stacked, searches)
+
+
+def _read_sampled_rows(
+    store: FeatureStore, video_id: str, name: str, rows: np.ndarray, row_shape: tuple[int, ...]
+) -> np.ndarray:
+    """``rows`` of a dataset, one read per window of ``store.chunk_frames`` rows: reading them one by one
+    decompresses a whole chunk for every row (most of the sheet's time on a short video)."""
+    out = np.zeros((len(rows), *row_shape), np.uint8)
+    windows = rows // store.chunk_frames
+    for window in np.unique(windows):
+        picked = np.flatnonzero(windows == window)
+        first, last = int(rows[picked[0]]), int(rows[picked[-1]])
+        block = store.read_rows(EXTRACTOR, video_id, name, first, last + 1)
+        out[picked] = block[rows[picked] - first]
+    return out
 
 
 def render_sheet(data: SheetData, layout: SheetLayout = SheetLayout()) -> np.ndarray:
