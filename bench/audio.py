@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.audio [--seconds 60] [--fps 25] [--workers 2] [--checkpoint PATH]
 
 Input: ``--seconds`` of espeak-ng speech (bigbuckbunny's soundtrack looped when espeak-ng is missing),
-decoded to 16 kHz through pipeline.timeline, and a video timeline at ``--fps``. Reported:
+decoded to 16 kHz through avpipe.pipeline.timeline, and a video timeline at ``--fps``. Reported:
 
 - logmel + mfcc + egemaps together in one process, then ``--workers`` processes each extracting its own
   copy at the same time (how the Dask runner spreads videos over a 2-core machine); target >= 100x.
@@ -32,9 +32,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.registry import create_extractor
-from pipeline.types import AudioTrack, Timeline, VideoContext
+from avpipe.pipeline.registry import create_extractor
+from avpipe.pipeline.types import AudioTrack, Timeline, VideoContext
 
 log = logging.getLogger("bench.audio")
 
@@ -57,7 +56,7 @@ class Workload:
 
 def make_audio(folder: Path, seconds: float) -> Path:
     """A WAV of at least ``seconds`` of speech (espeak-ng) or of bigbuckbunny's soundtrack, looped."""
-    from pipeline.tools import ffmpeg_binary
+    from avpipe.pipeline.tools import ffmpeg_binary
 
     out = folder / "bench_audio.wav"
     espeak = shutil.which("espeak-ng")
@@ -75,7 +74,7 @@ def make_audio(folder: Path, seconds: float) -> Path:
 
 
 def load_workload(path: Path, fps: float) -> Workload:
-    from pipeline.timeline import decode_audio
+    from avpipe.pipeline.timeline import decode_audio
 
     track = decode_audio(path, 16000)
     if track is None:
@@ -123,8 +122,7 @@ def bench_light(path: Path, workload: Workload, workers: int, fps: float) -> Non
 
 def bench_vggish(workload: Workload, checkpoint: str | None, device: str, folder: Path) -> None:
     import torch
-
-    from pipeline.extractors import vggish_net
+    from avpipe.pipeline.extractors import vggish_net
 
     if checkpoint is None:
         checkpoint = str(folder / "vggish-random.pth")

@@ -34,11 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
-
-from models.backbones.registry import create_backbone
-from pipeline.registry import create_extractor
-from pipeline.runner import resolve_device
-from pipeline.types import FaceCrops, VideoContext
+from avpipe.models.backbones.registry import create_backbone
+from avpipe.pipeline.registry import create_extractor
+from avpipe.pipeline.runner import resolve_device
+from avpipe.pipeline.types import FaceCrops, VideoContext
 
 log = logging.getLogger("bench.embed")
 

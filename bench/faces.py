@@ -12,7 +12,7 @@ for its ``_left`` and once for its ``_right`` row. For every clip, on the same f
 - naive: facenet-pytorch ``MTCNN.detect`` on every full-resolution frame (torch on ``--threads``
   threads), ``extract_face`` of the largest face at each crop size; decoding included. Its face for
   a run: the largest, or for a two-person row the outermost face in that half of the frame.
-- ours: the whole stage for one video, ``pipeline.extract.process_video`` (probe, timeline, decode,
+- ours: the whole stage for one video, ``avpipe.pipeline.extract.process_video`` (probe, timeline, decode,
   detect/track/align, shard written to a temp store) plus its contact sheet, as a worker with
   ``torch_threads = --threads`` runs it.
 - frames/s of both and their ratio (targets >= 100 frames/s and >= 12x); recall (frames where naive
@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.types import MaskValue
+from avpipe.pipeline.types import MaskValue
 
 log = logging.getLogger("bench.faces")
 
@@ -97,7 +96,7 @@ def carphone_path() -> Path:
 def run_ffmpeg(args: list[str]) -> None:
     import subprocess
 
-    from pipeline.tools import ffmpeg_binary
+    from avpipe.pipeline.tools import ffmpeg_binary
 
     done = subprocess.run(
         [ffmpeg_binary(), "-y", "-v", "error", *args], capture_output=True, text=True, check=False
@@ -120,8 +119,7 @@ def coffee_background() -> np.ndarray:
 def carphone_tiles(height: int) -> list[np.ndarray]:
     """carphone's frames scaled to ``height`` px, played forward then backward (a seamless loop)."""
     import cv2
-
-    from pipeline.timeline import iter_frames
+    from avpipe.pipeline.timeline import iter_frames
 
     frames = [f.image for f in iter_frames(carphone_path())]
     width = round(frames[0].shape[1] * height / frames[0].shape[0])
@@ -143,7 +141,7 @@ def encode(frames, out: Path) -> Path:
     """Pipe RGB frames into ffmpeg: 720p H.264 at 29.97 frames/s."""
     import subprocess
 
-    from pipeline.tools import ffmpeg_binary
+    from avpipe.pipeline.tools import ffmpeg_binary
 
     width, height = SIZE
     command = [ffmpeg_binary(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
@@ -243,9 +241,8 @@ def run_naive(path: Path, sizes: list[int], threads: int, device: str, limit: in
     """facenet-pytorch on every full-resolution frame, then crop the largest face: the loop users write
     today. Every face's box and landmarks are kept (the two-person clip picks its subject from them)."""
     import torch
+    from avpipe.pipeline.timeline import iter_frames
     from facenet_pytorch import MTCNN, extract_face
-
-    from pipeline.timeline import iter_frames
 
     torch.set_num_threads(threads)
     detector = MTCNN(keep_all=True, device=torch.device(device))
@@ -271,10 +268,9 @@ def faces_worker(config, store_root: Path, device: str, threads: int) -> tuple:
     """A face extractor and its job, set up as a Dask worker would have them (no Dask: the bench calls
     ``process_video`` directly)."""
     import torch
-
-    from pipeline.config import StoreConfig
-    from pipeline.extract import ExtractionJob
-    from pipeline.extractors.faces import FacesExtractor
+    from avpipe.pipeline.config import StoreConfig
+    from avpipe.pipeline.extract import ExtractionJob
+    from avpipe.pipeline.extractors.faces import FacesExtractor
 
     torch.set_num_threads(threads)  # as the runner's configure_worker_threads does
     extractor = FacesExtractor(config)
@@ -289,10 +285,10 @@ def run_ours(
 ) -> Run:
     """The face stage on one video as a worker runs it (decode -> crops stored), then its contact sheet
     as the stage draws it: the time covers both."""
-    from pipeline.extract import process_video
-    from pipeline.extractors.faces import FacesConfig
-    from pipeline.extractors.faces.qa import write_contact_sheet
-    from pipeline.store import FeatureStore
+    from avpipe.pipeline.extract import process_video
+    from avpipe.pipeline.extractors.faces import FacesConfig
+    from avpipe.pipeline.extractors.faces.qa import write_contact_sheet
+    from avpipe.pipeline.store import FeatureStore
 
     config = FacesConfig(half=args.half, track_scale_limit=limit)
     extractor, job = faces_worker(config, store_root, args.device, args.threads)
@@ -441,8 +437,8 @@ def rss_bytes() -> int:
 def long_video_memory(args: argparse.Namespace, folder: Path) -> None:
     """The real stage path (decode, detect/track/align, shard written block by block) on a short and a
     10-minute 720p video in one run: the peak RSS of the long one must not exceed the short one's."""
-    from pipeline.extract import process_video
-    from pipeline.extractors.faces import FacesConfig
+    from avpipe.pipeline.extract import process_video
+    from avpipe.pipeline.extractors.faces import FacesConfig
 
     seconds = args.seconds if args.seconds_given else 600.0
     extractor, job = faces_worker(FacesConfig(), folder / "store", args.device, args.threads)

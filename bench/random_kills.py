@@ -32,15 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
-from pipeline.manifest import ManifestRow, write_manifest
-from pipeline.store import INDEX_FILE, FeatureStore
+from avpipe.pipeline.manifest import ManifestRow, write_manifest
+from avpipe.pipeline.store import INDEX_FILE, FeatureStore
 
 log = logging.getLogger("bench.random_kills")
 
 EXTRACTOR = "logmel"
 REPO = Path(__file__).resolve().parents[1]
-CLI = "import sys; from pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from avpipe.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
 STAGE_TIMEOUT_S = 900.0
 
 

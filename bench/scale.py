@@ -28,11 +28,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import RunnerConfig, StoreConfig  # noqa: E402
-from pipeline.extract import run_extractor  # noqa: E402
-from pipeline.manifest import DatasetConfig, ManifestConfig, ManifestRow  # noqa: E402
-from pipeline.registry import default_registry  # noqa: E402
-from pipeline.runner import RunReport  # noqa: E402
+from avpipe.pipeline.config import RunnerConfig, StoreConfig  # noqa: E402
+from avpipe.pipeline.extract import run_extractor  # noqa: E402
+from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, ManifestRow  # noqa: E402
+from avpipe.pipeline.registry import default_registry  # noqa: E402
+from avpipe.pipeline.runner import RunReport  # noqa: E402
 
 log = logging.getLogger("bench.scale")
 
@@ -112,7 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def build_dataset(args: argparse.Namespace, work: Path) -> Path:
     if args.dataset:
         return Path(args.dataset)
-    from pipeline.demo import DemoConfig, build_demo_dataset
+    from avpipe.pipeline.demo import DemoConfig, build_demo_dataset
 
     shape = {}
     if args.seconds is not None:
@@ -126,7 +126,7 @@ def build_dataset(args: argparse.Namespace, work: Path) -> Path:
 
 
 def manifest_rows(dataset: Path, work: Path, limit: int) -> list[ManifestRow]:
-    from stages.manifest import build_manifest
+    from avpipe.stages.manifest import build_manifest
 
     manifest = ManifestConfig(path=str(work / "manifest.csv"), failures=str(work / "manifest_failures.csv"))
     report = build_manifest(

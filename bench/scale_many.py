@@ -34,12 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.config import RunnerConfig, StoreConfig  # noqa: E402
-from pipeline.extract import run_extractor  # noqa: E402
-from pipeline.extractors.audio import LogMelConfig  # noqa: E402
-from pipeline.manifest import DatasetConfig, ManifestConfig, read_manifest  # noqa: E402
-from pipeline.tools import ffmpeg_binary  # noqa: E402
-from stages.manifest import build_manifest  # noqa: E402
+from avpipe.pipeline.config import RunnerConfig, StoreConfig  # noqa: E402
+from avpipe.pipeline.extract import run_extractor  # noqa: E402
+from avpipe.pipeline.extractors.audio import LogMelConfig  # noqa: E402
+from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, read_manifest  # noqa: E402
+from avpipe.pipeline.tools import ffmpeg_binary  # noqa: E402
+from avpipe.stages.manifest import build_manifest  # noqa: E402
 
 log = logging.getLogger("bench.scale_many")
 
@@ -128,7 +128,7 @@ class FolderWatch:
 
 def index_bytes_written(run: callable) -> tuple[object, int]:
     """Run ``run()`` counting the bytes the index module writes (log appends and snapshots)."""
-    from pipeline import index as index_module
+    from avpipe.pipeline import index as index_module
 
     real = index_module._write_all
     written = [0]

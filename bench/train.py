@@ -33,19 +33,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from models.config import Task, TrainConfig, resolve_train_section
-from models.data import load_videos, resolve_inputs
-from models.inference import device_for
-from models.losses import MultiTaskLoss
-from models.registry import create_model
-from models.stats import compute_stats
-from models.table import FrameTable, WindowBatches
-from models.trainer import build_optimizer
-from pipeline.config import build_dataclass
-from pipeline.labels import LABELS_EXTRACTOR, FrameLabels
-from pipeline.store import FeatureStore
-from pipeline.types import FeatureSet, MaskValue, Timeline
+from avpipe.models.config import Task, TrainConfig, resolve_train_section
+from avpipe.models.data import load_videos, resolve_inputs
+from avpipe.models.inference import device_for
+from avpipe.models.losses import MultiTaskLoss
+from avpipe.models.registry import create_model
+from avpipe.models.stats import compute_stats
+from avpipe.models.table import FrameTable, WindowBatches
+from avpipe.models.trainer import build_optimizer
+from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
 
 log = logging.getLogger("bench.train")
 
@@ -169,7 +168,7 @@ def peak_rss_mb() -> float:
 def synthetic_videos(n_videos: int, n_frames: int, seed: int = 0):
     """VideoData with random features and labels, one at a time (nothing kept): a block of random rows
     generated once is rolled per video, because content does not matter to throughput."""
-    from models.data import VideoData
+    from avpipe.models.data import VideoData
 
     rng = np.random.default_rng(seed)
     blocks = {
@@ -187,8 +186,8 @@ def synthetic_videos(n_videos: int, n_frames: int, seed: int = 0):
 
 def affwild2(args: argparse.Namespace) -> dict[str, object]:
     """The larger-than-memory path at Aff-Wild2 size; see the module docstring."""
-    from models.base import InputSpec
-    from models.config import Modality
+    from avpipe.models.base import InputSpec
+    from avpipe.models.config import Modality
 
     n_videos = max(1, round(args.total_frames / args.frames))
     n_rows = n_videos * args.frames

@@ -24,13 +24,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from avpipe.models.base import ModelContext, SequenceModel, concat_inputs
+from avpipe.models.config import Task
+from avpipe.models.tcn import check_dropout
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.labels import AU_NAMES, EXPRESSION_NAMES
 from torch import nn
-
-from models.base import ModelContext, SequenceModel, concat_inputs
-from models.config import Task
-from models.tcn import check_dropout
-from pipeline.errors import ConfigError
-from pipeline.labels import AU_NAMES, EXPRESSION_NAMES
 
 BRANCH_OUTPUTS = {"v": 1, "a": 1, "expr": len(EXPRESSION_NAMES), "au": len(AU_NAMES)}
 MAX_POSITIONS = 512  # networks/transformer.py:91

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from models.base import InputSpec, SequenceModel
-from models.config import FeatureSpec, Modality, Task, TrainConfig
-from models.registry import create_model
-from models.stats import FeatureStats
-from pipeline.errors import StoreError
+from avpipe.models.base import InputSpec, SequenceModel
+from avpipe.models.config import FeatureSpec, Modality, Task, TrainConfig
+from avpipe.models.registry import create_model
+from avpipe.models.stats import FeatureStats
+from avpipe.pipeline.errors import StoreError
 
 CHECKPOINT_FORMAT = "avpipe-train-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -1,6 +1,6 @@
 """The ``train`` section of params.yaml: a dataclass tree, plus presets that fill it.
 
-Torch-free on purpose: ``pipeline.params`` imports this module whenever params.yaml is validated.
+Torch-free on purpose: ``avpipe.pipeline.params`` imports this module whenever params.yaml is validated.
 
 ``train.preset`` names ``presets/<name>.yaml`` (next to params.yaml). ``resolve_train_section`` merges the
 explicit ``train.*`` keys over the preset's values, so ``dvc exp run -S train.preset=jca`` switches the whole
@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from pipeline.errors import ConfigError
+from avpipe.pipeline.errors import ConfigError
 
 PRESETS_DIR = "presets"
 DEFAULT_FEATURE_ARRAY = "features"
@@ -104,7 +103,7 @@ class NormalisationScope(StrEnum):
 
 
 class MergeMethod(StrEnum):
-    """CCC centering of the fold models' valence/arousal (models.merge)."""
+    """CCC centering of the fold models' valence/arousal (avpipe.models.merge)."""
 
     ABAW2 = "abaw2"  # the original: sample variances, negative agreements kept
     CLIPPED = "clipped"  # negative agreements count as 0: the centre stays within the folds' means
@@ -166,7 +165,7 @@ class FeatureSpec:
 
 @dataclass
 class ModelSpec:
-    """``name`` picks the model in ``models.registry``; its config class validates ``config``."""
+    """``name`` picks the model in ``avpipe.models.registry``; its config class validates ``config``."""
 
     name: str = "lfan"
     config: dict[str, Any] = field(default_factory=dict)

@@ -17,15 +17,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from avpipe.models.base import InputSpec
+from avpipe.models.config import FeatureSpec, Modality
+from avpipe.pipeline.errors import AvpipeError, ConfigError, ExtractorError, StoreError
+from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
+from avpipe.pipeline.registry import ExtractorRegistry, InputKind, default_registry
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.types import MaskValue
 from tqdm.auto import tqdm
-
-from models.base import InputSpec
-from models.config import FeatureSpec, Modality
-from pipeline.errors import AvpipeError, ConfigError, ExtractorError, StoreError
-from pipeline.labels import LABELS_EXTRACTOR, FrameLabels
-from pipeline.registry import ExtractorRegistry, InputKind, default_registry
-from pipeline.store import FeatureStore
-from pipeline.types import MaskValue
 
 log = logging.getLogger(__name__)
 

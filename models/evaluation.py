@@ -25,18 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.config import MergeMethod, TrainConfig
-from models.data import read_labels
-from models.experiment import LOG_FILE, PREDICTIONS_FILE, fold_dir, read_summary, write_json
-from models.inference import load_predictions
-from models.merge import merge_folds
-from models.metrics import task_metrics
-from models.trainer import split_metrics
-from pipeline.errors import StoreError
-from pipeline.labels import LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
-from pipeline.manifest import ManifestRow, Split
-from pipeline.store import FeatureStore, shard_name
+from avpipe.models.config import MergeMethod, TrainConfig
+from avpipe.models.data import read_labels
+from avpipe.models.experiment import LOG_FILE, PREDICTIONS_FILE, fold_dir, read_summary, write_json
+from avpipe.models.inference import load_predictions
+from avpipe.models.merge import merge_folds
+from avpipe.models.metrics import task_metrics
+from avpipe.models.trainer import split_metrics
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.labels import LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
+from avpipe.pipeline.manifest import ManifestRow, Split
+from avpipe.pipeline.store import FeatureStore, shard_name
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Output layout (``train.output_dir``)::
 
     folds.json                  the fold plan (video ids per fold, test videos)
     stats/<hash>.npz            standardisation statistics per training set (cache)
-    fold_<i>/model.pt           best checkpoint of fold i (self-contained, see models.checkpoint)
+    fold_<i>/model.pt           best checkpoint of fold i (self-contained, see avpipe.models.checkpoint)
     fold_<i>/model_<name>.pt    with ``train.selection.mode: per_task``: each criterion's best checkpoint
                                 (a task, or valence / arousal with model.separate_va); the fold's
                                 predictions of that task (or dimension) come from it
@@ -26,23 +26,22 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from models.base import InputSpec
-from models.checkpoint import config_summary, save_checkpoint
-from models.config import TrainConfig, UnlabeledFrames
-from models.data import VideoData, iter_videos, resolve_inputs, without_features
-from models.folds import FoldPlan, make_folds
-from models.inference import device_for, save_predictions
-from models.normalisation import standardise
-from models.registry import validate_model_config
-from models.selection import selection_criteria
-from models.stats import stats_key
-from models.table import FrameTable
-from models.trainer import FoldTrainer
-from models.unlabeled import delete_unlabelled
-from pipeline.errors import StoreError
-from pipeline.manifest import ManifestRow
-from pipeline.store import FeatureStore
+from avpipe.models.base import InputSpec
+from avpipe.models.checkpoint import config_summary, save_checkpoint
+from avpipe.models.config import TrainConfig, UnlabeledFrames
+from avpipe.models.data import VideoData, iter_videos, resolve_inputs, without_features
+from avpipe.models.folds import FoldPlan, make_folds
+from avpipe.models.inference import device_for, save_predictions
+from avpipe.models.normalisation import standardise
+from avpipe.models.registry import validate_model_config
+from avpipe.models.selection import selection_criteria
+from avpipe.models.stats import stats_key
+from avpipe.models.table import FrameTable
+from avpipe.models.trainer import FoldTrainer
+from avpipe.models.unlabeled import delete_unlabelled
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.manifest import ManifestRow
+from avpipe.pipeline.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +232,7 @@ def _train_one(
 
 
 def task_checkpoint(directory: Path, criterion: str) -> Path:
-    """Where per-task selection keeps a criterion's best model of a fold (models.selection)."""
+    """Where per-task selection keeps a criterion's best model of a fold (avpipe.models.selection)."""
     return directory / f"{TASK_CHECKPOINT_PREFIX}{criterion}.pt"
 
 

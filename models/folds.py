@@ -17,10 +17,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.config import FoldConfig
-from pipeline.errors import ConfigError
-from pipeline.manifest import ManifestRow, Split
+from avpipe.models.config import FoldConfig
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.manifest import ManifestRow, Split
 
 log = logging.getLogger(__name__)
 

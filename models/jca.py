@@ -26,12 +26,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
+from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
+from avpipe.models.config import Modality
+from avpipe.models.tcn import (
+    Activation,
+    DropoutKind,
+    TCNBlockOptions,
+    TCNInit,
+    TemporalConvNet,
+    check_dropout,
+)
+from avpipe.pipeline.errors import ConfigError
 from torch import nn
-
-from models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
-from models.config import Modality
-from models.tcn import Activation, DropoutKind, TCNBlockOptions, TCNInit, TemporalConvNet, check_dropout
-from pipeline.errors import ConfigError
 
 
 class JCAEncoder(StrEnum):

@@ -14,11 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-
-from models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
-from models.config import Modality
-from models.tcn import (
+from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
+from avpipe.models.config import Modality
+from avpipe.models.tcn import (
     Activation,
     DropoutKind,
     TCNBlockOptions,
@@ -27,7 +25,8 @@ from models.tcn import (
     check_dropout,
     check_tcn_settings,
 )
-from pipeline.errors import ConfigError
+from avpipe.pipeline.errors import ConfigError
+from torch import nn
 
 
 @dataclass

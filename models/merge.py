@@ -25,9 +25,8 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-from models.config import MergeMethod
-from models.metrics import ccc
+from avpipe.models.config import MergeMethod
+from avpipe.models.metrics import ccc
 
 log = logging.getLogger(__name__)
 

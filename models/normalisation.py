@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-from models.config import Normalisation, NormalisationScope, TrainConfig
-from models.stats import (
+from avpipe.models.config import Normalisation, NormalisationScope, TrainConfig
+from avpipe.models.stats import (
     MIN_STD,
     FeatureStats,
     StandardisedView,
@@ -27,7 +26,7 @@ from models.stats import (
     read_rows,
     row_blocks,
 )
-from models.table import FrameTable
+from avpipe.models.table import FrameTable
 
 
 def scalar_stats(table: FrameTable, video_ids: Sequence[str]) -> FeatureStats:

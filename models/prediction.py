@@ -15,26 +15,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
-from models.checkpoint import LoadedModel, load_checkpoint
-from models.config import Task, TrainConfig
-from models.data import load_videos
-from models.experiment import (
+from avpipe.models.checkpoint import LoadedModel, load_checkpoint
+from avpipe.models.config import Task, TrainConfig
+from avpipe.models.data import load_videos
+from avpipe.models.experiment import (
     CHECKPOINT_FILE,
     TASK_CHECKPOINT_PREFIX,
     fold_dir,
     read_summary,
     replace_outputs,
 )
-from models.inference import device_for, predict_videos
-from models.merge import merge_folds
-from models.metrics import AU_THRESHOLD
-from models.table import FrameTable
-from pipeline.errors import ConfigError, StoreError
-from pipeline.labels import AU_NAMES, EXPRESSION_NAMES, VA_NAMES
-from pipeline.manifest import ManifestRow, Split
-from pipeline.store import FeatureStore, shard_name
+from avpipe.models.inference import device_for, predict_videos
+from avpipe.models.merge import merge_folds
+from avpipe.models.metrics import AU_THRESHOLD
+from avpipe.models.table import FrameTable
+from avpipe.pipeline.errors import ConfigError, StoreError
+from avpipe.pipeline.labels import AU_NAMES, EXPRESSION_NAMES, VA_NAMES
+from avpipe.pipeline.manifest import ManifestRow, Split
+from avpipe.pipeline.store import FeatureStore, shard_name
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 

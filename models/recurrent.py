@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
+from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
+from avpipe.models.tcn import check_dropout
+from avpipe.pipeline.errors import ConfigError
 from torch import nn
-
-from models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
-from models.tcn import check_dropout
-from pipeline.errors import ConfigError
 
 
 class Cell(StrEnum):

@@ -10,17 +10,17 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from models.aim3 import AIM3Model
-from models.base import InputSpec, ModelContext, SequenceModel
-from models.config import Task
-from models.jca import JCAModel
-from models.lfan import LFANModel
-from models.recurrent import RNNModel
-from models.separate import PerDimensionVA
-from models.tcn import TCNModel
-from models.transformer import TransformerModel
-from pipeline.config import build_dataclass
-from pipeline.errors import ConfigError
+from avpipe.models.aim3 import AIM3Model
+from avpipe.models.base import InputSpec, ModelContext, SequenceModel
+from avpipe.models.config import Task
+from avpipe.models.jca import JCAModel
+from avpipe.models.lfan import LFANModel
+from avpipe.models.recurrent import RNNModel
+from avpipe.models.separate import PerDimensionVA
+from avpipe.models.tcn import TCNModel
+from avpipe.models.transformer import TransformerModel
+from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.errors import ConfigError
 
 MODELS: Mapping[str, type[SequenceModel]] = MappingProxyType(
     {cls.name: cls for cls in (TCNModel, LFANModel, JCAModel, RNNModel, TransformerModel, AIM3Model)}
@@ -55,7 +55,7 @@ def create_model(
     **config: Any,
 ) -> SequenceModel:
     """Build registered model ``name`` for these inputs (sizes from the store), tasks and window length;
-    ``separate_va``: one such model per valence/arousal dimension (``models.separate``)."""
+    ``separate_va``: one such model per valence/arousal dimension (``avpipe.models.separate``)."""
     if not inputs:
         raise ConfigError("train.features", "a model needs at least one input")
     context = ModelContext(inputs=tuple(inputs), tasks=tuple(Task(t) for t in tasks), window=int(window))

@@ -19,10 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.config import MissingScore, Task
-from models.metrics import TASK_FRAMES, TASK_SCORE
-from pipeline.errors import ConfigError
-from pipeline.labels import VA_NAMES
+from avpipe.models.config import MissingScore, Task
+from avpipe.models.metrics import TASK_FRAMES, TASK_SCORE
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.labels import VA_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ class TaskScorer:
 
 def restore_state(best: Best, criteria: Mapping[str, Best], dims: Mapping[str, int | None]) -> dict[str, Any]:
     """The weights ``restore_best`` continues from: the best epoch's; with per-emotion models selected per
-    emotion (models.separate), each emotion's model from its own best epoch, as two separate ABAW2 runs."""
+    emotion (avpipe.models.separate), each emotion's model from its own best epoch, as two separate ABAW2
+    runs."""
     assert best.state is not None
     state = dict(best.state)
     for name, dim in dims.items():

@@ -5,7 +5,7 @@ regressor for the chosen emotion; praveena2j/JointCrossAttentional-AV-Fusion mod
 Two copies of the registered model, each with a one-output VA regressor, run side by side; their outputs
 form the (B, T, 2) valence/arousal prediction. They share the optimiser and the schedule, where the
 original code runs two separate trainings; with ``selection.mode: per_task`` each is kept at its own
-emotion's best epoch (models.selection).
+emotion's best epoch (avpipe.models.selection).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import torch
+from avpipe.models.base import ModelContext, SequenceModel
+from avpipe.models.config import Task
+from avpipe.pipeline.labels import VA_NAMES
 from torch import nn
-
-from models.base import ModelContext, SequenceModel
-from models.config import Task
-from pipeline.labels import VA_NAMES
 
 
 class PerDimensionVA(SequenceModel):

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.base import InputSpec
-from models.config import FeatureSpec
-from models.table import FrameTable
-from pipeline.store import FeatureStore
+from avpipe.models.base import InputSpec
+from avpipe.models.config import FeatureSpec
+from avpipe.models.table import FrameTable
+from avpipe.pipeline.store import FeatureStore
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from models.config import Task
-from models.data import VideoData
-from models.rowfile import RowFile
-from models.windows import PAD, window_rows
-from pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
+from avpipe.models.config import Task
+from avpipe.models.data import VideoData
+from avpipe.models.rowfile import RowFile
+from avpipe.models.windows import PAD, window_rows
+from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
 
 PAD_ROW = 0
 

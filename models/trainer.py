@@ -15,16 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from models.base import InputSpec, SequenceModel
-from models.config import OptimizerName, Scheduler, Selection, Shuffle, TrainConfig
-from models.inference import VideoPrediction, predict_videos
-from models.losses import MultiTaskLoss
-from models.metrics import task_metrics
-from models.registry import create_model
-from models.selection import Best, TaskScorer, restore_state, selection_criteria, warn_if_untrained
-from models.table import FrameTable, WindowBatches
-from pipeline.labels import FrameLabels
+from avpipe.models.base import InputSpec, SequenceModel
+from avpipe.models.config import OptimizerName, Scheduler, Selection, Shuffle, TrainConfig
+from avpipe.models.inference import VideoPrediction, predict_videos
+from avpipe.models.losses import MultiTaskLoss
+from avpipe.models.metrics import task_metrics
+from avpipe.models.registry import create_model
+from avpipe.models.selection import Best, TaskScorer, restore_state, selection_criteria, warn_if_untrained
+from avpipe.models.table import FrameTable, WindowBatches
+from avpipe.pipeline.labels import FrameLabels
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ class FoldResult:
     baseline_score: float = math.nan  # the untrained model's validation score
     beat_untrained: bool = True
     dropped_tasks: list[str] = field(default_factory=list)  # tasks without a validation score (drop)
-    # per_task selection: criterion name (models.selection) -> its best epoch, score and weights
+    # per_task selection: criterion name (avpipe.models.selection) -> its best epoch, score and weights
     task_best: dict[str, tuple[int, float, dict[str, Any]]] = field(default_factory=dict)
 
 

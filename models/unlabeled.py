@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from models.config import Task
-from models.data import VideoData
-from pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, FrameLabels
+from avpipe.models.config import Task
+from avpipe.models.data import VideoData
+from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, FrameLabels
 
 
 def labelled_frames(labels: FrameLabels, tasks: Sequence[Task]) -> np.ndarray:

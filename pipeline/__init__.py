@@ -1,1 +1,5 @@
-__version__ = "0.1.0"
+"""avpipe's core library (installed as ``avpipe.pipeline``)."""
+
+from avpipe import __version__
+
+__all__ = ["__version__"]

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-
-from pipeline.types import MaskValue
+from avpipe.pipeline.types import MaskValue
 
 
 class AlignMethod(StrEnum):

@@ -15,10 +15,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
+from avpipe.pipeline.config import RunnerConfig
+from avpipe.pipeline.runner import TaskOutcome, cluster_info, open_client, run_tasks
 from tqdm.auto import tqdm
-
-from pipeline.config import RunnerConfig
-from pipeline.runner import TaskOutcome, cluster_info, open_client, run_tasks
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,9 @@ import sys
 from collections.abc import Sequence
 
 import yaml
-
-from pipeline import __version__
-from pipeline.errors import AvpipeError
-from pipeline.logs import configure_logging
+from avpipe.pipeline import __version__
+from avpipe.pipeline.errors import AvpipeError
+from avpipe.pipeline.logs import configure_logging
 
 log = logging.getLogger("avpipe")
 
@@ -127,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from pipeline.params import load_params
+    from avpipe.pipeline.params import load_params
 
     if args.command == "extractors":
         return list_extractors()
@@ -138,54 +137,54 @@ def dispatch(args: argparse.Namespace) -> int:
         sys.stdout.write(yaml.safe_dump(to_plain(params), sort_keys=False))
         return 0
     if args.command == "demo":
-        from stages import demo
+        from avpipe.stages import demo
 
         return demo.run(params, only_if_dataset=args.only_if_dataset)
     if args.command == "manifest":
-        from stages import manifest
+        from avpipe.stages import manifest
 
         return manifest.run(params)
     if args.command == "faces":
-        from stages import faces
+        from avpipe.stages import faces
 
         return faces.run(params)
     if args.command == "audio":
-        from stages import audio
+        from avpipe.stages import audio
 
         return audio.run(params, args.name)
     if args.command == "embed":
-        from stages import embed
+        from avpipe.stages import embed
 
         return embed.run(params, args.name)
     if args.command == "extract":
-        from stages import extract
+        from avpipe.stages import extract
 
         return extract.run(params, args.name)
     if args.command == "train-config":
-        from stages import train_config
+        from avpipe.stages import train_config
 
         return train_config.run(params)
     if args.command == "verify":
-        from stages import verify
+        from avpipe.stages import verify
 
         return verify.run(params, args.extractors, remove_corrupt=args.remove_corrupt)
     if args.command == "train":
-        from stages import train
+        from avpipe.stages import train
 
         return train.run(params)
     if args.command == "evaluate":
-        from stages import evaluate
+        from avpipe.stages import evaluate
 
         return evaluate.run(params)
     if args.command == "predict":
-        from stages import predict
+        from avpipe.stages import predict
 
         return predict.run(params, out=args.out, split=args.split)
     raise AssertionError(f"unhandled command {args.command}")
 
 
 def convert_checkpoint(source: str, target: str, trust_pickle: bool) -> int:
-    from pipeline.checkpoints import convert_checkpoint as convert
+    from avpipe.pipeline.checkpoints import convert_checkpoint as convert
 
     done = convert(source, target, trust_pickle=trust_pickle)
     how = "full unpickling (--trust-pickle)" if done.full_unpickling else "safe loading (no code ran)"
@@ -200,7 +199,7 @@ def convert_checkpoint(source: str, target: str, trust_pickle: bool) -> int:
 
 
 def list_extractors() -> int:
-    from pipeline.registry import default_registry
+    from avpipe.pipeline.registry import default_registry
 
     registry = default_registry()
     rows = [("name", "input", "dim", "origin", "description")]

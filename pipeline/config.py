@@ -1,6 +1,6 @@
 """params.yaml -> typed, validated dataclasses, once.
 
-``pipeline.params.load_params(path, overrides)`` is the only place that reads params, with the helpers
+``avpipe.pipeline.params.load_params(path, overrides)`` is the only place that reads params, with the helpers
 here (``read_params``, ``apply_overrides``, ``build_dataclass``). Every section is a dataclass;
 ``build_dataclass`` fills one from a mapping and rejects unknown keys, wrong types and bad values with
 a ``ConfigError`` naming the dotted key. Extractor sections (``extractors.<name>``) are validated
@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from pipeline.errors import ConfigError
+from avpipe.pipeline.errors import ConfigError
 
 DEFAULT_PARAMS = "params.yaml"
 

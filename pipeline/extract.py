@@ -27,18 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from distributed import WorkerPlugin, get_worker
-
-from pipeline import atomic
-from pipeline.batching import plan_batches
-from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.errors import AvpipeError, ExtractorError, MediaError, StoreError
-from pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
-from pipeline.labels import LABELS_EXTRACTOR
-from pipeline.logs import quiet_dask_logs
-from pipeline.manifest import ManifestRow, printable
-from pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
-from pipeline.runner import (
+from avpipe.pipeline import atomic
+from avpipe.pipeline.batching import plan_batches
+from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.errors import AvpipeError, ExtractorError, MediaError, StoreError
+from avpipe.pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
+from avpipe.pipeline.labels import LABELS_EXTRACTOR
+from avpipe.pipeline.logs import quiet_dask_logs
+from avpipe.pipeline.manifest import ManifestRow, printable
+from avpipe.pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
+from avpipe.pipeline.runner import (
     GPU_RESOURCE,
     ClusterInfo,
     Failure,
@@ -52,9 +50,10 @@ from pipeline.runner import (
     run_tasks,
     worker_device,
 )
-from pipeline.store import FeatureStore, ShardStatus
-from pipeline.supervise import Supervision
-from pipeline.types import AudioTrack, FaceCrops, FeatureSet, MediaInfo, Timeline, VideoContext
+from avpipe.pipeline.store import FeatureStore, ShardStatus
+from avpipe.pipeline.supervise import Supervision
+from avpipe.pipeline.types import AudioTrack, FaceCrops, FeatureSet, MediaInfo, Timeline, VideoContext
+from distributed import WorkerPlugin, get_worker
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +212,7 @@ def extract_batch(payload: dict[str, Any]) -> list[dict[str, Any]]:
 def _extract_into_pack(job: ExtractionJob, items: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """Videos written into one new multi-video shard; their results carry its index entries. A
     video that fails is left out of the pack; a pack that cannot be committed fails all of them."""
-    from pipeline.packs import PackWriter
+    from avpipe.pipeline.packs import PackWriter
 
     results = []
     with PackWriter(open_store(job.store), job.extractor) as pack:
@@ -267,8 +266,8 @@ def process_video(
     """Decode the input, run the extractor, write the shard atomically. Usable without Dask.
     ``sync_folder=False``: the caller fsyncs the store folder after several videos. ``pack`` (a
     ``PackWriter``): the video goes into that multi-video shard, whose ``commit`` gives its entry."""
-    from pipeline.media import probe
-    from pipeline.timeline import decode_audio, iter_frames, media_timeline, video_timeline
+    from avpipe.pipeline.media import probe
+    from avpipe.pipeline.timeline import decode_audio, iter_frames, media_timeline, video_timeline
 
     started, cpu_started = time.perf_counter(), process_cpu_seconds()
     store = open_store(job.store)

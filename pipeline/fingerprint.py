@@ -17,8 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
-
-from pipeline.errors import MediaError
+from avpipe.pipeline.errors import MediaError
 
 PARAMS_HASH_CHARS = 16
 FINGERPRINT_BLOCK = 1 << 20  # bytes hashed at each end of a media file
@@ -109,14 +108,14 @@ def library_versions(extra: Sequence[str] = ()) -> dict[str, str]:
     (``"not installed"`` for one that is missing)."""
     import h5py
 
-    import pipeline
+    import avpipe
 
     versions = {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "h5py": h5py.__version__,
         "hdf5": h5py.version.hdf5_version,
-        "avpipe": pipeline.__version__,
+        "avpipe": avpipe.__version__,
     }
     for name in extra:
         versions.setdefault(name, _package_version(name))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import ExtractorError
+from avpipe.pipeline.errors import ExtractorError
 
 
 def resolve_local_model(model: str, extractor: str) -> Path:

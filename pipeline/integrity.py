@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import h5py
 
 if TYPE_CHECKING:
-    from pipeline.store import FeatureStore
+    from avpipe.pipeline.store import FeatureStore
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-from pipeline.errors import ConfigError
+from avpipe.pipeline.errors import ConfigError
 
 AU_CLASS_NAMES = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26")
 EXPRESSION_CLASS_NAMES = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise", "Other")

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-
-from pipeline.label_config import Resample
+from avpipe.pipeline.label_config import Resample
 
 
 def default_max_gap(label_times: np.ndarray) -> float:

@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.errors import LabelError
-from pipeline.label_config import (
+from avpipe.pipeline.errors import LabelError
+from avpipe.pipeline.label_config import (
     AU_CLASS_NAMES,
     EXPRESSION_CLASS_NAMES,
     TRAINER_CATEGORICAL,
@@ -43,8 +42,8 @@ from pipeline.label_config import (
     LabelConfig,
     Resample,
 )
-from pipeline.label_resample import default_max_gap, resample
-from pipeline.types import FeatureSet, MaskValue, Timeline
+from avpipe.pipeline.label_resample import default_max_gap, resample
+from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
 
 # Bump when the alignment rule changes: stored label shards then become stale and are rewritten.
 ALIGNMENT_VERSION = "2"

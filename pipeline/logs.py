@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 # Our own loggers; -v turns DEBUG on for these only, other libraries stay at INFO or above.
-OWN_LOGGERS = ("avpipe", "pipeline", "models", "stages")
+OWN_LOGGERS = ("avpipe",)
 # What closing a LocalCluster logs about workers it shuts down on purpose: a heartbeat that raced the
 # scheduler's exit (an ERROR with a traceback, in the worker) and the nanny's "still alive ... killing".
 SHUTDOWN_NOISE = (

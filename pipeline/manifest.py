@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import atomic
-from pipeline.errors import AvpipeError, ConfigError
-from pipeline.label_config import LabelConfig
-from pipeline.types import MediaInfo
+from avpipe.pipeline import atomic
+from avpipe.pipeline.errors import AvpipeError, ConfigError
+from avpipe.pipeline.label_config import LabelConfig
+from avpipe.pipeline.types import MediaInfo
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class DatasetConfig:
         if not self.root:
             raise ConfigError("dataset.root", "must be a non-empty path")
         self.video_extensions = normalize_extensions(self.video_extensions)
-        from pipeline.adapters import adapter_names  # lazy: the adapters import this module
+        from avpipe.pipeline.adapters import adapter_names  # lazy: the adapters import this module
 
         if self.adapter not in adapter_names():
             raise ConfigError(

@@ -1,4 +1,4 @@
-"""Probing media files into :class:`pipeline.types.MediaInfo`, in-process with PyAV.
+"""Probing media files into :class:`avpipe.pipeline.types.MediaInfo`, in-process with PyAV.
 
 The file is opened once with PyAV (the libavformat calls ffprobe makes), its streams described as
 ffprobe would print them, and the video packets listed: their timestamps give the frame count where
@@ -23,10 +23,9 @@ from typing import Any
 import av
 import ffmpeg
 import numpy as np
-
-from pipeline.errors import MediaError
-from pipeline.tools import ffprobe_binary
-from pipeline.types import AudioStreamInfo, MediaInfo, VideoStreamInfo
+from avpipe.pipeline.errors import MediaError
+from avpipe.pipeline.tools import ffprobe_binary
+from avpipe.pipeline.types import AudioStreamInfo, MediaInfo, VideoStreamInfo
 
 logger = logging.getLogger(__name__)
 
@@ -363,7 +362,7 @@ def _video_packet_stats(
         return _PacketStats(count=len(packets), is_vfr=None, span=None)
     pts = np.sort(np.array([p.get("pts", p.get("dts")) for p in timed], dtype=np.int64))
     deltas = np.diff(pts).astype(np.float64)
-    # The last frame counts for a typical step, as in pipeline.timeline (packet durations are
+    # The last frame counts for a typical step, as in avpipe.pipeline.timeline (packet durations are
     # decode-order steps once B-frames reorder).
     span = float((pts[-1] - pts[0] + np.median(deltas)) * Fraction(stream.get("time_base", "1/1")))
     if pts.size < 3 or deltas.mean() <= 0:

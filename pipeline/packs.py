@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h5py
-
-from pipeline.diskguard import GuardedFile
-from pipeline.errors import StoreError
-from pipeline.types import FeatureSet
+from avpipe.pipeline.diskguard import GuardedFile
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.types import FeatureSet
 
 if TYPE_CHECKING:
-    from pipeline.store import FeatureStore
+    from avpipe.pipeline.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ class PackWriter:
     """
 
     def __init__(self, store: FeatureStore, extractor: str) -> None:
-        from pipeline import store as store_module
+        from avpipe.pipeline import store as store_module
 
         self._store = store
         self._module = store_module

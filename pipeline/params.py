@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.config import TrainConfig, resolve_train_section
-from pipeline.config import (
+from avpipe.models.config import TrainConfig, resolve_train_section
+from avpipe.pipeline.config import (
     DEFAULT_PARAMS,
     AudioStageConfig,
     EmbedStageConfig,
@@ -19,10 +19,10 @@ from pipeline.config import (
     build_dataclass,
     read_params,
 )
-from pipeline.demo.config import DemoConfig
-from pipeline.errors import ConfigError, ExtractorError
-from pipeline.manifest import DatasetConfig, ManifestConfig
-from pipeline.registry import ExtractorRegistry, default_registry
+from avpipe.pipeline.demo.config import DemoConfig
+from avpipe.pipeline.errors import ConfigError, ExtractorError
+from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig
+from avpipe.pipeline.registry import ExtractorRegistry, default_registry
 
 
 @dataclass

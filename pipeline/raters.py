@@ -24,8 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from pipeline.label_config import EweReference, GoldStandard
+from avpipe.pipeline.label_config import EweReference, GoldStandard
 
 
 @dataclass

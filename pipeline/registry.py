@@ -21,8 +21,8 @@ from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-from pipeline.errors import ExtractorError
-from pipeline.types import FeatureSet, Timeline, VideoContext
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.types import FeatureSet, Timeline, VideoContext
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,10 @@ ENTRY_POINT_GROUP = "avpipe.extractors"
 # Modules whose import registers the built-in extractors. Imported lazily so that listing config
 # keys or reading the store does not pull in torch.
 BUILTIN_MODULES = (
-    "pipeline.extractors.faces",
-    "pipeline.extractors.audio",
-    "pipeline.extractors.vggish",
-    "pipeline.extractors.embeddings",
+    "avpipe.pipeline.extractors.faces",
+    "avpipe.pipeline.extractors.audio",
+    "avpipe.pipeline.extractors.vggish",
+    "avpipe.pipeline.extractors.embeddings",
 )
 
 
@@ -136,7 +136,7 @@ def register_extractor(cls: type[Extractor]) -> type[Extractor]:
 
 def _check_extractor_class(cls: type) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Extractor)):
-        raise ExtractorError(f"{cls!r} is not a subclass of pipeline.registry.Extractor")
+        raise ExtractorError(f"{cls!r} is not a subclass of avpipe.pipeline.registry.Extractor")
     for attr in ("name", "input_kind", "config_class"):
         if not hasattr(cls, attr):
             raise ExtractorError(f"extractor class {cls.__qualname__} must set the class attribute {attr!r}")
@@ -174,7 +174,7 @@ def default_registry(builtin_modules: tuple[str, ...] = BUILTIN_MODULES) -> Extr
 
 def create_extractor(name: str, registry: ExtractorRegistry | None = None, **config: Any) -> Extractor:
     """Build an extractor from its name and keyword config (timm's ``create_model`` shape)."""
-    from pipeline.config import build_dataclass
+    from avpipe.pipeline.config import build_dataclass
 
     registry = registry or default_registry()
     cls = registry.get(name)

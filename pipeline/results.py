@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 import yaml
-
-from pipeline.config import ResultsConfig
-from pipeline.runner import RunReport
+from avpipe.pipeline.config import ResultsConfig
+from avpipe.pipeline.runner import RunReport
 
 # Short names: `dvc exp show --only-changed` must fit 160 columns (docs/TRAINING.md has the mapping).
 SPLITS = {"validation": "val", "cross_validation": "cv", "test": "test"}

@@ -28,11 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from avpipe.pipeline.config import RunnerConfig
+from avpipe.pipeline.errors import AvpipeError
+from avpipe.pipeline.supervise import Supervision, drive, memory_limit_text
 from tqdm.auto import tqdm
-
-from pipeline.config import RunnerConfig
-from pipeline.errors import AvpipeError
-from pipeline.supervise import Supervision, drive, memory_limit_text
 
 log = logging.getLogger(__name__)
 

@@ -33,16 +33,15 @@ from typing import Any
 import h5py
 import numpy as np
 import psutil
+from avpipe.pipeline import fingerprint, integrity
+from avpipe.pipeline.config import Compression
+from avpipe.pipeline.diskguard import GuardedFile
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.index import INDEX_FILE, INDEX_LOG_FILE, LogRecord, ShardIndex
+from avpipe.pipeline.index import fsync_path as _fsync_path
+from avpipe.pipeline.packs import PACKS_FOLDER, WRITTEN_ATTR
+from avpipe.pipeline.types import FeatureSet
 from tqdm.auto import tqdm
-
-from pipeline import fingerprint, integrity
-from pipeline.config import Compression
-from pipeline.diskguard import GuardedFile
-from pipeline.errors import StoreError
-from pipeline.index import INDEX_FILE, INDEX_LOG_FILE, LogRecord, ShardIndex
-from pipeline.index import fsync_path as _fsync_path
-from pipeline.packs import PACKS_FOLDER, WRITTEN_ATTR
-from pipeline.types import FeatureSet
 
 log = logging.getLogger(__name__)
 
@@ -1257,7 +1256,7 @@ class FeatureStore:
     def _rewrite_pack_without(self, extractor: str, pack: Path, video_id: str) -> list[LogRecord]:
         """Copy ``pack`` without ``video_id`` into a new pack (or delete it if nothing else is left);
         the index records of the videos that moved (those whose current copy was in ``pack``)."""
-        from pipeline.packs import PackWriter
+        from avpipe.pipeline.packs import PackWriter
 
         try:
             with h5py.File(pack, "r", locking=False) as h5:

@@ -18,10 +18,9 @@ from pathlib import Path
 import av
 import numpy as np
 from av.container import InputContainer
-
-from pipeline.errors import MediaError
-from pipeline.media import check_media_file, probe, unreadable_reason
-from pipeline.types import AudioTrack, Frame, MediaInfo, Timeline
+from avpipe.pipeline.errors import MediaError
+from avpipe.pipeline.media import check_media_file, probe, unreadable_reason
+from avpipe.pipeline.types import AudioTrack, Frame, MediaInfo, Timeline
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline.errors import AvpipeError
+from avpipe.pipeline.errors import AvpipeError
 
 FFMPEG_ENV_VAR = "AVPIPE_FFMPEG"
 FFPROBE_ENV_VAR = "AVPIPE_FFPROBE"

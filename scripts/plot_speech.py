@@ -17,9 +17,8 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-from pipeline.store import FeatureStore
-from pipeline.timeline import decode_audio
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.timeline import decode_audio
 
 
 def main() -> None:

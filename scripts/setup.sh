@@ -32,7 +32,7 @@ if [ ${#need_system[@]} -gt 0 ]; then
 fi
 
 stamp="$VENV/.avpipe-installed"
-want=$(cat requirements.lock requirements-nodeps.txt setup.cfg | sha256sum | cut -c1-16)
+want=$(cat requirements.lock requirements-nodeps.txt setup.cfg setup.py | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi

@@ -1,19 +1,19 @@
 """DVC stage ``audio@<name>``: one audio feature extractor (logmel, mfcc, egemaps, vggish) over the manifest.
 
 The stage is a ``foreach`` over ``audio.extractors`` in params.yaml; each item runs the registered
-extractor of that name through ``pipeline.extract.run_extractor`` (docs/AUDIO.md).
+extractor of that name through ``avpipe.pipeline.extract.run_extractor`` (docs/AUDIO.md).
 """
 
 from __future__ import annotations
 
-from pipeline.errors import ExtractorError
-from pipeline.params import Params
-from pipeline.registry import InputKind, default_registry
-from stages import extract
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.params import Params
+from avpipe.pipeline.registry import InputKind, default_registry
+from avpipe.stages import extract
 
 
 def run(params: Params, name: str) -> int:
-    """Extract audio feature ``name`` for every manifest video; the exit code follows stages.extract."""
+    """Extract audio feature ``name`` for every manifest video; exit code as avpipe.stages.extract."""
     cls = default_registry().get(name)
     if cls.input_kind is not InputKind.AUDIO:
         raise ExtractorError(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.demo.guard import dataset_is_demo, mark_unused
-from pipeline.params import Params
+from avpipe.pipeline.demo.guard import dataset_is_demo, mark_unused
+from avpipe.pipeline.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def run(params: Params, only_if_dataset: bool = False) -> int:
         root = mark_unused(params.demo, params.dataset.root)
         log.info("demo: not built, dataset.root is %s (marker in %s)", params.dataset.root, root)
         return 0
-    from pipeline.demo import build_demo_dataset
+    from avpipe.pipeline.demo import build_demo_dataset
 
     root = build_demo_dataset(params.demo)
     log.info("demo dataset written to %s", root)

@@ -1,23 +1,23 @@
 """DVC stage ``embed@<backbone>``: per-frame face embeddings of one backbone from the faces shards.
 
 Thin on purpose: the backbone is a registered FACES extractor (``pipeline/extractors/embeddings.py``
-or a plug-in), and ``stages.extract.run`` does the rest (manifest, store, Dask, report).
+or a plug-in), and ``avpipe.stages.extract.run`` does the rest (manifest, store, Dask, report).
 """
 
 from __future__ import annotations
 
 import logging
 
-from pipeline.errors import ConfigError
-from pipeline.params import Params
-from pipeline.registry import InputKind, default_registry
-from stages import extract
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.params import Params
+from avpipe.pipeline.registry import InputKind, default_registry
+from avpipe.stages import extract
 
 log = logging.getLogger(__name__)
 
 
 def run(params: Params, name: str) -> int:
-    """Embed every manifest video's face crops with backbone ``name``; exit code as ``stages.extract``."""
+    """Embed every manifest video's face crops with backbone ``name``; exit code as avpipe.stages.extract."""
     cls = default_registry().get(name)
     if cls.input_kind is not InputKind.FACES:
         raise ConfigError(

@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.evaluation import LEARNING_DIR, PLOTS_DIR, VIDEOS_DIR, run_evaluation
-from pipeline.manifest import read_manifest
-from pipeline.results import (
+from avpipe.models.evaluation import LEARNING_DIR, PLOTS_DIR, VIDEOS_DIR, run_evaluation
+from avpipe.pipeline.manifest import read_manifest
+from avpipe.pipeline.results import (
     TRAIN_METRICS,
     copy_learning_curves,
     headline_train_metrics,
@@ -23,10 +23,10 @@ from pipeline.results import (
     write_prediction_plots,
     write_stage_metrics,
 )
-from pipeline.store import FeatureStore
+from avpipe.pipeline.store import FeatureStore
 
 if TYPE_CHECKING:
-    from pipeline.params import Params
+    from avpipe.pipeline.params import Params
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from pipeline.extract import run_extractor, write_report
-from pipeline.manifest import ManifestRow, read_manifest
-from pipeline.params import Params
-from pipeline.results import stage_metrics, write_stage_metrics
-from pipeline.runner import RunReport
+from avpipe.pipeline.extract import run_extractor, write_report
+from avpipe.pipeline.manifest import ManifestRow, read_manifest
+from avpipe.pipeline.params import Params
+from avpipe.pipeline.results import stage_metrics, write_stage_metrics
+from avpipe.pipeline.runner import RunReport
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ and ``<runner.reports>/faces_metrics.json`` (per video: frames detected/tracked/
 the tracker's searches did; frames per second of the whole stage, contact sheets included); the headline
 (videos, failures, speed, mean and lowest detection rate, identity-gate rejections) goes to
 ``<results.dir>/metrics/faces.json`` for ``dvc metrics``; the run report and failures CSV come from
-``pipeline.extract.write_report``.
+``avpipe.pipeline.extract.write_report``.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import atomic
-from pipeline.atomic import OutputWriteError
-from pipeline.errors import StoreError
-from pipeline.extract import FACES_EXTRACTOR, open_store
-from pipeline.extractors.faces.qa import load_sheet_data, video_summary, write_contact_sheet
-from pipeline.manifest import ManifestRow
-from pipeline.params import Params
-from pipeline.results import stage_metrics, write_stage_metrics
-from pipeline.runner import RunReport
-from pipeline.store import FeatureStore, shard_name
-from stages.extract import exit_code, extract_and_report
+from avpipe.pipeline import atomic
+from avpipe.pipeline.atomic import OutputWriteError
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.extract import FACES_EXTRACTOR, open_store
+from avpipe.pipeline.extractors.faces.qa import load_sheet_data, video_summary, write_contact_sheet
+from avpipe.pipeline.manifest import ManifestRow
+from avpipe.pipeline.params import Params
+from avpipe.pipeline.results import stage_metrics, write_stage_metrics
+from avpipe.pipeline.runner import RunReport
+from avpipe.pipeline.store import FeatureStore, shard_name
+from avpipe.stages.extract import exit_code, extract_and_report
 
 log = logging.getLogger(__name__)
 

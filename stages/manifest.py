@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.adapters import Candidate, DatasetAdapter, create_adapter
-from pipeline.adapters.base import distinct_ids
-from pipeline.candidates import map_candidates
-from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.errors import AvpipeError, LabelError, MediaError
-from pipeline.fingerprint import media_fingerprint, params_hash, params_json
-from pipeline.label_config import LabelConfig
-from pipeline.label_report import write_label_report
-from pipeline.labels import (
+from avpipe.pipeline.adapters import Candidate, DatasetAdapter, create_adapter
+from avpipe.pipeline.adapters.base import distinct_ids
+from avpipe.pipeline.candidates import map_candidates
+from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.errors import AvpipeError, LabelError, MediaError
+from avpipe.pipeline.fingerprint import media_fingerprint, params_hash, params_json
+from avpipe.pipeline.label_config import LabelConfig
+from avpipe.pipeline.label_report import write_label_report
+from avpipe.pipeline.labels import (
     ALIGNMENT_VERSION,
     AU_NAMES,
     EXPRESSION_NAMES,
@@ -36,7 +36,7 @@ from pipeline.labels import (
     align_labels,
     task_name,
 )
-from pipeline.manifest import (
+from avpipe.pipeline.manifest import (
     DatasetConfig,
     Failure,
     FailureStage,
@@ -45,13 +45,13 @@ from pipeline.manifest import (
     write_failures,
     write_manifest,
 )
-from pipeline.media import probe
-from pipeline.store import FeatureStore, ShardStatus
-from pipeline.timeline import media_timeline
-from pipeline.types import MediaInfo, Timeline
+from avpipe.pipeline.media import probe
+from avpipe.pipeline.store import FeatureStore, ShardStatus
+from avpipe.pipeline.timeline import media_timeline
+from avpipe.pipeline.types import MediaInfo, Timeline
 
 if TYPE_CHECKING:
-    from pipeline.params import Params
+    from avpipe.pipeline.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class _Outcome:
 def run(params: Params) -> int:
     """The ``avpipe manifest`` command: exit 1 when no video is usable (none found, or all failed), or
     when something failed and runner.fail_on_error."""
-    from pipeline.results import write_stage_metrics
+    from avpipe.pipeline.results import write_stage_metrics
 
     report = build_manifest(params.dataset, params.manifest, params.store, params.runner)
     write_label_report(report.label_actions_by_video, params.runner.reports)

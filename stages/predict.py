@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from models.prediction import run_prediction
-from pipeline.manifest import read_manifest
-from pipeline.store import FeatureStore
+from avpipe.models.prediction import run_prediction
+from avpipe.pipeline.manifest import read_manifest
+from avpipe.pipeline.store import FeatureStore
 
 if TYPE_CHECKING:
-    from pipeline.params import Params
+    from avpipe.pipeline.params import Params
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from models.experiment import run_training
-from pipeline.manifest import read_manifest
-from pipeline.store import FeatureStore
+from avpipe.models.experiment import run_training
+from avpipe.pipeline.manifest import read_manifest
+from avpipe.pipeline.store import FeatureStore
 
 if TYPE_CHECKING:
-    from pipeline.params import Params
+    from avpipe.pipeline.params import Params
 
 log = logging.getLogger(__name__)
 

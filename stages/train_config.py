@@ -16,16 +16,16 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from models.config import TrainConfig
-from pipeline.cli import to_plain
-from pipeline.errors import StoreError
-from pipeline.labels import LABELS_EXTRACTOR
-from pipeline.manifest import read_manifest
-from pipeline.results import shard_summary, write_train_inputs, write_train_params
-from pipeline.store import FeatureStore
+from avpipe.models.config import TrainConfig
+from avpipe.pipeline.cli import to_plain
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.labels import LABELS_EXTRACTOR
+from avpipe.pipeline.manifest import read_manifest
+from avpipe.pipeline.results import shard_summary, write_train_inputs, write_train_params
+from avpipe.pipeline.store import FeatureStore
 
 if TYPE_CHECKING:
-    from pipeline.params import Params
+    from avpipe.pipeline.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def run(params: Params) -> int:
 
 def resolved_train(train: TrainConfig) -> dict[str, Any]:
     """The train config as plain YAML values: features in their short form, the model's full config."""
-    from models.registry import validate_model_config  # imports torch: only for this stage
+    from avpipe.models.registry import validate_model_config  # imports torch: only for this stage
 
     plain = to_plain(train)
     assert isinstance(plain, dict)

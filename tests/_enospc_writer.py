@@ -9,10 +9,9 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-
-from pipeline.errors import StoreError
-from pipeline.store import FeatureStore
-from pipeline.types import FeatureSet
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.types import FeatureSet
 
 
 def features(rows: int, seed: int) -> FeatureSet:

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.store import FeatureStore
-from pipeline.types import FeatureSet, MaskValue
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.types import FeatureSet, MaskValue
 
 
 def main(argv: list[str]) -> None:
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> None:
 
 
 def write_packs(args: argparse.Namespace) -> None:
-    from pipeline.packs import PackWriter
+    from avpipe.pipeline.packs import PackWriter
 
     store = FeatureStore(args.root, compression="gzip")
     rng = np.random.default_rng()

@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.store import FeatureStore
-from pipeline.types import FeatureSet, MaskValue
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.types import FeatureSet, MaskValue
 
 
 def main(argv: list[str]) -> None:

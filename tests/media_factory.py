@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pipeline.tools import ffmpeg_binary, ffprobe_binary
+from avpipe.pipeline.tools import ffmpeg_binary, ffprobe_binary
 
 # ffmpeg audio encoder for short codec names; anything else is passed to ffmpeg as is.
 AUDIO_ENCODERS = {"aac": "aac", "mp3": "libmp3lame", "opus": "libopus", "pcm": "pcm_s16le", "flac": "flac"}

@@ -7,13 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pipeline.adapters import Candidate, DatasetAdapter, Scan, adapter_names, create_adapter, register_adapter
-from pipeline.adapters.affwild2 import read_annotation
-from pipeline.adapters.folder import read_label_csv
-from pipeline.errors import ConfigError, LabelError
-from pipeline.label_config import LabelConfig
-from pipeline.labels import (
+from avpipe.pipeline.adapters import (
+    Candidate,
+    DatasetAdapter,
+    Scan,
+    adapter_names,
+    create_adapter,
+    register_adapter,
+)
+from avpipe.pipeline.adapters.affwild2 import read_annotation
+from avpipe.pipeline.adapters.folder import read_label_csv
+from avpipe.pipeline.errors import ConfigError, LabelError
+from avpipe.pipeline.label_config import LabelConfig
+from avpipe.pipeline.labels import (
     AU_NAMES,
     EXPRESSION_NAMES,
     UNLABELED_AU,
@@ -23,8 +29,9 @@ from pipeline.labels import (
     RawLabels,
     align_labels,
 )
-from pipeline.manifest import DatasetConfig, FailureStage, Split, SubjectPosition
-from pipeline.timeline import video_timeline
+from avpipe.pipeline.manifest import DatasetConfig, FailureStage, Split, SubjectPosition
+from avpipe.pipeline.timeline import video_timeline
+
 from tests.media_factory import make_video
 
 FPS = 10.0

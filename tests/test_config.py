@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-
-from pipeline.config import (
+from avpipe.pipeline.config import (
     Compression,
     RunnerConfig,
     StoreConfig,
@@ -14,7 +13,7 @@ from pipeline.config import (
     build_dataclass,
     parse_override,
 )
-from pipeline.errors import ConfigError
+from avpipe.pipeline.errors import ConfigError
 
 
 @dataclass

@@ -12,15 +12,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-
-from pipeline.demo import DemoConfig, build_demo_dataset
-from pipeline.demo.encode import Mp4Writer
-from pipeline.demo.face_animation import FaceState, plan_motion, render_face
-from pipeline.demo.face_sources import FaceSourceName, load_face_source
-from pipeline.demo.labels import AU_NAMES, Expression
-from pipeline.demo.speech import synthesize_voice
-from pipeline.errors import ConfigError, MediaError
-from pipeline.tools import ffprobe_binary
+from avpipe.pipeline.demo import DemoConfig, build_demo_dataset
+from avpipe.pipeline.demo.encode import Mp4Writer
+from avpipe.pipeline.demo.face_animation import FaceState, plan_motion, render_face
+from avpipe.pipeline.demo.face_sources import FaceSourceName, load_face_source
+from avpipe.pipeline.demo.labels import AU_NAMES, Expression
+from avpipe.pipeline.demo.speech import synthesize_voice
+from avpipe.pipeline.errors import ConfigError, MediaError
+from avpipe.pipeline.tools import ffprobe_binary
 
 VA_HEADER = "valence,arousal"
 EXPR_HEADER = "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise,Other"

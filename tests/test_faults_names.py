@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from avpipe.pipeline.config import StoreConfig
+from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, read_failures, read_manifest
+from avpipe.stages.manifest import build_manifest
 
-from pipeline.config import StoreConfig
-from pipeline.manifest import DatasetConfig, ManifestConfig, read_failures, read_manifest
-from stages.manifest import build_manifest
 from tests.media_factory import make_audio_only, make_video
 
 pytestmark = pytest.mark.timeout(180)
@@ -102,10 +102,10 @@ def test_skipped_files_become_rows_with_reasons(
 
 
 def test_8khz_audio_upsampled_to_16khz_is_counted_in_the_report(tmp_path: Path) -> None:
-    from pipeline.config import RunnerConfig
-    from pipeline.extract import run_extractor
-    from pipeline.extractors.audio import LogMelConfig
-    from pipeline.manifest import ManifestRow
+    from avpipe.pipeline.config import RunnerConfig
+    from avpipe.pipeline.extract import run_extractor
+    from avpipe.pipeline.extractors.audio import LogMelConfig
+    from avpipe.pipeline.manifest import ManifestRow
 
     rows = []
     for name, rate in (("phone", 8000), ("studio", 48000)):

@@ -17,15 +17,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from avpipe.pipeline.config import Compression, RunnerConfig, StoreConfig
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.extract import run_extractor, write_report
+from avpipe.pipeline.extractors.audio import LogMelConfig
+from avpipe.pipeline.manifest import ManifestRow
+from avpipe.pipeline.runner import Failure as RunFailure
+from avpipe.pipeline.runner import RunReport, open_client
+from avpipe.pipeline.store import FeatureStore, ShardStatus
 
-from pipeline.config import Compression, RunnerConfig, StoreConfig
-from pipeline.errors import StoreError
-from pipeline.extract import run_extractor, write_report
-from pipeline.extractors.audio import LogMelConfig
-from pipeline.manifest import ManifestRow
-from pipeline.runner import Failure as RunFailure
-from pipeline.runner import RunReport, open_client
-from pipeline.store import FeatureStore, ShardStatus
 from tests.fault_disk import resize, small_disk
 from tests.media_factory import make_video
 
@@ -63,7 +63,7 @@ def test_full_disk_during_a_shard_write_leaves_the_process_healthy(tmp_path: Pat
 def test_injected_write_failure_is_reported_and_the_next_write_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline import diskguard
+    from avpipe.pipeline import diskguard
 
     store = FeatureStore(tmp_path, compression="lzf", chunk_frames=64)
     real_pwrite = os.pwrite
@@ -106,7 +106,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list[ManifestRow]:
 def test_full_disk_in_a_stage_gives_failure_rows_and_the_rerun_completes(
     client, clips: list[ManifestRow], tmp_path: Path
 ) -> None:
-    from pipeline import atomic
+    from avpipe.pipeline import atomic
 
     with small_disk(tmp_path / "disk", "600k") as disk:
         store_cfg = StoreConfig(root=str(disk / "features"), compression=Compression.NONE)
@@ -161,8 +161,8 @@ def test_a_damaged_data_chunk_is_detected_and_recomputed(
 
 
 def test_verify_reports_then_removes_damaged_shards_and_rebuilds_the_index(tmp_path: Path) -> None:
-    from pipeline.cli import main
-    from pipeline.integrity import verify_store
+    from avpipe.pipeline.cli import main
+    from avpipe.pipeline.integrity import verify_store
 
     store = FeatureStore(tmp_path / "features", chunk_frames=64)
     for index in range(3):
@@ -208,10 +208,9 @@ def test_concurrent_report_writers_never_collide(tmp_path: Path) -> None:
 @pytest.fixture
 def face_shard(tmp_path: Path) -> tuple[FeatureStore, list[ManifestRow]]:
     """A faces shard holding crops of a real face (scikit-image's astronaut), for the QA writers."""
+    from avpipe.pipeline.types import FeatureSet
     from skimage import data as skdata
     from skimage.transform import resize as resize_image
-
-    from pipeline.types import FeatureSet
 
     face = (resize_image(skdata.astronaut()[30:230, 140:340], (112, 112)) * 255).astype(np.uint8)
     n = 30
@@ -229,7 +228,7 @@ def face_shard(tmp_path: Path) -> tuple[FeatureStore, list[ManifestRow]]:
 
 
 def test_concurrent_qa_writers_never_collide(face_shard, tmp_path: Path) -> None:
-    from stages.faces import write_qa
+    from avpipe.stages.faces import write_qa
 
     store, rows = face_shard
     errors: list[BaseException] = []
@@ -251,8 +250,8 @@ def test_concurrent_qa_writers_never_collide(face_shard, tmp_path: Path) -> None
 
 
 def test_full_disk_costs_a_qa_sheet_not_the_stage(face_shard, tmp_path: Path) -> None:
-    from pipeline import atomic
-    from stages.faces import write_qa
+    from avpipe.pipeline import atomic
+    from avpipe.stages.faces import write_qa
 
     store, rows = face_shard
     with small_disk(tmp_path / "disk", "16k") as disk:
@@ -273,8 +272,8 @@ def _fill(path: Path) -> None:
 
 
 def test_verify_checks_multi_video_shards_too(tmp_path: Path) -> None:
-    from pipeline.integrity import verify_store
-    from pipeline.packs import PackWriter
+    from avpipe.pipeline.integrity import verify_store
+    from avpipe.pipeline.packs import PackWriter
 
     store = FeatureStore(tmp_path / "features", chunk_frames=64)
     with PackWriter(store, "x") as pack:

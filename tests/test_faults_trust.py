@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from pipeline.cli import main
-from pipeline.errors import ExtractorError
-from pipeline.extractors import vggish_net
+from avpipe.pipeline.cli import main
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.extractors import vggish_net
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,7 +55,7 @@ def test_numpy_release_files_still_load_safely(tmp_path: Path) -> None:
 
 
 def test_convert_checkpoint_needs_trust_and_writes_a_safe_file(tmp_path: Path) -> None:
-    from pipeline.checkpoints import CheckpointError, load_weights
+    from avpipe.pipeline.checkpoints import CheckpointError, load_weights
 
     legacy = tmp_path / "legacy.pth"
     module = torch.nn.Linear(3, 2)
@@ -74,7 +73,7 @@ def test_convert_checkpoint_needs_trust_and_writes_a_safe_file(tmp_path: Path) -
 
 
 def test_convert_checkpoint_turns_numpy_arrays_into_tensors(tmp_path: Path) -> None:
-    from pipeline.checkpoints import convert_checkpoint
+    from avpipe.pipeline.checkpoints import convert_checkpoint
 
     torch.save({"pca_means": np.arange(4.0)}, tmp_path / "pca.pth")
     done = convert_checkpoint(tmp_path / "pca.pth", tmp_path / "out.pth")
@@ -96,9 +95,8 @@ def _listening(pids: set[int]) -> list[tuple[int, str, int]]:
 
 def test_local_cluster_listens_on_loopback_only() -> None:
     import psutil
-
-    from pipeline.config import RunnerConfig
-    from pipeline.runner import open_client
+    from avpipe.pipeline.config import RunnerConfig
+    from avpipe.pipeline.runner import open_client
 
     with open_client(RunnerConfig(n_workers=1, device="cpu")) as client:
         me = psutil.Process()

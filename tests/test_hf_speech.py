@@ -14,10 +14,11 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pipeline.errors import ConfigError, ExtractorError  # noqa: E402
-from pipeline.extractors.audio.hf_encoder import FrameGeometry  # noqa: E402
-from pipeline.extractors.audio.hf_speech import HfSpeechConfig, HfSpeechExtractor, plan_chunks  # noqa: E402
-from pipeline.types import AudioTrack, Timeline, VideoContext  # noqa: E402
+from avpipe.pipeline.errors import ConfigError, ExtractorError  # noqa: E402
+from avpipe.pipeline.extractors.audio.hf_encoder import FrameGeometry  # noqa: E402
+from avpipe.pipeline.extractors.audio.hf_speech import HfSpeechConfig, HfSpeechExtractor, plan_chunks  # noqa: E402
+from avpipe.pipeline.types import AudioTrack, Timeline, VideoContext  # noqa: E402
+
 from tests.test_audio import FLASH_FRAMES, load_media, make_sync_video  # noqa: E402
 
 RATE = 16000
@@ -297,9 +298,9 @@ def test_repo_id_resolves_from_the_local_cache_only(models, tmp_path, monkeypatc
 
 def test_without_its_model_the_stage_stops_before_any_video(tmp_path) -> None:
     """run_extractor (what `avpipe audio hf-speech` runs) names the missing folder and writes nothing."""
-    from pipeline.config import RunnerConfig, StoreConfig
-    from pipeline.extract import run_extractor
-    from pipeline.manifest import ManifestRow
+    from avpipe.pipeline.config import RunnerConfig, StoreConfig
+    from avpipe.pipeline.extract import run_extractor
+    from avpipe.pipeline.manifest import ManifestRow
 
     missing = tmp_path / "weights" / "wavlm-base-plus"
     rows = [ManifestRow(video_id="v", media_path=str(tmp_path / "v.mp4"))]

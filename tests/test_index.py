@@ -14,18 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from avpipe.pipeline import index as index_module
+from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.extract import ExtractionJob, process_video, run_extractor
+from avpipe.pipeline.extractors.audio import LogMelConfig, LogMelExtractor
+from avpipe.pipeline.fingerprint import media_fingerprint
+from avpipe.pipeline.index import INDEX_FILE, INDEX_LOG_FILE, ShardIndex
+from avpipe.pipeline.manifest import ManifestRow
+from avpipe.pipeline.runner import RunReport
+from avpipe.pipeline.store import FeatureStore, ShardStatus
+from avpipe.pipeline.types import FeatureSet
 
-from pipeline import index as index_module
-from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.errors import StoreError
-from pipeline.extract import ExtractionJob, process_video, run_extractor
-from pipeline.extractors.audio import LogMelConfig, LogMelExtractor
-from pipeline.fingerprint import media_fingerprint
-from pipeline.index import INDEX_FILE, INDEX_LOG_FILE, ShardIndex
-from pipeline.manifest import ManifestRow
-from pipeline.runner import RunReport
-from pipeline.store import FeatureStore, ShardStatus
-from pipeline.types import FeatureSet
 from tests.dask_loopback import REPO
 from tests.media_factory import make_video
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from avpipe.pipeline.adapters import create_adapter
+from avpipe.pipeline.adapters.folder import read_label_csv
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.label_config import LabelConfig
+from avpipe.pipeline.labels import UNLABELED_VA, FrameLabels, LabelTask, RawLabels, align_labels
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.timeline import video_timeline
 
-from pipeline.adapters import create_adapter
-from pipeline.adapters.folder import read_label_csv
-from pipeline.errors import ConfigError
-from pipeline.label_config import LabelConfig
-from pipeline.labels import UNLABELED_VA, FrameLabels, LabelTask, RawLabels, align_labels
-from pipeline.store import FeatureStore
-from pipeline.timeline import video_timeline
 from tests.media_factory import make_video
 
 VIDEO_FPS = 30.0
@@ -91,7 +91,7 @@ def test_extra_dimensions_are_stored_and_read_back(tmp_path: Path, clip30: Path)
     assert back.category_names["intensity"] == ["low", "high"]
     np.testing.assert_array_equal(back.valence_arousal, labels.valence_arousal)
     # the trainers' reader still finds VA, EXPR and AU in a shard that also holds other tasks
-    from models.data import read_labels
+    from avpipe.models.data import read_labels
 
     for_training = read_labels(store, "v", np.asarray(timeline.frame_index))
     np.testing.assert_array_equal(for_training.valence_arousal, labels.valence_arousal)
@@ -329,9 +329,9 @@ def test_given_gold_column_is_kept_beside_the_raters(tmp_path: Path, clip30: Pat
 
 def test_the_worked_example_of_docs_datasets(tmp_path: Path, clip30: Path, frame_times: np.ndarray) -> None:
     """The folder-adapter example of docs/DATASETS.md gives the labels the document promises."""
-    from pipeline.config import StoreConfig
-    from pipeline.manifest import DatasetConfig, ManifestConfig
-    from stages.manifest import build_manifest
+    from avpipe.pipeline.config import StoreConfig
+    from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig
+    from avpipe.stages.manifest import build_manifest
 
     root = tmp_path / "clips"
     root.mkdir()
@@ -376,7 +376,7 @@ def test_the_worked_example_of_docs_datasets(tmp_path: Path, clip30: Path, frame
     )
     assert sad.raters["valence"].shape == (30, 2)
     assert report.label_actions["valence: interpolated_linear (linear)"] > 0
-    from pipeline.label_report import write_label_report
+    from avpipe.pipeline.label_report import write_label_report
 
     written = json.loads(write_label_report(report.label_actions_by_video, tmp_path / "reports").read_text())
     assert written["total"] == dict(report.label_actions)
@@ -393,7 +393,7 @@ def test_the_worked_example_of_docs_datasets(tmp_path: Path, clip30: Path, frame
 
 
 def test_params_yaml_carries_dataset_labels_and_options() -> None:
-    from pipeline.params import load_params
+    from avpipe.pipeline.params import load_params
 
     params = load_params(
         "params.yaml",

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from avpipe.models import stats as stats_module
+from avpipe.models.config import Task
+from avpipe.models.data import VideoData
+from avpipe.models.experiment import run_training
+from avpipe.models.stats import compute_stats
+from avpipe.models.table import FrameTable, WindowBatches
+from avpipe.pipeline.labels import FrameLabels
 
-from models import stats as stats_module
-from models.config import Task
-from models.data import VideoData
-from models.experiment import run_training
-from models.stats import compute_stats
-from models.table import FrameTable, WindowBatches
-from pipeline.labels import FrameLabels
 from tests.test_train import config_for, tiny  # noqa: F401  (fixture)
 
 
@@ -76,8 +76,8 @@ def test_training_from_a_disk_fp16_table_matches_memory(tiny, tmp_path) -> None:
 def test_wavlm_jca_preset_trains_on_timm_and_hf_speech_features(tiny, tmp_path) -> None:  # noqa: F811
     import shutil
 
-    from pipeline.store import FeatureStore
-    from pipeline.types import FeatureSet
+    from avpipe.pipeline.store import FeatureStore
+    from avpipe.pipeline.types import FeatureSet
 
     _, store, rows = tiny
     shutil.copytree(store.root, tmp_path / "store")
@@ -99,7 +99,7 @@ def test_wavlm_jca_preset_trains_on_timm_and_hf_speech_features(tiny, tmp_path) 
 
 
 def test_feature_scope_statistics_and_row_masks_on_a_disk_table(videos, tmp_path, monkeypatch) -> None:
-    from models.normalisation import scalar_stats
+    from avpipe.models.normalisation import scalar_stats
 
     monkeypatch.setattr(stats_module, "STATS_BLOCK_VALUES", 40)  # blocks of 8 rows
     disk = FrameTable(videos, ["x"], dtype=np.float16, cache_dir=tmp_path / "table")

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from pipeline.cli import main as cli_main
-from pipeline.config import StoreConfig
-from pipeline.errors import ConfigError
-from pipeline.labels import AU_NAMES, EXPRESSION_NAMES, LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
-from pipeline.manifest import (
+from avpipe.pipeline.cli import main as cli_main
+from avpipe.pipeline.config import StoreConfig
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.labels import AU_NAMES, EXPRESSION_NAMES, LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
+from avpipe.pipeline.manifest import (
     MANIFEST_COLUMNS,
     DatasetConfig,
     Failure,
@@ -29,10 +28,11 @@ from pipeline.manifest import (
     write_failures,
     write_manifest,
 )
-from pipeline.media import probe
-from pipeline.store import FeatureStore, ShardStatus
-from pipeline.timeline import video_timeline
-from stages.manifest import build_manifest, labels_hash
+from avpipe.pipeline.media import probe
+from avpipe.pipeline.store import FeatureStore, ShardStatus
+from avpipe.pipeline.timeline import video_timeline
+from avpipe.stages.manifest import build_manifest, labels_hash
+
 from tests.media_factory import make_empty_file, make_text_file, make_video
 
 FPS = 10.0
@@ -247,7 +247,7 @@ def test_manifest_stage_skips_stored_labels_and_rewrites_changed_ones(
 
 
 def test_labels_hash_follows_file_contents(tmp_path: Path, media: dict[str, Path]) -> None:
-    from pipeline.adapters import create_adapter
+    from avpipe.pipeline.adapters import create_adapter
 
     root = build_affwild(tmp_path / "affwild2", media)
     adapter = create_adapter("affwild2", root)

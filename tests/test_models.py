@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from models.base import InputSpec
-from models.config import Modality, Task
-from models.jca import JointCrossAttention
-from models.registry import create_model, model_names
-from models.tcn import TemporalConvNet
-from pipeline.errors import ConfigError
+from avpipe.models.base import InputSpec
+from avpipe.models.config import Modality, Task
+from avpipe.models.jca import JointCrossAttention
+from avpipe.models.registry import create_model, model_names
+from avpipe.models.tcn import TemporalConvNet
+from avpipe.pipeline.errors import ConfigError
 
 INPUTS = [
     InputSpec("face", 10, Modality.VISUAL),

@@ -16,15 +16,14 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from models.config import CCCReduction, LossConfig, MergeMethod, Moments, MSEReduction, Task, VALoss
-from models.jca import JointCrossAttention
-from models.lfan import ModalityAttention
-from models.losses import MultiTaskLoss, ccc_loss
-from models.merge import merge_folds
-from models.metrics import ccc, task_metrics
-from models.tcn import Activation, DropoutKind, TCNBlockOptions, TCNInit, TemporalBlock
-from pipeline.labels import FrameLabels
+from avpipe.models.config import CCCReduction, LossConfig, MergeMethod, Moments, MSEReduction, Task, VALoss
+from avpipe.models.jca import JointCrossAttention
+from avpipe.models.lfan import ModalityAttention
+from avpipe.models.losses import MultiTaskLoss, ccc_loss
+from avpipe.models.merge import merge_folds
+from avpipe.models.metrics import ccc, task_metrics
+from avpipe.models.tcn import Activation, DropoutKind, TCNBlockOptions, TCNInit, TemporalBlock
+from avpipe.pipeline.labels import FrameLabels
 
 RNG = np.random.default_rng(1234)
 

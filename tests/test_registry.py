@@ -6,15 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
-from pipeline.errors import ConfigError, ExtractorError
-from pipeline.registry import (
+from avpipe.pipeline.errors import ConfigError, ExtractorError
+from avpipe.pipeline.registry import (
     Extractor,
     ExtractorRegistry,
     InputKind,
     create_extractor,
 )
-from pipeline.types import FeatureSet, Timeline, VideoContext
+from avpipe.pipeline.types import FeatureSet, Timeline, VideoContext
 
 
 @dataclass

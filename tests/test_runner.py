@@ -11,15 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-
-from pipeline.config import RunnerConfig, StoreConfig
-from pipeline.errors import AvpipeError, ExtractorError, MediaError
-from pipeline.extract import ExtractionJob, run_extractor, task_resources, uses_device, write_report
-from pipeline.extractors.audio import LogMelConfig, LogMelExtractor
-from pipeline.extractors.embeddings import EmbeddingExtractor
-from pipeline.manifest import ManifestRow
-from pipeline.registry import ExtractorRegistry
-from pipeline.runner import (
+from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.errors import AvpipeError, ExtractorError, MediaError
+from avpipe.pipeline.extract import ExtractionJob, run_extractor, task_resources, uses_device, write_report
+from avpipe.pipeline.extractors.audio import LogMelConfig, LogMelExtractor
+from avpipe.pipeline.extractors.embeddings import EmbeddingExtractor
+from avpipe.pipeline.manifest import ManifestRow
+from avpipe.pipeline.registry import ExtractorRegistry
+from avpipe.pipeline.runner import (
     GPU_RESOURCE,
     ClusterInfo,
     Failure,
@@ -31,6 +30,7 @@ from pipeline.runner import (
     visible_gpu_count,
     worker_device,
 )
+
 from tests.dask_loopback import REPO
 
 pytestmark = pytest.mark.timeout(120)
@@ -187,7 +187,7 @@ def test_only_model_extractors_ask_for_a_gpu() -> None:
 
 def test_configure_worker_threads_sizes_torch_and_opencv_pools() -> None:
     code = (
-        "import cv2, torch; from pipeline.runner import configure_worker_threads; "
+        "import cv2, torch; from avpipe.pipeline.runner import configure_worker_threads; "
         "configure_worker_threads(3); print(torch.get_num_threads(), cv2.getNumThreads())"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
@@ -202,7 +202,7 @@ def _thread_env() -> tuple[str, str]:
 
 def test_local_cluster_workers_get_the_torch_thread_count_and_a_dashboard(caplog) -> None:
     cfg = RunnerConfig(n_workers=4, torch_threads=2, device="cpu")
-    with caplog.at_level("INFO", logger="pipeline.runner"), open_client(cfg, max_workers=1) as client:
+    with caplog.at_level("INFO", logger="avpipe.pipeline.runner"), open_client(cfg, max_workers=1) as client:
         env = client.run(_thread_env)
         link = client.dashboard_link
     assert list(env.values()) == [("2", "2")]  # capped to one worker, with 2 threads for torch and BLAS

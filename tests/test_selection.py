@@ -10,18 +10,18 @@ import logging
 import numpy as np
 import pytest
 import torch
+from avpipe.models.checkpoint import load_checkpoint
+from avpipe.models.config import MissingScore, Task
+from avpipe.models.experiment import fold_dir, run_training, task_checkpoint
+from avpipe.models.inference import load_predictions
+from avpipe.models.prediction import run_prediction
+from avpipe.models.selection import Best, TaskScorer, restore_state, warn_if_untrained
+from avpipe.models.trainer import FoldTrainer
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
+from avpipe.pipeline.manifest import Split
+from avpipe.pipeline.types import Timeline
 
-from models.checkpoint import load_checkpoint
-from models.config import MissingScore, Task
-from models.experiment import fold_dir, run_training, task_checkpoint
-from models.inference import load_predictions
-from models.prediction import run_prediction
-from models.selection import Best, TaskScorer, restore_state, warn_if_untrained
-from models.trainer import FoldTrainer
-from pipeline.errors import ConfigError
-from pipeline.labels import LABELS_EXTRACTOR, FrameLabels
-from pipeline.manifest import Split
-from pipeline.types import Timeline
 from tests.test_train import build_dataset, config_for
 
 MTL = {"tasks": ["va", "expr"], "epochs": 3}
@@ -134,9 +134,9 @@ def test_unlabelled_frames_are_deleted_and_partitions_standardised_on_their_own(
 
 @pytest.mark.parametrize("scope", ["dimension", "feature"])
 def test_per_partition_standardises_each_partition_with_its_own_statistics(tmp_path, scope):
-    from models.data import load_video
-    from models.normalisation import standardise
-    from models.table import FrameTable
+    from avpipe.models.data import load_video
+    from avpipe.models.normalisation import standardise
+    from avpipe.models.table import FrameTable
 
     store, rows = build_dataset(tmp_path, n_train=2, n_validation=1, n_test=1, frames=(40, 50), seed=8)
     config = config_for("lstm-fusion", tmp_path, normalisation="per_partition", normalisation_scope=scope)
@@ -227,7 +227,7 @@ def test_linear_warmup_follows_the_aim3_schedule_stepped_per_epoch(tmp_path):
 
 @pytest.mark.parametrize(("shuffle", "same"), [("once", True), ("every_epoch", False)])
 def test_window_order_is_shuffled_once_or_every_epoch(tmp_path, monkeypatch, shuffle, same):
-    from models.table import WindowBatches
+    from avpipe.models.table import WindowBatches
 
     store, rows = build_dataset(tmp_path, n_train=3, n_validation=1, n_test=0, frames=(80, 90), seed=13)
     seen: list[int] = []

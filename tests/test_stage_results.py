@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from models.config import TrainConfig
-from models.registry import MODELS
-from pipeline.cli import parse_args
-from pipeline.config import ResultsConfig
-from pipeline.params import load_params
-from pipeline.results import headline_train_metrics, thin, write_prediction_plots
-from pipeline.runner import RunReport
-from stages.extract import exit_code
+from avpipe.models.config import TrainConfig
+from avpipe.models.registry import MODELS
+from avpipe.pipeline.cli import parse_args
+from avpipe.pipeline.config import ResultsConfig
+from avpipe.pipeline.params import load_params
+from avpipe.pipeline.results import headline_train_metrics, thin, write_prediction_plots
+from avpipe.pipeline.runner import RunReport
+from avpipe.stages.extract import exit_code
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,15 +171,14 @@ def test_extraction_does_not_replace_a_feature_shard_of_another_dataset(tmp_path
     """The labels shard says which dataset a video id now belongs to; a feature shard of that id written
     from another dataset becomes a failure, not a silent overwrite (unless store.replace_other_dataset)."""
     import numpy as np
-
-    from pipeline.config import StoreConfig
-    from pipeline.extract import ExtractionJob, pending_tasks
-    from pipeline.extractors.audio import LogMelConfig
-    from pipeline.labels import LABELS_EXTRACTOR
-    from pipeline.manifest import ManifestRow
-    from pipeline.registry import default_registry
-    from pipeline.store import FeatureStore
-    from pipeline.types import FeatureSet
+    from avpipe.pipeline.config import StoreConfig
+    from avpipe.pipeline.extract import ExtractionJob, pending_tasks
+    from avpipe.pipeline.extractors.audio import LogMelConfig
+    from avpipe.pipeline.labels import LABELS_EXTRACTOR
+    from avpipe.pipeline.manifest import ManifestRow
+    from avpipe.pipeline.registry import default_registry
+    from avpipe.pipeline.store import FeatureStore
+    from avpipe.pipeline.types import FeatureSet
 
     media = tmp_path / "clip.mp4"
     media.write_bytes(b"new media")
@@ -208,7 +206,7 @@ def test_extraction_does_not_replace_a_feature_shard_of_another_dataset(tmp_path
 
 
 def test_dask_shutdown_noise_is_dropped_other_dask_warnings_kept(caplog) -> None:
-    from pipeline.logs import quiet_dask_logs
+    from avpipe.pipeline.logs import quiet_dask_logs
 
     quiet_dask_logs()
     worker, nanny = logging.getLogger("distributed.worker"), logging.getLogger("distributed.nanny")
@@ -221,13 +219,13 @@ def test_dask_shutdown_noise_is_dropped_other_dask_warnings_kept(caplog) -> None
 
 
 def test_verbose_turns_on_debug_for_avpipe_only() -> None:
-    from pipeline.logs import OWN_LOGGERS, configure_logging
+    from avpipe.pipeline.logs import OWN_LOGGERS, configure_logging
 
     levels = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
     try:
         configure_logging(verbose=True)
-        assert logging.getLogger("pipeline.store").isEnabledFor(logging.DEBUG)
-        assert logging.getLogger("models.trainer").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("avpipe.pipeline.store").isEnabledFor(logging.DEBUG)
+        assert logging.getLogger("avpipe.models.trainer").isEnabledFor(logging.DEBUG)
         assert not logging.getLogger("fsspec").isEnabledFor(logging.DEBUG)
         assert not logging.getLogger("distributed.scheduler").isEnabledFor(logging.INFO)
     finally:
@@ -241,8 +239,8 @@ def test_verbose_turns_on_debug_for_avpipe_only() -> None:
 def test_demo_stage_builds_nothing_for_another_dataset_and_keeps_a_previous_build(tmp_path: Path) -> None:
     import json
 
-    from pipeline.errors import ConfigError
-    from stages import demo
+    from avpipe.pipeline.errors import ConfigError
+    from avpipe.stages import demo
 
     def params(root: Path) -> object:
         overrides = [f"demo.root={tmp_path / 'demo'}", f"dataset.root={root}"]

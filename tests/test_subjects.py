@@ -8,12 +8,11 @@ import itertools
 import logging
 
 import pytest
-
-from models.config import FoldConfig
-from models.folds import make_folds
-from pipeline.adapters import create_adapter
-from pipeline.errors import LabelError
-from pipeline.manifest import ManifestRow, Split
+from avpipe.models.config import FoldConfig
+from avpipe.models.folds import make_folds
+from avpipe.pipeline.adapters import create_adapter
+from avpipe.pipeline.errors import LabelError
+from avpipe.pipeline.manifest import ManifestRow, Split
 
 # annotation name -> (official split, the person it shows: written by hand from the naming rules)
 ANNOTATIONS = {

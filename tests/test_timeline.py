@@ -10,11 +10,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from avpipe.pipeline.errors import MediaError
+from avpipe.pipeline.media import probe
+from avpipe.pipeline.timeline import decode_audio, iter_frames, resampled_timeline, video_timeline
+from avpipe.pipeline.tools import ffmpeg_binary
 
-from pipeline.errors import MediaError
-from pipeline.media import probe
-from pipeline.timeline import decode_audio, iter_frames, resampled_timeline, video_timeline
-from pipeline.tools import ffmpeg_binary
 from tests.media_factory import (
     ffprobe_json,
     make_audio_only,
@@ -334,6 +334,6 @@ def test_decode_audio_rejects_bad_rate(media: dict[str, Path]) -> None:
 
 def test_normal_file_holds_no_frames(media: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
     # A normal file decodes every frame: nothing is held, nothing is logged.
-    with caplog.at_level(logging.WARNING, logger="pipeline.timeline"):
+    with caplog.at_level(logging.WARNING, logger="avpipe.pipeline.timeline"):
         list(iter_frames(media["clip"]))
     assert not caplog.records

@@ -13,9 +13,10 @@ import pytest
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-from pipeline.checkpoints import convert_checkpoint  # noqa: E402
-from pipeline.errors import ConfigError, ExtractorError  # noqa: E402
-from pipeline.registry import create_extractor  # noqa: E402
+from avpipe.pipeline.checkpoints import convert_checkpoint  # noqa: E402
+from avpipe.pipeline.errors import ConfigError, ExtractorError  # noqa: E402
+from avpipe.pipeline.registry import create_extractor  # noqa: E402
+
 from tests.test_embeddings import context, smiling_crops  # noqa: E402, F401  (fixture)
 
 ARCH = "test_efficientnet"  # timm's own 0.1 M-parameter test network: 256-d, input 160, bicubic
@@ -46,7 +47,7 @@ def embed(name: str, crops, **config):
 
 
 def crops_timeline(crops):
-    from pipeline.types import Timeline
+    from avpipe.pipeline.types import Timeline
 
     return Timeline(time=crops.time, frame_index=crops.frame_index)
 
@@ -152,7 +153,7 @@ def test_hf_vision_encoder_from_a_local_folder(tmp_path, smiling_crops) -> None:
 
 
 def test_iresnet100_has_arcface_torch_keys_and_loads_its_checkpoint(tmp_path, smiling_crops) -> None:  # noqa: F811
-    from models.backbones import create_backbone
+    from avpipe.models.backbones import create_backbone
 
     model = create_backbone("iresnet100", random_init=True)
     state = model.state_dict()
@@ -180,10 +181,11 @@ def test_iresnet100_has_arcface_torch_keys_and_loads_its_checkpoint(tmp_path, sm
 
 def test_timm_runs_through_the_embed_stage_path(net, tmp_path, smiling_crops) -> None:  # noqa: F811
     """run_extractor (what `avpipe embed timm` runs): Dask workers build the model from the config."""
-    from pipeline.config import RunnerConfig, StoreConfig
-    from pipeline.extract import run_extractor
-    from pipeline.manifest import ManifestRow
-    from pipeline.store import FeatureStore
+    from avpipe.pipeline.config import RunnerConfig, StoreConfig
+    from avpipe.pipeline.extract import run_extractor
+    from avpipe.pipeline.manifest import ManifestRow
+    from avpipe.pipeline.store import FeatureStore
+
     from tests.test_embeddings import faces_featureset
 
     checkpoint = tmp_path / "enet.pth"

@@ -11,24 +11,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from models.checkpoint import load_checkpoint
-from models.config import FoldConfig, TrainConfig, list_presets, resolve_train_section
-from models.data import load_video, resolve_inputs
-from models.evaluation import run_evaluation
-from models.experiment import run_training
-from models.folds import make_folds
-from models.prediction import run_prediction
-from models.stats import cached_stats, compute_stats, stats_key
-from models.table import FrameTable
-from pipeline.cli import main as cli_main
-from pipeline.config import build_dataclass
-from pipeline.errors import ConfigError, StoreError
-from pipeline.labels import AU_NAMES, LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
-from pipeline.manifest import ManifestRow, Split, write_manifest
-from pipeline.params import load_params
-from pipeline.store import FeatureStore
-from pipeline.types import FeatureSet, MaskValue, Timeline
+from avpipe.models.checkpoint import load_checkpoint
+from avpipe.models.config import FoldConfig, TrainConfig, list_presets, resolve_train_section
+from avpipe.models.data import load_video, resolve_inputs
+from avpipe.models.evaluation import run_evaluation
+from avpipe.models.experiment import run_training
+from avpipe.models.folds import make_folds
+from avpipe.models.prediction import run_prediction
+from avpipe.models.stats import cached_stats, compute_stats, stats_key
+from avpipe.models.table import FrameTable
+from avpipe.pipeline.cli import main as cli_main
+from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.errors import ConfigError, StoreError
+from avpipe.pipeline.labels import AU_NAMES, LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
+from avpipe.pipeline.manifest import ManifestRow, Split, write_manifest
+from avpipe.pipeline.params import load_params
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
 
 REPO = Path(__file__).resolve().parents[1]
 # the real extractors' names (modality "auto" asks the registry) with small sizes: sizes come from the store

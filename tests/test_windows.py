@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.config import Task
-from models.data import VideoData
-from models.table import PAD_ROW, FrameTable, WindowBatches
-from models.windows import PAD, average_windows, cut_windows, window_rows, window_starts
-from pipeline.labels import UNLABELED_VA, FrameLabels
+from avpipe.models.config import Task
+from avpipe.models.data import VideoData
+from avpipe.models.table import PAD_ROW, FrameTable, WindowBatches
+from avpipe.models.windows import PAD, average_windows, cut_windows, window_rows, window_starts
+from avpipe.pipeline.labels import UNLABELED_VA, FrameLabels
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Face CNN backbones behind one registry: ``create_backbone(name, **cfg)`` (timm style).
 
-The registry is imported on first use so that ``models.backbones.catalog`` (weights locations, label
+The registry is imported on first use so that ``avpipe.models.backbones.catalog`` (weights locations, label
 names) stays importable without torch.
 """
 
@@ -13,7 +13,7 @@ __all__ = ["Backbone", "BackboneOutput", "create_backbone", "list_backbones", "r
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from models.backbones import registry
+        from avpipe.models.backbones import registry
 
         return getattr(registry, name)
-    raise AttributeError(f"module 'models.backbones' has no attribute {name!r}")
+    raise AttributeError(f"module 'avpipe.models.backbones' has no attribute {name!r}")

@@ -11,7 +11,7 @@ import importlib.util
 from enum import StrEnum
 from pathlib import Path
 
-from pipeline.errors import ExtractorError
+from avpipe.pipeline.errors import ExtractorError
 
 WEIGHTS_DIR = Path("data") / "weights"
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

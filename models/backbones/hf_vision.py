@@ -1,7 +1,7 @@
 """Any Hugging Face vision encoder (ViT, MAE, DINOv2, ConvNeXt, Swin, ...) as a face backbone, offline.
 
 The model is ``AutoModel.from_pretrained(folder, local_files_only=True)`` from a ``save_pretrained``
-folder or the local HF cache (pipeline.hf_local); the input size, mean and std come from the folder's
+folder or the local HF cache (avpipe.pipeline.hf_local); the input size, mean and std come from the folder's
 image processor (preprocessor_config.json), the rescale to [0, 1] included. The embedding is the
 model's ``pooler_output`` (``pool: pooler``), the first token of the last hidden state (``cls``), or the
 mean over its tokens (``mean``: what MAE-style face encoders use). Crops are resized whole to the
@@ -16,12 +16,11 @@ from enum import StrEnum
 from typing import Any
 
 import torch
+from avpipe.models.backbones.preprocess import normalize, to_float_nchw
+from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.hf_local import resolve_local_model
 from torch.nn import functional
-
-from models.backbones.preprocess import normalize, to_float_nchw
-from models.backbones.registry import Backbone, BackboneOutput, register_backbone
-from pipeline.errors import ExtractorError
-from pipeline.hf_local import resolve_local_model
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,10 @@ import logging
 from pathlib import Path
 
 import torch
-
-from models.backbones.catalog import FacenetWeights, facenet_weights
-from models.backbones.checkpoint import load_checkpoint
-from models.backbones.preprocess import resize, to_float_nchw
-from models.backbones.registry import Backbone, BackboneOutput, register_backbone
+from avpipe.models.backbones.catalog import FacenetWeights, facenet_weights
+from avpipe.models.backbones.checkpoint import load_checkpoint
+from avpipe.models.backbones.preprocess import resize, to_float_nchw
+from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,11 @@ import logging
 from pathlib import Path
 
 import torch
+from avpipe.models.backbones.catalog import IR50_DEFAULT, RESNET50_DEFAULT, user_weights
+from avpipe.models.backbones.checkpoint import load_checkpoint
+from avpipe.models.backbones.preprocess import normalize, resize, to_float_nchw
+from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
 from torch import nn
-
-from models.backbones.catalog import IR50_DEFAULT, RESNET50_DEFAULT, user_weights
-from models.backbones.checkpoint import load_checkpoint
-from models.backbones.preprocess import normalize, resize, to_float_nchw
-from models.backbones.registry import Backbone, BackboneOutput, register_backbone
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from avpipe.models.backbones.checkpoint import load_state, read_state_dict
+from avpipe.models.backbones.preprocess import normalize, to_float_nchw
+from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
+from avpipe.pipeline.errors import ExtractorError
 from torch.nn import functional
-
-from models.backbones.checkpoint import load_state, read_state_dict
-from models.backbones.preprocess import normalize, to_float_nchw
-from models.backbones.registry import Backbone, BackboneOutput, register_backbone
-from pipeline.errors import ExtractorError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from pipeline.adapters.base import Candidate, DatasetAdapter, Scan
-from pipeline.errors import ConfigError
+from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
+from avpipe.pipeline.errors import ConfigError
 
 __all__ = [
     "Candidate",
@@ -25,13 +25,13 @@ __all__ = [
 ]
 
 BUILTIN_MODULES = (
-    "pipeline.adapters.affwild2",
-    "pipeline.adapters.folder",
-    "pipeline.adapters.crema_d",
-    "pipeline.adapters.ravdess",
-    "pipeline.adapters.recola",
-    "pipeline.adapters.msp_podcast",
-    "pipeline.adapters.avec2019_ces",
+    "avpipe.pipeline.adapters.affwild2",
+    "avpipe.pipeline.adapters.folder",
+    "avpipe.pipeline.adapters.crema_d",
+    "avpipe.pipeline.adapters.ravdess",
+    "avpipe.pipeline.adapters.recola",
+    "avpipe.pipeline.adapters.msp_podcast",
+    "avpipe.pipeline.adapters.avec2019_ces",
 )
 
 # Filled at import time by the decorator and never emptied, like Python's codec registry.
@@ -41,7 +41,7 @@ _REGISTERED: dict[str, type[DatasetAdapter]] = {}
 def register_adapter(cls: type[DatasetAdapter]) -> type[DatasetAdapter]:
     """Class decorator: make ``cls`` available to ``create_adapter`` under ``cls.name``."""
     if not (isinstance(cls, type) and issubclass(cls, DatasetAdapter)):
-        raise TypeError(f"{cls!r} is not a subclass of pipeline.adapters.DatasetAdapter")
+        raise TypeError(f"{cls!r} is not a subclass of avpipe.pipeline.adapters.DatasetAdapter")
     name = getattr(cls, "name", "")
     if not name:
         raise TypeError(f"adapter class {cls.__qualname__} must set the class attribute 'name'")

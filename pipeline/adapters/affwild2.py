@@ -28,11 +28,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.adapters import register_adapter
-from pipeline.adapters.base import Candidate, DatasetAdapter, Scan
-from pipeline.errors import LabelError
-from pipeline.labels import (
+from avpipe.pipeline.adapters import register_adapter
+from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
+from avpipe.pipeline.errors import LabelError
+from avpipe.pipeline.labels import (
     AU_NAMES,
     EXPRESSION_NAMES,
     VA_NAMES,
@@ -47,7 +46,7 @@ from pipeline.labels import (
     parse_float,
     parse_int,
 )
-from pipeline.manifest import Failure, FailureStage, Split, SubjectPosition, printable
+from avpipe.pipeline.manifest import Failure, FailureStage, Split, SubjectPosition, printable
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from pipeline.label_config import LabelConfig
-from pipeline.labels import LabelTask, RawLabels
-from pipeline.manifest import (
+from avpipe.pipeline.label_config import LabelConfig
+from avpipe.pipeline.labels import LabelTask, RawLabels
+from avpipe.pipeline.manifest import (
     DEFAULT_VIDEO_EXTENSIONS,
     Failure,
     FailureStage,

@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from pipeline.adapters.base import Candidate
-from pipeline.errors import ConfigError, LabelError
-from pipeline.labels import UNLABELED_EXPRESSION, KeyKind, LabelTrack, RawLabels, TaskKind
-from pipeline.manifest import Split
+from avpipe.pipeline.adapters.base import Candidate
+from avpipe.pipeline.errors import ConfigError, LabelError
+from avpipe.pipeline.labels import UNLABELED_EXPRESSION, KeyKind, LabelTrack, RawLabels, TaskKind
+from avpipe.pipeline.manifest import Split
 
 log = logging.getLogger(__name__)
 

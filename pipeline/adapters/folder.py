@@ -1,7 +1,8 @@
 """Any tree of videos: ``<root>/**/<clip>.<ext>``, the video id is the relative path without its suffix.
 
 Bytes of a file name that are not UTF-8 appear in the id as ``\\xNN``. Two videos differing only in
-their extension (``clip.flv``, ``clip.mp4``) keep it in their ids (``pipeline.adapters.base.distinct_ids``).
+their extension (``clip.flv``, ``clip.mp4``) keep it in their ids
+(``avpipe.pipeline.adapters.base.distinct_ids``).
 
 Optional labels per video in ``<same stem>.csv`` next to it, with a header and one row per labeled frame
 (docs/DATASETS.md has a worked example):
@@ -11,7 +12,8 @@ Optional labels per video in ``<same stem>.csv`` next to it, with a header and o
   column the file has one row, the label of the whole clip.
 - any declared label column (``dataset.labels``): a continuous dimension (``valence``, ``arousal`` in
   [-1, 1] with -5 unlabeled; any other dimension any finite number), a categorical task (a class index
-  or a class name; -1 unlabeled; ``expression`` uses the order of ``pipeline.labels.EXPRESSION_NAMES``),
+  or a class name; -1 unlabeled; ``expression`` uses the order of
+  ``avpipe.pipeline.labels.EXPRESSION_NAMES``),
   and the class columns of a multi-label task (-1, 0, 1; the action units ``AU1`` ... of ``au``).
   An empty cell is unlabeled.
 - rater columns ``<dimension>@<rater>`` (``arousal@FM1``): every rater is kept; without a plain
@@ -30,12 +32,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.adapters import register_adapter
-from pipeline.adapters.base import Candidate, DatasetAdapter, Scan
-from pipeline.errors import LabelError
-from pipeline.label_config import RATER_SEPARATOR, LabelConfig
-from pipeline.labels import (
+from avpipe.pipeline.adapters import register_adapter
+from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
+from avpipe.pipeline.errors import LabelError
+from avpipe.pipeline.label_config import RATER_SEPARATOR, LabelConfig
+from avpipe.pipeline.labels import (
     UNLABELED_AU,
     UNLABELED_EXPRESSION,
     UNLABELED_VA,
@@ -49,8 +50,8 @@ from pipeline.labels import (
     parse_float,
     parse_int,
 )
-from pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Split, printable
-from pipeline.raters import gold_standard
+from avpipe.pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Split, printable
+from avpipe.pipeline.raters import gold_standard
 
 log = logging.getLogger(__name__)
 

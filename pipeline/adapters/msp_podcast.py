@@ -29,13 +29,13 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from pipeline.adapters import register_adapter
-from pipeline.adapters.base import Candidate, DatasetAdapter, Scan
-from pipeline.adapters.clip_labels import ClipTask, clip_label_tracks, encode_clip_labels
-from pipeline.errors import ConfigError, LabelError
-from pipeline.label_config import LabelConfig
-from pipeline.labels import EXPRESSION_NAMES, RawLabels, TaskKind, parse_float
-from pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
+from avpipe.pipeline.adapters import register_adapter
+from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
+from avpipe.pipeline.adapters.clip_labels import ClipTask, clip_label_tracks, encode_clip_labels
+from avpipe.pipeline.errors import ConfigError, LabelError
+from avpipe.pipeline.label_config import LabelConfig
+from avpipe.pipeline.labels import EXPRESSION_NAMES, RawLabels, TaskKind, parse_float
+from avpipe.pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
 
 log = logging.getLogger(__name__)
 

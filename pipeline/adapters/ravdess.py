@@ -30,19 +30,19 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pipeline.adapters import register_adapter
-from pipeline.adapters.base import Candidate, DatasetAdapter, Scan
-from pipeline.adapters.clip_labels import (
+from avpipe.pipeline.adapters import register_adapter
+from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
+from avpipe.pipeline.adapters.clip_labels import (
     ClipTask,
     clip_label_tracks,
     encode_clip_labels,
     speaker_split_table,
     warn_unknown_speakers,
 )
-from pipeline.errors import ConfigError
-from pipeline.label_config import LabelConfig
-from pipeline.labels import EXPRESSION_NAMES, RawLabels, TaskKind
-from pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.label_config import LabelConfig
+from avpipe.pipeline.labels import EXPRESSION_NAMES, RawLabels, TaskKind
+from avpipe.pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
 
 log = logging.getLogger(__name__)
 

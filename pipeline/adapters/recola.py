@@ -26,14 +26,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.adapters import register_adapter
-from pipeline.adapters.base import Candidate, DatasetAdapter, Scan
-from pipeline.errors import ConfigError, LabelError
-from pipeline.label_config import RATER_SEPARATOR, LabelConfig
-from pipeline.labels import KeyKind, LabelTrack, RawLabels, TaskKind, parse_float
-from pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
-from pipeline.raters import gold_standard
+from avpipe.pipeline.adapters import register_adapter
+from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
+from avpipe.pipeline.errors import ConfigError, LabelError
+from avpipe.pipeline.label_config import RATER_SEPARATOR, LabelConfig
+from avpipe.pipeline.labels import KeyKind, LabelTrack, RawLabels, TaskKind, parse_float
+from avpipe.pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
+from avpipe.pipeline.raters import gold_standard
 
 log = logging.getLogger(__name__)
 

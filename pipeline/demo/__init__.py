@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.demo.config import DemoConfig
+from avpipe.pipeline.demo.config import DemoConfig
 
 __all__ = ["DemoConfig", "build_demo_dataset"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "build_demo_dataset":
-        from pipeline.demo.build import build_demo_dataset
+        from avpipe.pipeline.demo.build import build_demo_dataset
 
         return build_demo_dataset
-    raise AttributeError(f"module 'pipeline.demo' has no attribute {name!r}")
+    raise AttributeError(f"module 'avpipe.pipeline.demo' has no attribute {name!r}")

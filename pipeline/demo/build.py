@@ -10,18 +10,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from avpipe.pipeline.demo.clips import ClipPlan, SubjectPlan, Task, plan_clip, two_person_clip_number
+from avpipe.pipeline.demo.config import DemoConfig, Split
+from avpipe.pipeline.demo.encode import Mp4Writer
+from avpipe.pipeline.demo.face_animation import FaceState, apply_lighting, render_face
+from avpipe.pipeline.demo.face_sources import FaceSource, FaceSourceName, load_face_source
+from avpipe.pipeline.demo.guard import MANIFEST_NAME, check_replaceable
+from avpipe.pipeline.demo.labels import action_units, au_text, expr_text, expression_classes, va_text
+from avpipe.pipeline.demo.speech import per_frame_mean, synthesize_voice, turn_taking
+from avpipe.pipeline.demo.streams import Purpose, random_stream
+from avpipe.pipeline.errors import ConfigError
 from tqdm import tqdm
-
-from pipeline.demo.clips import ClipPlan, SubjectPlan, Task, plan_clip, two_person_clip_number
-from pipeline.demo.config import DemoConfig, Split
-from pipeline.demo.encode import Mp4Writer
-from pipeline.demo.face_animation import FaceState, apply_lighting, render_face
-from pipeline.demo.face_sources import FaceSource, FaceSourceName, load_face_source
-from pipeline.demo.guard import MANIFEST_NAME, check_replaceable
-from pipeline.demo.labels import action_units, au_text, expr_text, expression_classes, va_text
-from pipeline.demo.speech import per_frame_mean, synthesize_voice, turn_taking
-from pipeline.demo.streams import Purpose, random_stream
-from pipeline.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

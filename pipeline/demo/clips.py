@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-
-from pipeline.demo.config import DemoConfig, Split
-from pipeline.demo.face_animation import FaceMotion, Lighting, plan_lighting, plan_motion
-from pipeline.demo.face_sources import FaceSourceName
-from pipeline.demo.labels import unlabeled_stretch, valence_arousal_curve
-from pipeline.demo.streams import Purpose, random_stream
+from avpipe.pipeline.demo.config import DemoConfig, Split
+from avpipe.pipeline.demo.face_animation import FaceMotion, Lighting, plan_lighting, plan_motion
+from avpipe.pipeline.demo.face_sources import FaceSourceName
+from avpipe.pipeline.demo.labels import unlabeled_stretch, valence_arousal_curve
+from avpipe.pipeline.demo.streams import Purpose, random_stream
 
 TWO_PERSON_CLIP = 7  # clip number of the two-person clip (the last clip when there are fewer)
 UNLABELED_PROBABILITY = 0.5  # chance that an annotation file has an unannotated stretch

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pipeline.errors import ConfigError
+from avpipe.pipeline.errors import ConfigError
 
 MIN_FRAME_SIDE = 64  # smaller frames cannot hold a face MTCNN detects reliably
 MAX_FPS = 120.0

@@ -15,9 +15,8 @@ from types import TracebackType
 
 import numpy as np
 import soundfile
-
-from pipeline.errors import MediaError
-from pipeline.tools import ffmpeg_binary
+from avpipe.pipeline.errors import MediaError
+from avpipe.pipeline.tools import ffmpeg_binary
 
 X264_PRESET = "veryfast"
 X264_CRF = "18"

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
-from pipeline.demo.curves import smooth_noise
+from avpipe.pipeline.demo.curves import smooth_noise
 
 MAP_DECIMATION = 4  # the maps are smooth: compute them on a 1/4 grid and upsample
 EYE_DISTANCE_OF_HEIGHT = 0.17  # eye distance as a fraction of frame height: face height ~0.4 H

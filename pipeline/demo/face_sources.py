@@ -8,7 +8,7 @@ Landmarks (left eye, right eye, nose, mouth left, mouth right; left/right as see
 are stored in ``source_landmarks.json`` next to this module: they were measured once with
 facenet-pytorch's MTCNN by :func:`measure_landmarks` and are read back instead of re-detected,
 which keeps the build fast and torch-free. Regenerate with
-``python -c "from pipeline.demo.face_sources import write_landmarks_table; write_landmarks_table()"``.
+``python -c "from avpipe.pipeline.demo.face_sources import write_landmarks_table; write_landmarks_table()"``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.demo.face_animation import ExpressionStyle
-from pipeline.errors import MediaError
+from avpipe.pipeline.demo.face_animation import ExpressionStyle
+from avpipe.pipeline.errors import MediaError
 
 LANDMARKS_TABLE = Path(__file__).with_name("source_landmarks.json")
 LANDMARK_DECIMALS = 1

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.demo.config import DemoConfig
-from pipeline.errors import ConfigError
+from avpipe.pipeline.demo.config import DemoConfig
+from avpipe.pipeline.errors import ConfigError
 
 MANIFEST_NAME = "demo.json"
 

@@ -1,4 +1,4 @@
-"""Face embeddings: one FACES extractor per CNN backbone of ``models.backbones``.
+"""Face embeddings: one FACES extractor per CNN backbone of ``avpipe.models.backbones``.
 
 Each extractor reads the aligned crops ``crops_<crop_size>`` of the faces shard and writes, on the
 face timeline, ``features`` (T, D) float32 embeddings and, for backbones with an expression head,
@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
-from models.backbones.catalog import (
+from avpipe.models.backbones.catalog import (
     FER_LABELS,
     IR50_DEFAULT,
     IRESNET_DEFAULTS,
@@ -30,9 +29,9 @@ from models.backbones.catalog import (
     fer_weights,
     user_weights,
 )
-from pipeline.errors import ConfigError, ExtractorError
-from pipeline.registry import Extractor, InputKind, register_extractor
-from pipeline.types import FaceCrops, FeatureSet, MaskValue, Timeline, VideoContext
+from avpipe.pipeline.errors import ConfigError, ExtractorError
+from avpipe.pipeline.registry import Extractor, InputKind, register_extractor
+from avpipe.pipeline.types import FaceCrops, FeatureSet, MaskValue, Timeline, VideoContext
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +189,7 @@ class EmbeddingExtractor(Extractor):
         self.weights_path()
 
     def setup(self, device: str) -> None:
-        from models.backbones.registry import create_backbone
+        from avpipe.models.backbones.registry import create_backbone
 
         self.use_model(create_backbone(self.name, **self.config.backbone_kwargs()), device)
 
@@ -346,7 +345,7 @@ class ConfiguredBackboneExtractor(EmbeddingExtractor):
         return tuple(self._model.logit_names)
 
     def _build(self) -> Any:
-        from models.backbones.registry import create_backbone
+        from avpipe.models.backbones.registry import create_backbone
 
         return create_backbone(self.name, **self.config.backbone_kwargs())
 
@@ -361,7 +360,7 @@ class TimmExtractor(ConfiguredBackboneExtractor):
     description = "any timm model with local weights: pooled embedding (+ head logits)"
 
     def weights_path(self) -> Path:
-        from models.backbones.catalog import timm_weights
+        from avpipe.models.backbones.catalog import timm_weights
 
         return timm_weights(self.config.checkpoint)
 
@@ -373,7 +372,7 @@ class HfVisionExtractor(ConfiguredBackboneExtractor):
     description = "any Hugging Face vision encoder from local disk: pooled embedding"
 
     def weights_path(self) -> Path:
-        from pipeline.hf_local import resolve_local_model
+        from avpipe.pipeline.hf_local import resolve_local_model
 
         if not self.config.model:
             raise ExtractorError(

@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from avpipe.pipeline.checkpoints import CheckpointError, load_weights
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.extractors.audio import spectral
+from avpipe.pipeline.extractors.vggish import VggishMode
 from torch import nn
-
-from pipeline.checkpoints import CheckpointError, load_weights
-from pipeline.errors import ExtractorError
-from pipeline.extractors.audio import spectral
-from pipeline.extractors.vggish import VggishMode
 
 log = logging.getLogger(__name__)
 

@@ -4,11 +4,11 @@ Importing this package registers them. Heavy libraries (opensmile, torch, transf
 only when features are computed, so listing extractors and validating params stays light.
 """
 
-from pipeline.extractors.audio.egemaps import EgemapsConfig, EgemapsExtractor
-from pipeline.extractors.audio.hf_speech import HfSpeechConfig, HfSpeechExtractor
-from pipeline.extractors.audio.logmel import LogMelConfig, LogMelExtractor
-from pipeline.extractors.audio.mfcc import MfccConfig, MfccExtractor
-from pipeline.extractors.audio.speech import SpeechConfig, SpeechExtractor
+from avpipe.pipeline.extractors.audio.egemaps import EgemapsConfig, EgemapsExtractor
+from avpipe.pipeline.extractors.audio.hf_speech import HfSpeechConfig, HfSpeechExtractor
+from avpipe.pipeline.extractors.audio.logmel import LogMelConfig, LogMelExtractor
+from avpipe.pipeline.extractors.audio.mfcc import MfccConfig, MfccExtractor
+from avpipe.pipeline.extractors.audio.speech import SpeechConfig, SpeechExtractor
 
 __all__ = [
     "EgemapsConfig",

@@ -2,7 +2,7 @@
 
 An audio extractor computes its features at a native hop on the decoded track, with the centre time of
 each analysis window on the container clock (``track.start`` + offset in the track), then
-:func:`features_on_timeline` resamples them onto the video frames (pipeline.align) and builds the
+:func:`features_on_timeline` resamples them onto the video frames (avpipe.pipeline.align) and builds the
 FeatureSet. A video without an audio stream (``source`` None) gives all-zero rows with mask 0.
 """
 
@@ -14,10 +14,9 @@ from math import gcd
 from typing import Any
 
 import numpy as np
-
-from pipeline.align import AlignMethod, Coverage, align_to_frames
-from pipeline.errors import ConfigError, MediaError
-from pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
+from avpipe.pipeline.align import AlignMethod, Coverage, align_to_frames
+from avpipe.pipeline.errors import ConfigError, MediaError
+from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
 
 log = logging.getLogger(__name__)
 

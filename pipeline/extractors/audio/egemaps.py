@@ -12,18 +12,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from pipeline.align import AlignMethod
-from pipeline.errors import ConfigError
-from pipeline.extractors.audio import smile
-from pipeline.extractors.audio.common import (
+from avpipe.pipeline.align import AlignMethod
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.extractors.audio import smile
+from avpipe.pipeline.extractors.audio.common import (
     NativeFeatures,
     check_sample_rate,
     features_on_timeline,
     prepare_track,
 )
-from pipeline.registry import Extractor, InputKind, register_extractor
-from pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
+from avpipe.pipeline.registry import Extractor, InputKind, register_extractor
+from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
 
 N_LLD = 25
 N_FUNCTIONALS = 88

@@ -24,9 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.errors import ExtractorError
-from pipeline.hf_local import resolve_local_model
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.hf_local import resolve_local_model
 
 log = logging.getLogger(__name__)
 

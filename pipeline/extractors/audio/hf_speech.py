@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.align import AlignMethod
-from pipeline.errors import ConfigError, ExtractorError
-from pipeline.extractors.audio.common import NativeFeatures, features_on_timeline, prepare_track
-from pipeline.registry import Extractor, InputKind, register_extractor
-from pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
+from avpipe.pipeline.align import AlignMethod
+from avpipe.pipeline.errors import ConfigError, ExtractorError
+from avpipe.pipeline.extractors.audio.common import NativeFeatures, features_on_timeline, prepare_track
+from avpipe.pipeline.registry import Extractor, InputKind, register_extractor
+from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ class HfSpeechExtractor(Extractor):
         self._dims: tuple[int, int] | None = None
 
     def _checkpoint(self) -> Path:
-        from pipeline.extractors.audio import hf_encoder
+        from avpipe.pipeline.extractors.audio import hf_encoder
 
         if not self.config.model:
             raise ExtractorError(
@@ -125,7 +124,7 @@ class HfSpeechExtractor(Extractor):
         return hf_encoder.resolve_checkpoint(self.config.model)
 
     def _encoder_dims(self) -> tuple[int, int]:
-        from pipeline.extractors.audio import hf_encoder
+        from avpipe.pipeline.extractors.audio import hf_encoder
 
         if self._dims is None:
             directory = self._checkpoint()
@@ -157,7 +156,7 @@ class HfSpeechExtractor(Extractor):
         self.layer_indices()
 
     def setup(self, device: str) -> None:
-        from pipeline.extractors.audio.hf_encoder import SpeechEncoder
+        from avpipe.pipeline.extractors.audio.hf_encoder import SpeechEncoder
 
         cfg: HfSpeechConfig = self.config
         self.layer_indices()

@@ -6,19 +6,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from pipeline.align import AlignMethod, window_centres
-from pipeline.errors import ConfigError
-from pipeline.extractors.audio import spectral
-from pipeline.extractors.audio.common import (
+from avpipe.pipeline.align import AlignMethod, window_centres
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.extractors.audio import spectral
+from avpipe.pipeline.extractors.audio.common import (
     NativeFeatures,
     check_positive,
     check_sample_rate,
     features_on_timeline,
     prepare_track,
 )
-from pipeline.registry import Extractor, InputKind, register_extractor
-from pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
+from avpipe.pipeline.registry import Extractor, InputKind, register_extractor
+from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from pipeline.align import AlignMethod
-from pipeline.errors import ConfigError
-from pipeline.extractors.audio import spectral
-from pipeline.extractors.audio.common import (
+from avpipe.pipeline.align import AlignMethod
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.extractors.audio import spectral
+from avpipe.pipeline.extractors.audio.common import (
     NativeFeatures,
     check_sample_rate,
     features_on_timeline,
     prepare_track,
 )
-from pipeline.extractors.audio.logmel import MelSettings, log_mel_features
-from pipeline.registry import Extractor, InputKind, register_extractor
-from pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
+from avpipe.pipeline.extractors.audio.logmel import MelSettings, log_mel_features
+from avpipe.pipeline.registry import Extractor, InputKind, register_extractor
+from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
 
 
 @dataclass

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.errors import ExtractorError
+from avpipe.pipeline.errors import ExtractorError
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from pipeline.align import AlignMethod
-from pipeline.errors import ConfigError, ExtractorError
-from pipeline.extractors.audio.common import NativeFeatures, features_on_timeline, prepare_track
-from pipeline.registry import Extractor, InputKind, register_extractor
-from pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
+from avpipe.pipeline.align import AlignMethod
+from avpipe.pipeline.errors import ConfigError, ExtractorError
+from avpipe.pipeline.extractors.audio.common import NativeFeatures, features_on_timeline, prepare_track
+from avpipe.pipeline.registry import Extractor, InputKind, register_extractor
+from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Importing this package registers the ``faces`` extractor; torch and the networks
 ``setup``/``extract``.
 """
 
-from pipeline.extractors.faces.config import CropMode, FacesConfig, MissingPolicy, Selection
-from pipeline.extractors.faces.extractor import FacesExtractor
+from avpipe.pipeline.extractors.faces.config import CropMode, FacesConfig, MissingPolicy, Selection
+from avpipe.pipeline.extractors.faces.extractor import FacesExtractor
 
 __all__ = ["CropMode", "FacesConfig", "FacesExtractor", "MissingPolicy", "Selection"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from pipeline.errors import ConfigError
+from avpipe.pipeline.errors import ConfigError
 
 KEY = "extractors.faces"
 

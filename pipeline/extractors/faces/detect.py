@@ -25,9 +25,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-
-from pipeline.extractors.faces.nets import load_mtcnn
-from pipeline.extractors.faces.nms import batched_nms
+from avpipe.pipeline.extractors.faces.nets import load_mtcnn
+from avpipe.pipeline.extractors.faces.nms import batched_nms
 
 log = logging.getLogger(__name__)
 

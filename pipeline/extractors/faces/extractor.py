@@ -19,15 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from pipeline.errors import ExtractorError, MediaError
-from pipeline.extractors.faces.config import CropMode, FacesConfig, MissingPolicy
-from pipeline.extractors.faces.weights import missing_mtcnn_weights
-from pipeline.registry import Extractor, InputKind, register_extractor
-from pipeline.types import FeatureSet, Frame, MaskValue, Timeline, VideoContext
+from avpipe.pipeline.errors import ExtractorError, MediaError
+from avpipe.pipeline.extractors.faces.config import CropMode, FacesConfig, MissingPolicy
+from avpipe.pipeline.extractors.faces.weights import missing_mtcnn_weights
+from avpipe.pipeline.registry import Extractor, InputKind, register_extractor
+from avpipe.pipeline.types import FeatureSet, Frame, MaskValue, Timeline, VideoContext
 
 if TYPE_CHECKING:
-    from pipeline.extractors.faces.observation import Observation, SearchStats
+    from avpipe.pipeline.extractors.faces.observation import Observation, SearchStats
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class FacesExtractor(Extractor):
             raise ExtractorError(f"faces: facenet-pytorch's MTCNN weights are missing: {', '.join(missing)}")
 
     def setup(self, device: str) -> None:
-        from pipeline.extractors.faces.detect import MtcnnCascade
+        from avpipe.pipeline.extractors.faces.detect import MtcnnCascade
 
         self._cascade = MtcnnCascade(device, self.config.thresholds, half=self.config.half)
         log.debug("faces: MTCNN on %s", device)
@@ -66,7 +65,7 @@ class FacesExtractor(Extractor):
     def extract(self, source: Iterable[Frame], timeline: Timeline, context: VideoContext) -> FeatureSet:
         if self._cascade is None:
             self.setup("cpu")
-        from pipeline.extractors.faces.observation import SearchStats
+        from avpipe.pipeline.extractors.faces.observation import SearchStats
 
         rows = FaceRows.allocate(len(timeline), self.config)
         stats = SearchStats()
@@ -87,7 +86,7 @@ class FacesExtractor(Extractor):
         self, source: Iterable[Frame], timeline: Timeline, context: VideoContext
     ) -> Iterator[FeatureSet]:
         """``extract`` in blocks of ``block_frames`` rows: memory stays flat whatever the video's length."""
-        from pipeline.extractors.faces.observation import SearchStats
+        from avpipe.pipeline.extractors.faces.observation import SearchStats
 
         if self._cascade is None:
             self.setup("cpu")
@@ -126,10 +125,10 @@ class FacesExtractor(Extractor):
     ) -> Iterator[tuple[Frame, Observation]]:
         """(frame, Observation) for every frame of the timeline, in order (the streaming core). The
         searches' counts are added to ``stats``, complete once the last row is out."""
-        from pipeline.extractors.faces.identity import Identity
-        from pipeline.extractors.faces.prefetch import prefetched
-        from pipeline.extractors.faces.select import rule_for_video
-        from pipeline.extractors.faces.track import FaceTracker, TrackerSettings
+        from avpipe.pipeline.extractors.faces.identity import Identity
+        from avpipe.pipeline.extractors.faces.prefetch import prefetched
+        from avpipe.pipeline.extractors.faces.select import rule_for_video
+        from avpipe.pipeline.extractors.faces.track import FaceTracker, TrackerSettings
 
         cfg = self.config
         try:
@@ -158,8 +157,8 @@ class FacesExtractor(Extractor):
 
     def describe(self, context: VideoContext, stats: SearchStats | None = None) -> dict[str, Any]:
         """The shard's attributes; with ``stats``, the searches' counts so far (``search_<name>``)."""
-        from pipeline.extractors.faces.align import template
-        from pipeline.extractors.faces.select import rule_for_video
+        from avpipe.pipeline.extractors.faces.align import template
+        from avpipe.pipeline.extractors.faces.select import rule_for_video
 
         cfg = self.config
         attrs: dict[str, Any] = {
@@ -275,7 +274,7 @@ class FaceRows:
             self.mask[row] = MaskValue.HELD  # prob stays 0: nothing was detected on this frame
 
     def _crops(self, image: np.ndarray, observation: Observation) -> dict[int, np.ndarray]:
-        from pipeline.extractors.faces.align import aligned_crops, box_crops
+        from avpipe.pipeline.extractors.faces.align import aligned_crops, box_crops
 
         if self.config.crop_mode is CropMode.BOX:
             return box_crops(image, observation.box, self.config.sizes, self.config.box_margin)

@@ -20,10 +20,9 @@ from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
-
-from pipeline.extractors.faces.config import FacesConfig, Selection
-from pipeline.extractors.faces.detect import Faces
-from pipeline.extractors.faces.select import box_area, select_face
+from avpipe.pipeline.extractors.faces.config import FacesConfig, Selection
+from avpipe.pipeline.extractors.faces.detect import Faces
+from avpipe.pipeline.extractors.faces.select import box_area, select_face
 
 IDENTITY_RULES = frozenset({Selection.TRACK, Selection.LEFT, Selection.RIGHT})
 APPEARANCE_SIDE = 32  # px: the box is area-reduced to this before its histogram (noise, speed)

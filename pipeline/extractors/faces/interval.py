@@ -18,12 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from pipeline.extractors.faces.detect import MtcnnCascade, Pyramid, Search
-from pipeline.extractors.faces.identity import Choice, Identity, TrackState, appearance
-from pipeline.extractors.faces.observation import MISSING, Observation, SearchStats
-from pipeline.extractors.faces.select import continue_track
-from pipeline.types import Frame, MaskValue
+from avpipe.pipeline.extractors.faces.detect import MtcnnCascade, Pyramid, Search
+from avpipe.pipeline.extractors.faces.identity import Choice, Identity, TrackState, appearance
+from avpipe.pipeline.extractors.faces.observation import MISSING, Observation, SearchStats
+from avpipe.pipeline.extractors.faces.select import continue_track
+from avpipe.pipeline.types import Frame, MaskValue
 
 
 @dataclass(frozen=True)

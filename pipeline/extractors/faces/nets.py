@@ -13,10 +13,9 @@ import pickle
 from pathlib import Path
 
 import torch
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.extractors.faces.weights import MTCNN_WEIGHT_FILES, NOT_INSTALLED, mtcnn_weights_folder
 from torch import nn
-
-from pipeline.errors import ExtractorError
-from pipeline.extractors.faces.weights import MTCNN_WEIGHT_FILES, NOT_INSTALLED, mtcnn_weights_folder
 
 # (name, in, out, kernel) of each conv, each followed by a PReLU; a pool after the conv when given as
 # (kernel, stride). The fully connected layer after the flatten (R/O-net) follows the convs.

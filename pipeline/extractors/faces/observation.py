@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
-
-from pipeline.extractors.faces.detect import Faces
-from pipeline.types import MaskValue
+from avpipe.pipeline.extractors.faces.detect import Faces
+from avpipe.pipeline.types import MaskValue
 
 
 @dataclass(frozen=True)

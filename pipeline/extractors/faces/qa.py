@@ -13,11 +13,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from pipeline import atomic
-from pipeline.errors import StoreError
-from pipeline.store import FeatureStore
-from pipeline.types import MaskValue
+from avpipe.pipeline import atomic
+from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.types import MaskValue
 
 EXTRACTOR = "faces"
 SEARCH_PREFIX = "search_"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
-from pipeline.extractors.faces.config import Selection
-from pipeline.extractors.faces.detect import Faces
+from avpipe.pipeline.extractors.faces.config import Selection
+from avpipe.pipeline.extractors.faces.detect import Faces
 
 SUBJECT_RULES = {"left": Selection.LEFT, "right": Selection.RIGHT}
 

@@ -19,13 +19,12 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, fields
 
 import numpy as np
-
-from pipeline.extractors.faces.config import FacesConfig, Selection
-from pipeline.extractors.faces.detect import MtcnnCascade, Pyramid, Search
-from pipeline.extractors.faces.identity import Identity, TrackState
-from pipeline.extractors.faces.interval import IntervalFill, LocalSearch
-from pipeline.extractors.faces.observation import MISSING, Observation, SearchStats
-from pipeline.types import Frame, MaskValue
+from avpipe.pipeline.extractors.faces.config import FacesConfig, Selection
+from avpipe.pipeline.extractors.faces.detect import MtcnnCascade, Pyramid, Search
+from avpipe.pipeline.extractors.faces.identity import Identity, TrackState
+from avpipe.pipeline.extractors.faces.interval import IntervalFill, LocalSearch
+from avpipe.pipeline.extractors.faces.observation import MISSING, Observation, SearchStats
+from avpipe.pipeline.types import Frame, MaskValue
 
 __all__ = ["MISSING", "FaceTracker", "Observation", "SearchStats", "TrackerSettings"]
 

@@ -4,10 +4,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-
-from pipeline.errors import ConfigError
-from pipeline.registry import Extractor, InputKind
-from pipeline.types import FeatureSet, MaskValue
+from avpipe.pipeline.errors import ConfigError
+from avpipe.pipeline.registry import Extractor, InputKind
+from avpipe.pipeline.types import FeatureSet, MaskValue
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
