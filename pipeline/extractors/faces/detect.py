@@ -19,7 +19,8 @@ crops, same networks), which is what keeps the landmarks within a pixel of the n
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
@@ -241,11 +242,16 @@ class MtcnnCascade:
 
     @torch.inference_mode()
     def detect(self, frames: Sequence[np.ndarray], searches: Sequence[Search]) -> list[Faces]:
-        """Faces of each frame (RGB uint8, all the same size) within its search."""
+        """Faces of each frame (RGB uint8, all the same size) within its search, computed on the
+        calling thread alone (``one_torch_thread``)."""
         if len(frames) != len(searches):
             raise ValueError(f"{len(frames)} frames but {len(searches)} searches")
         if not frames:
             return []
+        with one_torch_thread():
+            return self._detect(frames, searches)
+
+    def _detect(self, frames: Sequence[np.ndarray], searches: Sequence[Search]) -> list[Faces]:
         found: list[Faces] = []
         for start in range(0, len(frames), MAX_FRAMES_PER_CALL):
             part = slice(start, start + MAX_FRAMES_PER_CALL)
@@ -402,6 +408,27 @@ class MtcnnCascade:
 
     def _to_net(self, pixels: np.ndarray) -> torch.Tensor:
         return _normalise(torch.from_numpy(pixels).to(self.device)).to(self.dtype)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on the calling thread only, for the block (the thread's setting is restored after).
+
+    The networks' layers are too small for intra-op threads to pay: on the shared 2-core machine
+    (load ~5) a P-net convolution took 9x as long on two OpenMP threads as on one, and the face stage
+    used 2.8x the CPU time per frame, the threads spinning while other work (decoding, the search
+    threads, other processes) wanted the core. The parallelism is across frames instead (decode
+    thread, interval search threads).
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _empty_candidates(device: torch.device) -> _Candidates:
