@@ -400,7 +400,7 @@ def read_face_crops(store: FeatureStore, video_id: str, crop_size: int) -> FaceC
         shard = store.read(FACES_EXTRACTOR, video_id, names=[name])
     except StoreError as err:
         raise ExtractorError(
-            f"{video_id}: no aligned face crops of size {crop_size} in the faces store ({err}); "
+            f"{video_id}: no warped face crops of size {crop_size} in the faces store ({err}); "
             f"run the faces stage first, with {crop_size} in extractors.faces.sizes"
         ) from err
     return FaceCrops(

@@ -10,7 +10,7 @@ import pytest
 import torch
 from avpipe.pipeline.cli import main
 from avpipe.pipeline.errors import ExtractorError
-from avpipe.pipeline.extractors import vggish_net
+from avpipe.pipeline.extractors.audio import vggish_net
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -153,7 +153,7 @@ def test_hf_vision_encoder_from_a_local_folder(tmp_path, smiling_crops) -> None:
 
 
 def test_iresnet100_has_arcface_torch_keys_and_loads_its_checkpoint(tmp_path, smiling_crops) -> None:  # noqa: F811
-    from avpipe.models.backbones import create_backbone
+    from avpipe.pipeline.extractors.backbones import create_backbone
 
     model = create_backbone("iresnet100", random_init=True)
     state = model.state_dict()

@@ -28,7 +28,7 @@ import torch
 from avpipe.pipeline.checkpoints import CheckpointError, load_weights
 from avpipe.pipeline.errors import ExtractorError
 from avpipe.pipeline.extractors.audio import spectral
-from avpipe.pipeline.extractors.vggish import VggishMode
+from avpipe.pipeline.extractors.audio.vggish import VggishMode
 from torch import nn
 
 log = logging.getLogger(__name__)
