@@ -3,9 +3,9 @@
 Warped crops (``crop_mode: warped``, the "aligned face" of the face-recognition literature; in avpipe
 "align" means putting a sequence onto the video frame clock) map MTCNN's five landmarks (left eye, right
 eye, nose, mouth corners; "left" as seen in the image) onto the canonical 112x112 template used by
-ArcFace-style face models, scaled to each output size. The crop of the largest size is warped once, supersampled
-then area-reduced so that a big face is not aliased; smaller sizes are area reductions of it (their template
-is the same one, scaled, so this is the same transform).
+ArcFace-style face models, scaled to each output size. The crop of the largest size is warped once,
+supersampled then area-reduced so that a big face is not aliased; smaller sizes are area reductions of it
+(their template is the same one, scaled, so this is the same transform).
 """
 
 from __future__ import annotations
