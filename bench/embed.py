@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
+
 from avpipe.pipeline.extractors.backbones.registry import create_backbone
 from avpipe.pipeline.registry import create_extractor
 from avpipe.pipeline.runner import resolve_device

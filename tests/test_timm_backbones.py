@@ -16,7 +16,6 @@ timm = pytest.importorskip("timm")
 from avpipe.pipeline.checkpoints import convert_checkpoint  # noqa: E402
 from avpipe.pipeline.errors import ConfigError, ExtractorError  # noqa: E402
 from avpipe.pipeline.registry import create_extractor  # noqa: E402
-
 from tests.test_embeddings import context, smiling_crops  # noqa: E402, F401  (fixture)
 
 ARCH = "test_efficientnet"  # timm's own 0.1 M-parameter test network: 256-d, input 160, bicubic
@@ -185,7 +184,6 @@ def test_timm_runs_through_the_embed_stage_path(net, tmp_path, smiling_crops) ->
     from avpipe.pipeline.extract import run_extractor
     from avpipe.pipeline.manifest import ManifestRow
     from avpipe.pipeline.store import FeatureStore
-
     from tests.test_embeddings import faces_featureset
 
     checkpoint = tmp_path / "enet.pth"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
 from avpipe.pipeline.errors import ConfigError, ExtractorError
 from avpipe.pipeline.extractors.backbones.catalog import (
     FER_LABELS,

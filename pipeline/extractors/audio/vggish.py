@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+
 from avpipe.pipeline.align import AlignMethod
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.extractors.audio.common import NativeFeatures, features_on_timeline, prepare_track

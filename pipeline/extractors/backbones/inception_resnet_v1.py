@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import torch
+
 from avpipe.pipeline.extractors.backbones.catalog import FacenetWeights, facenet_weights
 from avpipe.pipeline.extractors.backbones.checkpoint import load_checkpoint
 from avpipe.pipeline.extractors.backbones.preprocess import resize, to_float_nchw

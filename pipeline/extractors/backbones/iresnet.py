@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
+
 from avpipe.pipeline.extractors.backbones.checkpoint import load_checkpoint
 from avpipe.pipeline.extractors.backbones.preprocess import normalize, resize, to_float_nchw
 from avpipe.pipeline.extractors.backbones.registry import Backbone, BackboneOutput, register_backbone
-from torch import nn
 
 DEPTHS = {"iresnet50": (3, 4, 14, 3), "iresnet100": (3, 13, 30, 3)}
 IRESNET_INPUT = 112

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
-from avpipe.pipeline.errors import ExtractorError
 from torch import nn
+
+from avpipe.pipeline.errors import ExtractorError
 
 BackboneFactory = Callable[..., "Backbone"]
 

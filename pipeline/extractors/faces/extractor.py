@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from avpipe.pipeline.errors import ExtractorError, MediaError
 from avpipe.pipeline.extractors.faces.config import CropMode, FacesConfig, MissingPolicy
 from avpipe.pipeline.extractors.faces.weights import missing_mtcnn_weights
