@@ -133,12 +133,12 @@ def extract(
         raise ExtractorError("no features asked for; name at least one extractor")
     registry = registry or default_registry()
     resolved = resolve_params(params, overrides, registry)
+    order = run_order(names, registry)
     media = Path(path)
     if not media.is_file():
         why = "is a directory, not a media file" if media.is_dir() else "no such file"
         raise MediaError(media, why)
     probe(media)  # a file that is not media fails here, naming itself, before any model loads
-    order = run_order(names, registry)
     video = {
         "video_id": video_id or media.stem,
         "media_path": str(media),
