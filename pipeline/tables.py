@@ -18,6 +18,7 @@ columns; ``ExtractedFeatures.arrays`` and the ``.npz`` files hold them.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ from avpipe.pipeline.types import FeatureSet
 if TYPE_CHECKING:
     import pandas as pd
     from avpipe.pipeline.registry import Extractor
+
+log = logging.getLogger(__name__)
 
 TIMELINE_COLUMNS = ("time", "frame_index", "mask")
 LABELS = "labels"
@@ -60,6 +63,14 @@ def column_names(
         named = _names_from_attrs(array, attrs)
     if named is not None and len(named) == width:
         return [str(name) for name in named]
+    if named is not None:
+        log.warning(
+            "%s: %d names for the %d values of array %r: numbered columns instead",
+            extractor,
+            len(named),
+            width,
+            array,
+        )
     prefix = extractor if array == "features" else array
     if row_shape == ():
         return [prefix]
@@ -87,9 +98,11 @@ def label_column_names(array: str, row_shape: tuple[int, ...], attrs: Mapping[st
         return list(labels.AU_NAMES)
     prefix, _, task = array.partition(".")
     if prefix + "." == labels.MULTILABEL_PREFIX:
-        return [f"{task}.{name}" for name in (names.get("multilabel") or {}).get(task, [])]
+        classes = (names.get("multilabel") or {}).get(task)
+        return [f"{task}.{name}" for name in classes] if classes else None
     if prefix + "." == labels.RATERS_PREFIX:
-        return [f"{task}@{rater}" for rater in (names.get("raters") or {}).get(task, [])]
+        raters = (names.get("raters") or {}).get(task)
+        return [f"{task}@{rater}" for rater in raters] if raters else None
     return None
 
 

@@ -349,12 +349,14 @@ def _features(arrays: dict[str, np.ndarray], attrs: dict | None = None) -> Featu
     )
 
 
-def test_column_rules() -> None:
+def test_column_rules(caplog: pytest.LogCaptureFixture) -> None:
     from avpipe.pipeline.extractors.faces import FacesExtractor
 
     assert column_names("x", "features", (3,), {}) == ["x_0", "x_1", "x_2"]
     assert column_names("x", "features", (2,), {"feature_names": ["a", "b"]}) == ["a", "b"]
-    assert column_names("x", "features", (3,), {"feature_names": ["a", "b"]}) == ["x_0", "x_1", "x_2"]
+    with caplog.at_level(logging.WARNING):
+        assert column_names("x", "features", (3,), {"feature_names": ["a", "b"]}) == ["x_0", "x_1", "x_2"]
+    assert "2 names for the 3 values of array 'features'" in caplog.text
     assert column_names("x", "functionals", (2,), {"functional_names": ["f", "g"]}) == ["f", "g"]
     assert column_names("x", "grid", (2, 2), {}) == ["grid_0_0", "grid_0_1", "grid_1_0", "grid_1_1"]
     assert column_names("x", "prob", (), {}) == ["prob"]
