@@ -120,6 +120,26 @@ def test_extract_gives_the_arrays_the_stages_store(store: FeatureStore, extracte
         assert np.ptp(extracted.arrays(name)["features"], axis=0).max() > 1.0
 
 
+def test_face_embeddings_read_the_crops_computed_in_the_same_call(
+    store: FeatureStore, media: Path, params_file: Path
+) -> None:
+    import avpipe
+
+    crop_size = ["--set", "extractors.fer-minixception.crop_size=64"]
+    assert main(["-p", str(params_file), *crop_size, "embed", "fer-minixception"]) == 0
+    result = avpipe.extract(
+        media / f"{TALK}.mp4", ["fer-minixception"], params=params_file, overrides=[crop_size[1]]
+    )
+    assert list(result) == ["faces", "fer-minixception"]  # faces computed for its crops
+    for name in result:
+        stored = stored_arrays(store, name)
+        for array, values in result.arrays(name).items():
+            np.testing.assert_array_equal(values, stored[array], err_msg=f"{name}/{array}")
+    assert (
+        list(result["fer-minixception"].columns[-7:]) == store.attrs("fer-minixception", TALK)["logit_names"]
+    )
+
+
 def test_extract_tables_have_named_columns(store: FeatureStore, extracted) -> None:
     logmel, egemaps, faces = extracted["logmel"], extracted["egemaps"], extracted["faces"]
     assert list(logmel.columns) == ["time", "frame_index", "mask", *(f"logmel_{i}" for i in range(40))]
@@ -327,7 +347,9 @@ def test_export_refuses_to_overwrite_and_missing_names(store: FeatureStore, tmp_
     export_store(store, tmp_path, "csv", ["logmel", "egemaps"], overwrite=True)
     assert len(pd.read_csv(tmp_path / "egemaps.csv")) == 135
     with pytest.raises(
-        AvpipeError, match="no feature 'vggish' in this store; features: egemaps, faces, labels, logmel"
+        AvpipeError,
+        match=r"no feature 'vggish' in this store; features: egemaps, faces, (fer-minixception, )?labels, "
+        r"logmel$",
     ):
         export_store(store, tmp_path / "new", "csv", ["vggish"])
     with pytest.raises(AvpipeError, match="no shard of video 'nobody'"):
