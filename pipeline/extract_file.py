@@ -25,7 +25,7 @@ from avpipe.pipeline.extract import FACES_EXTRACTOR, ExtractionJob, uses_device,
 from avpipe.pipeline.registry import Extractor, ExtractorRegistry, InputKind, default_registry
 from avpipe.pipeline.runner import configure_worker_threads, resolve_device
 from avpipe.pipeline.tables import feature_table, joined_table
-from avpipe.pipeline.types import FaceCrops, FeatureSet
+from avpipe.pipeline.types import FaceCrops, FeatureSet, Timeline
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -259,7 +259,7 @@ def crops_of(done: Mapping[str, FeatureSet], video_id: str, crop_size: int) -> F
     return FaceCrops(time=faces.time, frame_index=faces.frame_index, mask=faces.mask, crops=crops)
 
 
-def join_blocks(blocks: list[FeatureSet], timeline: Any) -> FeatureSet:
+def join_blocks(blocks: list[FeatureSet], timeline: Timeline) -> FeatureSet:
     """The blocks as one FeatureSet, with the dtypes the store writes (``time`` float64,
     ``frame_index`` int64, ``mask`` uint8) and the last block's attributes, as the store keeps."""
     if not blocks:
