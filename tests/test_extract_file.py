@@ -277,14 +277,18 @@ def test_extract_file_round_trips(
         assert "faces/crops_64.columns" not in npz
 
 
-def test_extract_file_never_overwrites_without_the_option(media: Path, tmp_path: Path) -> None:
+def test_extract_file_never_overwrites_without_the_option(
+    media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the built-in defaults
     tone = str(media / f"{TONE}.mp4")
     out = tmp_path / "x.csv"
     out.write_text("mine\n")
     assert main(["extract-file", tone, "--features", "logmel", "--out", str(out)]) == 2
     assert out.read_text() == "mine\n"
     assert main(["extract-file", tone, "--features", "logmel", "--out", str(out), "--overwrite"]) == 0
-    assert len(pd.read_csv(out)) == 15
+    table = pd.read_csv(out)
+    assert table.shape == (15, 3 + 64)  # logmel's default n_mels
     assert [p.name for p in tmp_path.iterdir()] == ["x.csv"]  # no temp file left
 
 
