@@ -225,8 +225,7 @@ def dispatch(args: argparse.Namespace) -> int:
 def params_or_defaults(args: argparse.Namespace) -> Any:
     """The params file; for the library commands, the built-in defaults when the default params.yaml
     is not in the working folder (``avpipe extract-file`` works anywhere)."""
-    from avpipe.pipeline.config import DEFAULT_PARAMS
-    from avpipe.pipeline.params import load_params, params_from_dict
+    from avpipe.pipeline.config import DEFAULT_PARAMS, load_params, params_from_dict
 
     if args.params == DEFAULT_PARAMS and not Path(DEFAULT_PARAMS).is_file():
         log.info("no %s in %s: built-in parameter defaults", DEFAULT_PARAMS, Path.cwd())

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from avpipe.pipeline.atomic import STORAGE_ERRNOS, OutputWriteError, temp_path
 from avpipe.pipeline.errors import AvpipeError
 from avpipe.pipeline.tables import column_names, feature_table, is_table_array, structured_array
@@ -30,6 +31,7 @@ from avpipe.pipeline.types import FeatureSet
 
 if TYPE_CHECKING:
     import pandas as pd
+
     from avpipe.pipeline.extract_file import ExtractedFeatures
     from avpipe.pipeline.registry import Extractor, ExtractorRegistry
     from avpipe.pipeline.store import FeatureStore

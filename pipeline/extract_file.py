@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from avpipe.pipeline.config import StoreConfig, build_dataclass
 from avpipe.pipeline.errors import ExtractorError, MediaError
 from avpipe.pipeline.extract import FACES_EXTRACTOR, ExtractionJob, uses_device, video_features
@@ -29,7 +30,8 @@ from avpipe.pipeline.types import FaceCrops, FeatureSet, Timeline
 
 if TYPE_CHECKING:
     import pandas as pd
-    from avpipe.pipeline.params import Params
+
+    from avpipe.pipeline.config import Params
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +190,7 @@ def resolve_params(
     params: Params | str | Path | None, overrides: Sequence[str], registry: ExtractorRegistry
 ) -> Params:
     """A ``Params``: the given one, a params file read with ``overrides``, or the built-in defaults."""
-    from avpipe.pipeline.params import Params, load_params, params_from_dict
+    from avpipe.pipeline.config import Params, load_params, params_from_dict
 
     if isinstance(params, Params):
         if overrides:

@@ -24,11 +24,13 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from avpipe.pipeline.errors import AvpipeError
 from avpipe.pipeline.types import FeatureSet
 
 if TYPE_CHECKING:
     import pandas as pd
+
     from avpipe.pipeline.registry import Extractor
 
 log = logging.getLogger(__name__)

