@@ -91,7 +91,7 @@ class ExtractedFeatures(Mapping[str, "pd.DataFrame"]):
         return dict(self.feature_sets[name].attrs)
 
     def crops(self, size: int | None = None) -> np.ndarray:
-        """Aligned face crops (T, S, S, 3) uint8 RGB of size ``size`` (default: the first configured)."""
+        """Face crops (T, S, S, 3) uint8 RGB of size ``size`` (default: the first configured)."""
         if FACES_EXTRACTOR not in self.feature_sets:
             raise KeyError(f"no face crops: 'faces' was not extracted from {self.path}")
         arrays = self.feature_sets[FACES_EXTRACTOR].arrays
@@ -254,8 +254,7 @@ def crops_of(done: Mapping[str, FeatureSet], video_id: str, crop_size: int) -> F
     name = f"crops_{crop_size}"
     if faces is None or name not in faces.arrays:
         raise ExtractorError(
-            f"{video_id}: no aligned face crops of size {crop_size}; "
-            f"add {crop_size} to extractors.faces.sizes"
+            f"{video_id}: no face crops of size {crop_size}; add {crop_size} to extractors.faces.sizes"
         )
     crops = faces.arrays[name]
     return FaceCrops(time=faces.time, frame_index=faces.frame_index, mask=faces.mask, crops=crops)
