@@ -136,6 +136,13 @@ def extract(
     registry = registry or default_registry()
     resolved = resolve_params(params, overrides, registry)
     order = run_order(names, registry)
+    unused = sorted(set(extractors or {}) - set(order))
+    if unused:
+        raise ExtractorError(
+            f"extractors has settings for {unused[0]!r}, which is not extracted ({', '.join(order)})"
+        )
+    if subject_position not in (None, "left", "right"):
+        raise ExtractorError(f"subject_position must be 'left', 'right' or None, got {subject_position!r}")
     media = Path(path)
     if not media.is_file():
         why = "is a directory, not a media file" if media.is_dir() else "no such file"

@@ -207,6 +207,8 @@ def test_bad_paths_are_errors_naming_the_file(tmp_path: Path) -> None:
         avpipe.extract(text, ["logmel"])
     with pytest.raises(ExtractorError, match=r"unknown extractor 'lgomel'.*logmel"):
         avpipe.extract(text, ["lgomel"])
+    with pytest.raises(ExtractorError, match="settings for 'mfcc', which is not extracted"):
+        avpipe.extract(text, ["logmel"], extractors={"mfcc": {"n_mfcc": 20}})
 
 
 def test_cli_bad_input_exits_2_naming_the_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
