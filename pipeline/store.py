@@ -1222,6 +1222,32 @@ class FeatureStore:
                 raise StoreError(f"{path}: rows {start}:{stop} of {name!r} are outside 0:{n_rows}")
             return _read_dataset(path, group, name, slice(int(start), int(stop)))
 
+    def read_range(
+        self,
+        extractor: str,
+        video_id: str,
+        names: Sequence[str] = (),
+        start: int = 0,
+        stop: int | None = None,
+    ) -> FeatureSet:
+        """Rows ``start:stop`` (to the last row when ``stop`` is None) of the timeline and of the arrays
+        in ``names``, read in one opening of the shard; only the chunks holding them are read."""
+        with self._open_group(extractor, video_id, names) as (path, group):
+            available = [name for name in _dataset_names(group) if name not in TIMELINE_DATASETS]
+            self._check_names(path, list(names), available)
+            n_rows = group["time"].shape[0]
+            stop = n_rows if stop is None else int(stop)
+            if not (0 <= int(start) <= stop <= n_rows):
+                raise StoreError(f"{path}: rows {start}:{stop} are outside 0:{n_rows}")
+            rows = slice(int(start), stop)
+            return FeatureSet(
+                time=_read_dataset(path, group, "time", rows),
+                frame_index=_read_dataset(path, group, "frame_index", rows),
+                mask=_read_dataset(path, group, "mask", rows),
+                arrays={name: _read_dataset(path, group, name, rows) for name in names},
+                attrs=_feature_attrs_from_group(group),
+            )
+
     def attrs(self, extractor: str, video_id: str) -> dict[str, Any]:
         """Every attribute of a video's shard: the store's metadata (``library_versions`` as a dict)
         and the FeatureSet attrs, decoded."""
