@@ -15,9 +15,11 @@ mask False, features 0, times NaN and frame indices -1. ``last_window: align_end
 Every feature must lie on the same frame timeline (identical ``time`` and ``frame_index`` arrays, as
 features extracted with one ``dataset.fps`` are, docs/FORMAT.md); a video where one does not is an error
 naming the video and the feature. Labels are read once at construction and joined on ``frame_index`` (the
-manifest stage stores them on the native timeline); the features are read window by window when an item
-is asked for, each read opening and closing its shard, so no HDF5 handle outlives a call and DataLoader
-workers (``num_workers > 0``, forked or spawned) each open the files they read themselves.
+manifest stage stores them on the native timeline). The features are read window by window when an item
+is asked for, through shards opened lazily by the process asking (``FeatureStore.open_reader``; at most
+``max_open_shards`` per process, the least recently used closed first). Building the dataset leaves no
+file open; a DataLoader worker (``num_workers > 0``) finds no handle in a pickled dataset and drops the
+ones of another process id, so forked or spawned workers each open their own.
 
 An item is a dict:
 
@@ -36,7 +38,8 @@ torch's default collate turns a list of items into a batch of the same layout wi
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import os
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -51,7 +54,7 @@ from avpipe.models.task_labels import TaskLabels, task_labels, task_names
 from avpipe.models.windows import padded_window_starts, window_starts
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
-from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.store import FeatureStore, ShardReader
 from avpipe.pipeline.types import Timeline
 from torch.utils.data import Dataset
 
@@ -112,7 +115,13 @@ class FeatureWindows(Dataset):
         config: WindowConfig,
         video_ids: Sequence[str],
         stats: FeatureStats | None = None,
+        max_open_shards: int = 128,
     ) -> None:
+        if int(max_open_shards) < 1:
+            raise ValueError(f"max_open_shards must be >= 1, got {max_open_shards}")
+        self.max_open_shards = int(max_open_shards)
+        self._readers: OrderedDict[tuple[str, str], ShardReader] = OrderedDict()
+        self._readers_pid = os.getpid()
         self.store = store
         self.config = config
         self.video_ids = list(video_ids)
@@ -188,10 +197,35 @@ class FeatureWindows(Dataset):
 
     # ---- reading
 
+    def _reader(self, extractor: str, video_id: str) -> ShardReader:
+        """The open shard of this process (never one inherited from another: a fork copies the dict)."""
+        if self._readers_pid != os.getpid():
+            self._readers = OrderedDict()  # the parent's handles: not ours to read or close
+            self._readers_pid = os.getpid()
+        key = (extractor, video_id)
+        reader = self._readers.get(key)
+        if reader is None:
+            reader = self._readers[key] = self.store.open_reader(extractor, video_id)
+            while len(self._readers) > self.max_open_shards:
+                self._readers.popitem(last=False)[1].close()
+        else:
+            self._readers.move_to_end(key)
+        return reader
+
+    def close(self) -> None:
+        """Close the shards this process opened (reading again reopens them)."""
+        if self._readers_pid == os.getpid():
+            for reader in self._readers.values():
+                reader.close()
+        self._readers = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_readers": OrderedDict()}  # handles never travel to a worker
+
     def _read_feature(
         self, spec: FeatureSpec, video_id: str, start: int, stop: int
     ) -> tuple[np.ndarray, ...]:
-        part = self.store.read_range(spec.extractor, video_id, [spec.array], start, stop)
+        part = self._reader(spec.extractor, video_id).read_range([spec.array], start, stop)
         values = np.asarray(part.arrays[spec.array]).reshape(stop - start, -1)
         if values.shape[1] != self.dims[spec.key]:
             raise StoreError(

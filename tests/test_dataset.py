@@ -4,6 +4,7 @@ only, DataLoader workers, and the errors a wrong feature, task or timeline gives
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import h5py
@@ -75,8 +76,9 @@ def store(tmp_path_factory) -> FeatureStore:
 
 
 def h5_arrays(store: FeatureStore, extractor: str, video_id: str) -> dict[str, np.ndarray]:
-    """Every dataset of the video's shard, read with plain h5py (docs/FORMAT.md)."""
-    with h5py.File(store.shard_path(extractor, video_id), "r") as h5:
+    """Every dataset of the video's shard, read with plain h5py (docs/FORMAT.md); without file locking,
+    as the store opens it (HDF5 refuses a second open in one process with other locking flags)."""
+    with h5py.File(store.shard_path(extractor, video_id), "r", locking=False) as h5:
         (group,) = h5.values()
         return {name: group[name][:] for name in group}
 
@@ -223,6 +225,8 @@ def batches(loader: DataLoader) -> list[dict]:
 def test_two_workers_give_the_same_batches_as_none(store):
     stats = fit_store_stats(store, WindowConfig(features=FEATURES).feature_specs, TRAIN)
     data = FeatureWindows(store, WindowConfig(**CONFIG, window=16, hop=8), TRAIN, stats)
+    data[len(data) - 1]  # this process now holds open shards: the forked workers must open their own
+    assert data._readers
     runs = []
     for workers in (0, 2):
         sampler = WindowSampler(data, shuffle=True, seed=3)
@@ -237,6 +241,22 @@ def test_two_workers_give_the_same_batches_as_none(store):
             torch.testing.assert_close(value, flat_parallel[key], rtol=0, atol=0, equal_nan=True)
     assert runs[0][0]["features"]["logmel"].shape == (5, 16, 4)
     assert runs[0][0]["labels"]["au"].shape == (5, 16, 12)
+
+
+def test_open_shards_are_bounded_and_never_pickled(store):
+    config = WindowConfig(features=FEATURES, window=16, hop=16)
+    bounded = FeatureWindows(store, config, TRAIN, max_open_shards=2)
+    unbounded = FeatureWindows(store, config, TRAIN)
+    for index in range(len(bounded)):
+        item, reference = bounded[index], unbounded[index]
+        assert len(bounded._readers) <= 2
+        for key in FEATURES:
+            torch.testing.assert_close(item["features"][key], reference["features"][key], rtol=0, atol=0)
+    assert len(unbounded._readers) == len(FEATURES) * len(TRAIN)
+    copy = pickle.loads(pickle.dumps(unbounded))
+    assert not copy._readers and copy[0]["video_id"] == "a"
+    unbounded.close()
+    assert not unbounded._readers
 
 
 def flatten(batch: dict, prefix: str = "") -> dict[str, torch.Tensor]:
