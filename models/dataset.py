@@ -181,6 +181,7 @@ class FeatureWindows(Dataset):
     def labeled_windows(self) -> np.ndarray:
         """(n_windows,) bool: the window has at least one label of one task."""
         labeled = np.zeros(len(self), dtype=bool)
+        first = np.searchsorted(self.windows[:, 0], np.arange(len(self.video_ids) + 1))  # windows by video
         for position, tasks in enumerate(self.labels):
             if not tasks:
                 continue
@@ -189,7 +190,7 @@ class FeatureWindows(Dataset):
                 mask = video_labels.mask
                 frames |= mask if mask.ndim == 1 else np.any(mask, axis=1)
             cumulative = np.concatenate([[0], np.cumsum(frames)])
-            mine = np.flatnonzero(self.windows[:, 0] == position)
+            mine = slice(first[position], first[position + 1])
             starts = self.windows[mine, 1]
             stops = np.minimum(starts + self.config.window, len(frames))
             labeled[mine] = cumulative[stops] > cumulative[starts]

@@ -225,7 +225,7 @@ def batches(loader: DataLoader) -> list[dict]:
 def test_two_workers_give_the_same_batches_as_none(store):
     stats = fit_store_stats(store, WindowConfig(features=FEATURES).feature_specs, TRAIN)
     data = FeatureWindows(store, WindowConfig(**CONFIG, window=16, hop=8), TRAIN, stats)
-    data[len(data) - 1]  # this process now holds open shards: the forked workers must open their own
+    last = data[len(data) - 1]  # this process now holds open shards: the forked workers must open their own
     assert data._readers
     runs = []
     for workers in (0, 2):
@@ -240,6 +240,8 @@ def test_two_workers_give_the_same_batches_as_none(store):
         for key, value in flat_serial.items():
             torch.testing.assert_close(value, flat_parallel[key], rtol=0, atol=0, equal_nan=True)
     assert runs[0][0]["features"]["logmel"].shape == (5, 16, 4)
+    again = data[len(data) - 1]  # the parent's shards still read after the workers dropped their copies
+    np.testing.assert_array_equal(again["features"]["logmel"], last["features"]["logmel"])
     assert runs[0][0]["labels"]["au"].shape == (5, 16, 12)
 
 
