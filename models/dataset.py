@@ -15,11 +15,14 @@ mask False, features 0, times NaN and frame indices -1. ``last_window: align_end
 Every feature must lie on the same frame timeline (identical ``time`` and ``frame_index`` arrays, as
 features extracted with one ``dataset.fps`` are, docs/FORMAT.md); a video where one does not is an error
 naming the video and the feature. Labels are read once at construction and joined on ``frame_index`` (the
-manifest stage stores them on the native timeline). The features are read window by window when an item
-is asked for, through shards opened lazily by the process asking (``FeatureStore.open_reader``; at most
-``max_open_shards`` per process, the least recently used closed first). Building the dataset leaves no
-file open; a DataLoader worker (``num_workers > 0``) finds no handle in a pickled dataset and drops the
-ones of another process id, so forked or spawned workers each open their own.
+manifest stage stores them on the native timeline).
+
+Features are read window by window when an item is asked for, through shards that the process asking
+opens lazily and keeps open (``FeatureStore.open_reader``; at most ``max_open_shards``, the least recently
+used closed first). Building the dataset leaves no file open, a pickled dataset carries no handle and a
+forked process drops its parent's, so DataLoader workers (``num_workers > 0``) each open their own.
+``preload=True`` reads every video's features into memory when the dataset is built instead: much faster
+windows, memory as large as the features.
 
 An item is a dict:
 
@@ -116,6 +119,7 @@ class FeatureWindows(Dataset):
         video_ids: Sequence[str],
         stats: FeatureStats | None = None,
         max_open_shards: int = 128,
+        preload: bool = False,
     ) -> None:
         if int(max_open_shards) < 1:
             raise ValueError(f"max_open_shards must be >= 1, got {max_open_shards}")
@@ -136,6 +140,7 @@ class FeatureWindows(Dataset):
         self.stats = stats
         if stats is not None:
             check_stats(stats, self.dims)
+        self.preloaded = [self._read_video(video_id) for video_id in self.video_ids] if preload else None
         self.labels = self._labels()
         self.windows = self._windows()  # (n_windows, 2): video position, first row
         if self.counts:
@@ -155,7 +160,7 @@ class FeatureWindows(Dataset):
         frame_mask[:n] = True
         features, masks = {}, {}
         for spec in self.specs:
-            values, valid = self._read_feature(spec, video_id, start, stop)
+            values, valid = self._read_feature(spec, position, start, stop)
             features[spec.key] = torch.from_numpy(_pad(values, width, 0.0))
             masks[spec.key] = torch.from_numpy(_pad(valid, width, False))
         labels, label_masks = {}, {}
@@ -223,17 +228,35 @@ class FeatureWindows(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_readers": OrderedDict()}  # handles never travel to a worker
 
-    def _read_feature(
-        self, spec: FeatureSpec, video_id: str, start: int, stop: int
-    ) -> tuple[np.ndarray, ...]:
-        part = self._reader(spec.extractor, video_id).read_range([spec.array], start, stop)
-        values = np.asarray(part.arrays[spec.array]).reshape(stop - start, -1)
+    def _check_width(self, spec: FeatureSpec, video_id: str, values: np.ndarray) -> None:
         if values.shape[1] != self.dims[spec.key]:
             raise StoreError(
                 f"{self.store.shard_path(spec.extractor, video_id)}: {spec.key!r} has {values.shape[1]} "
-                f"values per frame, other videos {self.dims[spec.key]}"
+                f"values per frame, the first video {self.dims[spec.key]}"
             )
-        valid = valid_frames(part.mask, values)
+
+    def _read_video(self, video_id: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every feature of the video as stored, and its mask (``preload``)."""
+        out = {}
+        for spec in self.specs:
+            stored = self.store.read(spec.extractor, video_id, [spec.array])
+            values = stored.arrays[spec.array].reshape(len(stored), -1)
+            self._check_width(spec, video_id, values)
+            out[spec.key] = (values, stored.mask)
+        return out
+
+    def _read_feature(
+        self, spec: FeatureSpec, position: int, start: int, stop: int
+    ) -> tuple[np.ndarray, ...]:
+        video_id = self.video_ids[position]
+        if self.preloaded is not None:
+            values, mask = (array[start:stop] for array in self.preloaded[position][spec.key])
+        else:
+            reader = self._reader(spec.extractor, video_id)
+            values = reader.read_rows(spec.array, start, stop).reshape(stop - start, -1)
+            mask = reader.read_rows("mask", start, stop)
+            self._check_width(spec, video_id, values)
+        valid = valid_frames(mask, values)
         if self.stats is None:
             out = np.where(valid[:, None], values, 0.0).astype(np.float32)
         else:

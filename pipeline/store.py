@@ -494,20 +494,34 @@ class ShardReader:
         self._group = group
         self.arrays = [name for name in _dataset_names(group) if name not in TIMELINE_DATASETS]
         self.n_rows = int(group["time"].shape[0])
+        self._datasets: dict[str, tuple[h5py.Dataset, str | None]] = {}  # looked up once each
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of one array (``time``, ``frame_index`` and ``mask`` included)."""
+        found = self._datasets.get(name)
+        if found is None:
+            if name not in TIMELINE_DATASETS:
+                FeatureStore._check_names(self.path, [name], self.arrays)
+            dset = self._group[name]
+            found = self._datasets[name] = (dset, dset.attrs.get("numpy_dtype"))
+        if not (0 <= int(start) <= int(stop) <= self.n_rows):
+            raise StoreError(f"{self.path}: rows {start}:{stop} are outside 0:{self.n_rows}")
+        dset, numpy_dtype = found
+        try:
+            raw = dset[int(start) : int(stop)]
+        except OSError as err:  # checksum mismatch or unreadable chunk
+            raise StoreError(f"{self.path}: corrupt shard: cannot read array {name!r}: {err}") from err
+        return _restore(np.asarray(raw), numpy_dtype)
 
     def read_range(self, names: Sequence[str] = (), start: int = 0, stop: int | None = None) -> FeatureSet:
         """Rows ``start:stop`` (to the last row when None) of the timeline and of the arrays ``names``."""
         FeatureStore._check_names(self.path, list(names), self.arrays)
         stop = self.n_rows if stop is None else int(stop)
-        if not (0 <= int(start) <= stop <= self.n_rows):
-            raise StoreError(f"{self.path}: rows {start}:{stop} are outside 0:{self.n_rows}")
-        rows = slice(int(start), stop)
-        group = self._group
         return FeatureSet(
-            time=_read_dataset(self.path, group, "time", rows),
-            frame_index=_read_dataset(self.path, group, "frame_index", rows),
-            mask=_read_dataset(self.path, group, "mask", rows),
-            arrays={name: _read_dataset(self.path, group, name, rows) for name in names},
+            time=self.read_rows("time", start, stop),
+            frame_index=self.read_rows("frame_index", start, stop),
+            mask=self.read_rows("mask", start, stop),
+            arrays={name: self.read_rows(name, start, stop) for name in names},
         )
 
     def close(self) -> None:

@@ -96,9 +96,10 @@ def expected_starts(n: int, window: int, hop: int) -> list[int]:
 CONFIG = {"features": FEATURES, "tasks": ["va", "valence", "expression", "au", "emotion", "dominance"]}
 
 
-def test_windows_masks_and_labels_are_the_stored_arrays(store):
+@pytest.mark.parametrize("preload", [False, True])
+def test_windows_masks_and_labels_are_the_stored_arrays(store, preload):
     config = WindowConfig(**CONFIG, window=32, hop=24)
-    data = FeatureWindows(store, config, TRAIN)
+    data = FeatureWindows(store, config, TRAIN, preload=preload)
     assert [(data.video_ids[v], s) for v, s in data.windows.tolist()] == [
         (video_id, start) for video_id in TRAIN for start in expected_starts(LENGTHS[video_id], 32, 24)
     ]
@@ -181,13 +182,15 @@ def numpy_stats(store: FeatureStore, video_ids: list[str]) -> dict[str, tuple[np
     return out
 
 
-def test_standardisation_is_fitted_on_the_training_videos_and_applied_to_others(store):
+@pytest.mark.parametrize("preload", [False, True])
+def test_standardisation_is_fitted_on_the_training_videos_and_applied_to_others(store, preload):
     stats = fit_store_stats(store, WindowConfig(features=FEATURES).feature_specs, TRAIN)
     expected = numpy_stats(store, TRAIN)
     for extractor, (mean, std) in expected.items():
         np.testing.assert_allclose(stats.mean[extractor], mean, rtol=1e-6)
         np.testing.assert_allclose(stats.std[extractor], std, rtol=1e-6)
-    validation = FeatureWindows(store, WindowConfig(features=FEATURES, window=16, hop=16), VALIDATION, stats)
+    config = WindowConfig(features=FEATURES, window=16, hop=16)
+    validation = FeatureWindows(store, config, VALIDATION, stats, preload=preload)
     for index in range(len(validation)):
         item = validation[index]
         n = LENGTHS[item["video_id"]]
@@ -222,11 +225,12 @@ def batches(loader: DataLoader) -> list[dict]:
     return list(loader)
 
 
-def test_two_workers_give_the_same_batches_as_none(store):
+@pytest.mark.parametrize("preload", [False, True])
+def test_two_workers_give_the_same_batches_as_none(store, preload):
     stats = fit_store_stats(store, WindowConfig(features=FEATURES).feature_specs, TRAIN)
-    data = FeatureWindows(store, WindowConfig(**CONFIG, window=16, hop=8), TRAIN, stats)
+    data = FeatureWindows(store, WindowConfig(**CONFIG, window=16, hop=8), TRAIN, stats, preload=preload)
     last = data[len(data) - 1]  # this process now holds open shards: the forked workers must open their own
-    assert data._readers
+    assert bool(data._readers) is not preload
     runs = []
     for workers in (0, 2):
         sampler = WindowSampler(data, shuffle=True, seed=3)
