@@ -29,16 +29,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from avpipe.models.config import FeatureSpec, Task
+from torch.utils.data import DataLoader
+
 from avpipe.models.data import load_videos
 from avpipe.models.dataset import FeatureWindows, WindowConfig
 from avpipe.models.sampler import WindowSampler
 from avpipe.models.stats import compute_stats, fit_store_stats
 from avpipe.models.table import FrameTable, WindowBatches
+from avpipe.pipeline.config.train import FeatureSpec, Task
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
-from torch.utils.data import DataLoader
 
 SIZES = {"fer-minixception": 128, "logmel": 64, "egemaps": 25}
 

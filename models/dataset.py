@@ -50,16 +50,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from avpipe.models.config import FeatureSpec
+from torch.utils.data import Dataset
+
 from avpipe.models.data import match_frames
 from avpipe.models.stats import FeatureStats, StandardisedView, valid_frames
 from avpipe.models.task_labels import TaskLabels, task_labels, task_names
 from avpipe.models.windows import padded_window_starts, window_starts
+from avpipe.pipeline.config.train import FeatureSpec
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.store import FeatureStore, ShardReader
 from avpipe.pipeline.types import Timeline
-from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
 

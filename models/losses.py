@@ -15,7 +15,8 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
-from avpipe.models.config import CCCReduction, LossConfig, Moments, MSEReduction, Task, VALoss
+
+from avpipe.pipeline.config.train import CCCReduction, LossConfig, Moments, MSEReduction, Task, VALoss
 from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
 
 EPS = 1e-8

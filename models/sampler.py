@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from enum import StrEnum
 
 import numpy as np
-from avpipe.models.dataset import FeatureWindows
 from torch.utils.data import Sampler
+
+from avpipe.models.dataset import FeatureWindows
 
 
 class Balance(StrEnum):

@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from avpipe.pipeline.label_config import TRAINER_CATEGORICAL
+
+from avpipe.pipeline.config.labels import TRAINER_CATEGORICAL
 from avpipe.pipeline.labels import (
     UNLABELED_AU,
     UNLABELED_EXPRESSION,
@@ -31,7 +32,7 @@ from avpipe.pipeline.labels import (
 UNLABELED_CLASS = -1  # categorical value of an unlabeled or padded frame
 VA_TASK = "va"
 AU_TASK = "au"
-EXPRESSION_ALIAS = "expr"  # the trainers' name (avpipe.models.config.Task.EXPR)
+EXPRESSION_ALIAS = "expr"  # the trainers' name (avpipe.pipeline.config.train.Task.EXPR)
 
 
 @dataclass(frozen=True)

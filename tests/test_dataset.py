@@ -11,6 +11,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
+
 from avpipe.models.dataset import FeatureWindows, LastWindow, WindowConfig
 from avpipe.models.sampler import WindowSampler
 from avpipe.models.stats import MIN_STD, fit_store_stats
@@ -18,7 +20,6 @@ from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
-from torch.utils.data import DataLoader
 
 # extractor -> values per frame; the faces one has a (T, 2, 3) array (flattened to 6 by the dataset)
 SHAPES = {"fer-minixception": (2, 3), "logmel": (4,), "egemaps": (3,)}

@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from avpipe.models.registry import MODELS
+from avpipe.pipeline.config import Params
 from avpipe.pipeline.manifest import ManifestRow, Split, write_manifest
-from avpipe.pipeline.params import Params
 from avpipe.pipeline.registry import default_registry
 from avpipe.pipeline.store import FeatureStore
 
