@@ -7,7 +7,8 @@ torch's DistributedSampler).
 
 - ``balance: none``: every window once per epoch, shuffled when ``shuffle``.
 - ``balance: video``: ``num_samples`` windows (default: as many as the dataset has) drawn with
-  replacement, a video uniformly at random and then one of its windows, so long videos do not dominate.
+  replacement, a video uniformly at random and then one of its windows, so long videos do not dominate
+  (random whatever ``shuffle`` says).
 
 ``labeled_only`` leaves out the windows without any label of the dataset's tasks (as the trainers do for
 training); how many it left out is in ``left_out``.

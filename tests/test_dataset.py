@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from avpipe.models.dataset import FeatureWindows, LastWindow, WindowConfig
 from avpipe.models.sampler import WindowSampler
 from avpipe.models.stats import MIN_STD, fit_store_stats
+from avpipe.models.windows import padded_window_starts
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.store import FeatureStore
@@ -92,6 +93,14 @@ def expected_starts(n: int, window: int, hop: int) -> list[int]:
             break
         start += hop
     return starts
+
+
+@pytest.mark.parametrize(
+    ("n", "window", "hop"),
+    [(70, 32, 24), (64, 32, 32), (65, 32, 32), (5, 32, 8), (0, 4, 2), (11, 2, 5), (1, 1, 1)],
+)
+def test_padded_window_starts_follow_the_hop_grid_to_the_last_frame(n, window, hop):
+    assert padded_window_starts(n, window, hop).tolist() == expected_starts(n, window, hop)
 
 
 CONFIG = {"features": FEATURES, "tasks": ["va", "valence", "expression", "au", "emotion", "dominance"]}
