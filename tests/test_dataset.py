@@ -344,3 +344,19 @@ def test_unlabeled_videos_need_require_labels_off(tmp_path):
     assert data.counts["videos without a labels shard (unlabeled)"] == 1
     c_windows = np.flatnonzero(data.window_video() == TRAIN.index("c"))
     assert not any(data[int(i)]["label_masks"]["va"].any() for i in c_windows)
+
+
+def test_shard_reader_reads_rows_and_names_the_file_at_fault(tmp_path):
+    store = build_store(tmp_path)
+    arrays = h5_arrays(store, "logmel", "a")
+    with store.open_reader("logmel", "a") as reader:
+        np.testing.assert_array_equal(reader.read_rows("features", 10, 42), arrays["features"][10:42])
+        part = reader.read_range(["features"], 60)
+        np.testing.assert_array_equal(part.time, arrays["time"][60:])
+        with pytest.raises(StoreError, match=r"a\.h5: rows 60:71 are outside 0:70"):
+            reader.read_rows("mask", 60, 71)
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps(reader)
+    store.shard_path("egemaps", "b").write_bytes(b"not hdf5")
+    with pytest.raises(StoreError, match=r"b\.h5: corrupt shard: cannot be opened as HDF5"):
+        store.open_reader("egemaps", "b")
