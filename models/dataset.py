@@ -346,6 +346,11 @@ class FeatureWindows(Dataset):
                 f"{self.store.root}: no labels shard of these {len(self.video_ids)} videos has the task(s) "
                 f"{unknown} (tasks there: {', '.join(names)})"
             )
+        if unknown and self.video_ids:
+            raise StoreError(
+                f"{self.store.root}: none of these {len(self.video_ids)} videos has a labels shard, so the "
+                f"tasks {unknown} cannot be read; give tasks=[] for unlabeled videos"
+            )
         filled = []
         for video_labels, timeline in zip(read, self.timelines, strict=True):
             own = dict(video_labels or {})

@@ -344,6 +344,9 @@ def test_unlabeled_videos_need_require_labels_off(tmp_path):
     assert data.counts["videos without a labels shard (unlabeled)"] == 1
     c_windows = np.flatnonzero(data.window_video() == TRAIN.index("c"))
     assert not any(data[int(i)]["label_masks"]["va"].any() for i in c_windows)
+    with pytest.raises(StoreError, match=r"none of these 1 videos has a labels shard.*tasks=\[\]"):
+        FeatureWindows(store, WindowConfig(**config, require_labels=False), ["c"])
+    assert not FeatureWindows(store, WindowConfig(features=["logmel"]), ["c"])[0]["labels"]
 
 
 def test_shard_reader_reads_rows_and_names_the_file_at_fault(tmp_path):
