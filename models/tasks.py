@@ -86,6 +86,13 @@ class TaskSpec:
         return f"ccc_{self.name}" if self.kind is TaskKind.CONTINUOUS else f"f1_{self.name}"
 
     @property
+    def headline_metrics(self) -> list[str]:
+        """What the results' headline (results.dir/metrics/train.json) shows of a declared task."""
+        if self.kind is TaskKind.CATEGORICAL:
+            return [self.score_metric, f"accuracy_{self.name}"]
+        return [self.score_metric]
+
+    @property
     def frames_metric(self) -> str:
         return f"n_frames_{self.name}"
 
