@@ -232,3 +232,25 @@ def test_task_keys_in_the_config(tasks, ok):
     else:
         with pytest.raises(ConfigError, match=r"unknown task"):
             build_dataclass(TrainConfig, {"tasks": tasks}, "train")
+
+
+@pytest.mark.parametrize("name", ["tcn", "lfan", "jca", "rnn", "transformer", "aim3"])
+def test_every_model_has_a_head_per_declared_task_sized_by_the_data(name):
+    from avpipe.models.registry import create_model
+
+    from tests.test_models import INPUTS, SMALL, WINDOW, batch
+
+    tasks = [
+        TaskSpec("dimension:dominance", TaskKind.CONTINUOUS, ("dominance",)),
+        TaskSpec("category:colour", TaskKind.CATEGORICAL, COLOURS),
+        TaskSpec("multilabel:tags", TaskKind.MULTILABEL, TAGS),
+        Task.VA,
+    ]
+    model = create_model(name, inputs=INPUTS, tasks=tasks, window=WINDOW, **SMALL[name])
+    outputs = model(batch())
+    assert {key: tuple(value.shape) for key, value in outputs.items()} == {
+        "dimension:dominance": (3, WINDOW, 1),
+        "category:colour": (3, WINDOW, 3),
+        "multilabel:tags": (3, WINDOW, 2),
+        "va": (3, WINDOW, 2),
+    }
