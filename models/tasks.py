@@ -322,7 +322,7 @@ def check_distinct_names(specs: Sequence[TaskSpec]) -> None:
     """Metric names must not collide (``va`` and ``dimension:valence`` both report ``ccc_valence``)."""
     seen: dict[str, str] = {}
     for spec in specs:
-        names = [spec.name, *(spec.names if spec.key == VA else ())]
+        names = [spec.name, *((*spec.names, "mean") if spec.key == VA else ())]  # ccc_mean is va's
         for name in names:
             if name in seen and seen[name] != spec.key:
                 raise ConfigError(
