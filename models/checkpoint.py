@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from avpipe.models.base import InputSpec, SequenceModel
-from avpipe.models.config import FeatureSpec, Modality, TrainConfig
 from avpipe.models.registry import create_model
 from avpipe.models.stats import FeatureStats
 from avpipe.models.tasks import TaskSpec, as_specs
+from avpipe.pipeline.config.train import FeatureSpec, Modality, TrainConfig
 from avpipe.pipeline.errors import StoreError
 
 CHECKPOINT_FORMAT = "avpipe-train-checkpoint"

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from avpipe.models.base import InputSpec
 from avpipe.models.checkpoint import config_summary, save_checkpoint
-from avpipe.models.config import TrainConfig, UnlabeledFrames
 from avpipe.models.data import VideoData, iter_videos, resolve_inputs, without_features
 from avpipe.models.folds import FoldPlan, make_folds
 from avpipe.models.inference import device_for, save_predictions
@@ -41,6 +41,7 @@ from avpipe.models.table import FrameTable
 from avpipe.models.tasks import data_tasks, resolve_tasks
 from avpipe.models.trainer import FoldTrainer
 from avpipe.models.unlabeled import delete_unlabelled
+from avpipe.pipeline.config.train import TrainConfig, UnlabeledFrames
 from avpipe.pipeline.errors import AvpipeError, StoreError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.manifest import ManifestRow

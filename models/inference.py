@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from avpipe.models.base import SequenceModel
 from avpipe.models.table import PAD_ROW, FrameTable, WindowBatches
 from avpipe.models.tasks import BUILTIN, TaskSpec

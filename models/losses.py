@@ -21,8 +21,9 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
-from avpipe.models.config import CCCReduction, LossConfig, Moments, MSEReduction, Task, VALoss
+
 from avpipe.models.tasks import VA, TaskSpec, as_specs
+from avpipe.pipeline.config.train import CCCReduction, LossConfig, Moments, MSEReduction, Task, VALoss
 from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, TaskKind
 
 EPS = 1e-8

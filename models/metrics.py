@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
 from avpipe.models.tasks import BUILTIN, TaskSpec, as_specs, task_targets
 from avpipe.pipeline.labels import (
     UNLABELED_AU,

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
 from avpipe.models.checkpoint import LoadedModel, load_checkpoint
-from avpipe.models.config import Task, TrainConfig
 from avpipe.models.data import load_videos
 from avpipe.models.experiment import (
     CHECKPOINT_FILE,
@@ -33,11 +34,11 @@ from avpipe.models.merge import merge_folds
 from avpipe.models.metrics import AU_THRESHOLD
 from avpipe.models.table import FrameTable
 from avpipe.models.tasks import TaskSpec, as_specs
+from avpipe.pipeline.config.train import Task, TrainConfig
 from avpipe.pipeline.errors import ConfigError, StoreError
 from avpipe.pipeline.labels import VA_NAMES, TaskKind
 from avpipe.pipeline.manifest import ManifestRow, Split
 from avpipe.pipeline.store import FeatureStore, shard_name
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from avpipe.models.config import MissingScore, Task
 from avpipe.models.tasks import VA, TaskSpec, as_specs
+from avpipe.pipeline.config.train import MissingScore, Task
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import VA_NAMES
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from avpipe.pipeline.config.train import TASK_SEPARATOR
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import (
     AU_NAMES,
@@ -42,12 +44,7 @@ from avpipe.pipeline.labels import (
 )
 
 VA, EXPR, AU = "va", "expr", "au"
-KIND_PREFIXES = {
-    "dimension": TaskKind.CONTINUOUS,
-    "category": TaskKind.CATEGORICAL,
-    "multilabel": TaskKind.MULTILABEL,
-}
-SEPARATOR = ":"
+SEPARATOR = TASK_SEPARATOR
 UNLABELED_DIMENSION = np.nan  # the fill of a declared dimension's targets
 
 
@@ -109,20 +106,6 @@ BUILTIN = {
     EXPR: TaskSpec(EXPR, TaskKind.CATEGORICAL, tuple(EXPRESSION_NAMES)),
     AU: TaskSpec(AU, TaskKind.MULTILABEL, tuple(AU_NAMES)),
 }
-
-
-def check_task_key(key: Any, where: str) -> str:
-    """``key`` if it is a task key (module docstring); ConfigError at ``where`` otherwise."""
-    if isinstance(key, str) and key in BUILTIN:
-        return key
-    prefix, separator, name = key.partition(SEPARATOR) if isinstance(key, str) else ("", "", "")
-    if not separator or prefix not in KIND_PREFIXES or not name or SEPARATOR in name or "." in name:
-        raise ConfigError(
-            where,
-            f"unknown task {key!r}; tasks: va, expr, au, or a task the dataset declares as "
-            "dimension:<name>, category:<name> or multilabel:<name> (docs/TRAINING.md)",
-        )
-    return key
 
 
 def as_spec(task: Any) -> TaskSpec:

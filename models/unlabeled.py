@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
-from avpipe.models.config import Task
+
 from avpipe.models.data import VideoData
 from avpipe.models.tasks import frames_with_any_label
+from avpipe.pipeline.config.train import Task
 from avpipe.pipeline.labels import FrameLabels
 
 

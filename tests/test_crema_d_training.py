@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from avpipe.cli import main as cli_main
 from avpipe.models.checkpoint import load_checkpoint
 from avpipe.pipeline.adapters.crema_d import EMOTION_NAMES
-from avpipe.pipeline.cli import main as cli_main
 from avpipe.pipeline.tools import ffmpeg_binary
-
 from tests.face_scenes import CANVAS, FPS, background, tile
 
 REPO = Path(__file__).resolve().parents[1]

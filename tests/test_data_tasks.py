@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from avpipe.models.checkpoint import load_checkpoint
-from avpipe.models.config import LossConfig, Task, TrainConfig, VALoss
 from avpipe.models.evaluation import run_evaluation
 from avpipe.models.experiment import run_training
 from avpipe.models.losses import MultiTaskLoss
@@ -19,6 +19,7 @@ from avpipe.models.metrics import task_metrics
 from avpipe.models.prediction import run_prediction
 from avpipe.models.tasks import TaskSpec, data_tasks, resolve_tasks
 from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.config.train import LossConfig, Task, TrainConfig, VALoss
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels, TaskKind
 from avpipe.pipeline.manifest import ManifestRow, Split
@@ -88,7 +89,7 @@ def test_declared_tasks_losses_ignore_their_unlabelled_entries():
     assert torch.all(outputs["category:colour"].grad[0, 1] == 0)  # -1: unlabelled
     p = outputs["dimension:dominance"].detach().numpy()[0, [0, 1, 3], 0]
     assert parts["dimension:dominance"] == pytest.approx(1 - ref_ccc(p, [0.2, 0.5, -0.4]), abs=1e-5)
-    assert float(total) == pytest.approx(parts["dimension:dominance"] + 2.0 * parts["category:colour"])
+    assert float(total.detach()) == pytest.approx(parts["dimension:dominance"] + 2.0 * parts["category:colour"])
 
 
 # --------------------------------------------------------------------------- end to end on a small store
@@ -237,7 +238,6 @@ def test_task_keys_in_the_config(tasks, ok):
 @pytest.mark.parametrize("name", ["tcn", "lfan", "jca", "rnn", "transformer", "aim3"])
 def test_every_model_has_a_head_per_declared_task_sized_by_the_data(name):
     from avpipe.models.registry import create_model
-
     from tests.test_models import INPUTS, SMALL, WINDOW, batch
 
     tasks = [

@@ -1,6 +1,6 @@
 """The ``train`` section of params.yaml: a dataclass tree, plus presets that fill it.
 
-Torch-free on purpose: ``avpipe.pipeline.params`` imports this module whenever params.yaml is validated.
+Torch-free on purpose: ``avpipe.pipeline.config`` imports this module whenever params.yaml is validated.
 
 ``train.preset`` names ``presets/<name>.yaml`` (next to params.yaml). ``resolve_train_section`` merges the
 explicit ``train.*`` keys over the preset's values, so ``dvc exp run -S train.preset=jca`` switches the whole
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from avpipe.models.tasks import check_task_key
+
 from avpipe.pipeline.errors import ConfigError
 
 PRESETS_DIR = "presets"
@@ -40,6 +40,27 @@ class Task(StrEnum):
     VA = "va"  # valence, arousal: regression in [-1, 1]
     EXPR = "expr"  # 8-class expression
     AU = "au"  # 12 binary action units
+
+
+# A task a dataset declares: <kind>:<name>, the labels shard's array name with ":" for "." (kind -> shard
+# prefix; avpipe.models.tasks resolves such a key against the labels).
+TASK_KIND_PREFIXES = ("dimension", "category", "multilabel")
+TASK_SEPARATOR = ":"
+
+
+def check_task_key(key: Any, where: str) -> str:
+    """``key`` if it names a task (``va``, ``expr``, ``au``, ``dimension:<name>``, ``category:<name>``,
+    ``multilabel:<name>``); ConfigError at ``where`` otherwise."""
+    if isinstance(key, str) and key in {t.value for t in Task}:
+        return key
+    prefix, separator, name = key.partition(TASK_SEPARATOR) if isinstance(key, str) else ("", "", "")
+    if not separator or prefix not in TASK_KIND_PREFIXES or not name or TASK_SEPARATOR in name or "." in name:
+        raise ConfigError(
+            where,
+            f"unknown task {key!r}; tasks: va, expr, au, or a task the dataset declares as "
+            "dimension:<name>, category:<name> or multilabel:<name> (docs/TRAINING.md)",
+        )
+    return key
 
 
 class Modality(StrEnum):

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 import yaml
-from avpipe.pipeline import __version__
+
+from avpipe import __version__
 from avpipe.pipeline.errors import AvpipeError
 from avpipe.pipeline.logs import configure_logging
 
@@ -126,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from avpipe.pipeline.params import load_params
+    from avpipe.pipeline.config import load_params
+    from avpipe.pipeline.config.build import to_plain
 
     if args.command == "extractors":
         return list_extractors()
@@ -214,22 +216,6 @@ def list_extractors() -> int:
         line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4]))
         sys.stdout.write(f"{line}  {row[4]}\n")
     return 0
-
-
-def to_plain(obj: object) -> object:
-    """Dataclasses and enums -> plain YAML-able values."""
-    import dataclasses
-    import enum
-
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_plain(v) for v in obj]
-    return obj
 
 
 if __name__ == "__main__":
