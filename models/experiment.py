@@ -89,7 +89,10 @@ def run_training(
     tasks = resolve_tasks(config.tasks, catalogue, dataset or f"the store {store.root}")
     log.info(
         "training tasks: %s",
-        ", ".join(f"{t.key} ({catalogue.frames[t.key]} labelled frames)" for t in tasks),
+        ", ".join(
+            f"{t.key} ({catalogue.frames[t.key]} labelled frames, {catalogue.partial[t.key]} partially)"
+            for t in tasks
+        ),
     )
     _remove_previous_run(out)
     write_json(out / FOLDS_FILE, plan.to_dict())
@@ -146,8 +149,16 @@ def run_training(
     summary = {
         "config": config_summary(config),
         "inputs": [spec.to_dict() for spec in inputs],
-        # the trained tasks as the data declares them, with their labelled train/validation frames
-        "tasks": [{**t.to_dict(), "labelled_frames": catalogue.frames[t.key]} for t in tasks],
+        # the trained tasks as the data declares them, with their labelled train/validation frames and
+        # those labelled for some of the task's dimensions or classes only
+        "tasks": [
+            {
+                **t.to_dict(),
+                "labelled_frames": catalogue.frames[t.key],
+                "partially_labelled_frames": catalogue.partial[t.key],
+            }
+            for t in tasks
+        ],
         "device": str(device),
         "folds": folds,
         "test": test_ids,

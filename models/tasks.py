@@ -25,7 +25,7 @@ This module is torch-free: the evaluate stage and the metrics use it too.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -225,6 +225,9 @@ class TaskCatalogue:
 
     specs: dict[str, TaskSpec]
     frames: dict[str, int]
+    # frames with some but not all of a task's entries labelled (valence without arousal, some AUs):
+    # the partial-label rule (module docstring) acts on them
+    partial: dict[str, int] = field(default_factory=dict)
 
     def keys(self) -> list[str]:
         return list(self.specs)
@@ -237,6 +240,7 @@ def data_tasks(labels: Iterable[tuple[str, FrameLabels]]) -> TaskCatalogue:
     offered on their own too. A categorical or multi-label task's class names must agree across videos.
     """
     frames: dict[str, int] = {}
+    partial: dict[str, int] = {}
     specs: dict[str, TaskSpec] = {}
     owner: dict[str, str] = {}
     for video_id, video in labels:
@@ -250,11 +254,11 @@ def data_tasks(labels: Iterable[tuple[str, FrameLabels]]) -> TaskCatalogue:
             classes = tuple(video.multilabel_names.get(name, ()))
             candidates.append(TaskSpec(f"multilabel:{name}", TaskKind.MULTILABEL, classes))
         for spec in candidates:
-            if spec.key == VA:
-                entries = labeled_entries(spec, task_targets(spec, video))
-                count = int(np.count_nonzero(np.any(entries, axis=1))) if np.all(np.any(entries, 0)) else 0
-            else:
-                count = int(np.count_nonzero(labeled_frames(spec, task_targets(spec, video))))
+            entries = labeled_entries(spec, task_targets(spec, video))
+            entries = entries.reshape(len(video), -1)
+            count = int(np.count_nonzero(np.any(entries, axis=1)))
+            if spec.key == VA and not np.all(np.any(entries, axis=0)):
+                count = 0  # va needs both dimensions in the video
             if not count:
                 continue
             known = specs.setdefault(spec.key, spec)
@@ -266,7 +270,9 @@ def data_tasks(labels: Iterable[tuple[str, FrameLabels]]) -> TaskCatalogue:
                     f"{list(spec.names)} in video {video_id!r}; relabel the videos with one class list",
                 )
             frames[spec.key] = frames.get(spec.key, 0) + count
-    return TaskCatalogue(specs, frames)
+            some = np.any(entries, axis=1) & ~np.all(entries, axis=1)
+            partial[spec.key] = partial.get(spec.key, 0) + int(np.count_nonzero(some))
+    return TaskCatalogue(specs, frames, partial)
 
 
 def default_tasks(catalogue: TaskCatalogue) -> list[str]:

@@ -148,14 +148,16 @@ def test_crema_d_folder_trains_an_emotion_model_that_beats_chance(crema_d, tmp_p
     assert cli_main(["-p", params, "evaluate"]) == 0
 
     summary = json.loads((tmp_path / "train" / "summary.json").read_text())
-    assert summary["tasks"] == [
-        {
-            "key": "category:emotion",
-            "kind": "categorical",
-            "names": list(EMOTION_NAMES),
-            "labelled_frames": summary["tasks"][0]["labelled_frames"],
-        }
-    ]
+    (task,) = summary["tasks"]
+    assert (task["key"], task["kind"], task["names"]) == (
+        "category:emotion",
+        "categorical",
+        list(EMOTION_NAMES),
+    )
+    rows = list(csv.DictReader((tmp_path / "manifest.csv").open()))
+    pool = [row for row in rows if row["split"] in ("train", "validation")]
+    assert task["labelled_frames"] == sum(int(row["n_frames"]) for row in pool)  # a clip label: every frame
+    assert task["partially_labelled_frames"] == 0
     assert summary["test"] == [f"{TEST_ACTOR}_{SENTENCE_OF[TEST_ACTOR]}_{e}_XX" for e in CLASSES]
     loaded = load_checkpoint(tmp_path / "train" / "fold_0" / "model.pt")
     assert loaded.tasks[0].names == EMOTION_NAMES  # the dataset's classes, not Aff-Wild2's

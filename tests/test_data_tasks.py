@@ -89,7 +89,9 @@ def test_declared_tasks_losses_ignore_their_unlabelled_entries():
     assert torch.all(outputs["category:colour"].grad[0, 1] == 0)  # -1: unlabelled
     p = outputs["dimension:dominance"].detach().numpy()[0, [0, 1, 3], 0]
     assert parts["dimension:dominance"] == pytest.approx(1 - ref_ccc(p, [0.2, 0.5, -0.4]), abs=1e-5)
-    assert float(total.detach()) == pytest.approx(parts["dimension:dominance"] + 2.0 * parts["category:colour"])
+    assert float(total.detach()) == pytest.approx(
+        parts["dimension:dominance"] + 2.0 * parts["category:colour"]
+    )
 
 
 # --------------------------------------------------------------------------- end to end on a small store
@@ -212,6 +214,12 @@ def test_valence_only_data_offers_the_valence_dimension():
     labels.valence_arousal[:, 0] = 0.5
     catalogue = data_tasks([("v", labels)])
     assert catalogue.keys() == ["dimension:valence"]
+    both = FrameLabels.unlabeled(10)
+    both.valence_arousal[:] = 0.5
+    both.valence_arousal[:4, 1] = UNLABELED_VA
+    mixed = data_tasks([("v", labels), ("w", both)])
+    assert (mixed.frames["va"], mixed.partial["va"]) == (10, 4)  # counted where the partial rule acts
+    assert (mixed.frames["dimension:valence"], mixed.partial["dimension:valence"]) == (20, 0)
     with pytest.raises(ConfigError, match="dimension:valence"):
         resolve_tasks(["va"], catalogue, "dataset 'folder' at x")
     assert [t.key for t in resolve_tasks(None, catalogue, "x")] == ["dimension:valence"]
