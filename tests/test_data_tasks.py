@@ -262,3 +262,14 @@ def test_every_model_has_a_head_per_declared_task_sized_by_the_data(name):
         "multilabel:tags": (3, WINDOW, 2),
         "va": (3, WINDOW, 2),
     }
+
+
+def test_per_task_selection_keeps_a_checkpoint_per_declared_task(declared, tmp_path):
+    store, rows = declared
+    cfg = config(tmp_path, tasks=["category:colour", "dimension:dominance"], selection={"mode": "per_task"})
+    summary = run_training(cfg, store, rows)
+    assert set(summary["folds"][0]["task_best_epochs"]) == {"category-colour", "dimension-dominance"}
+    checkpoint = load_checkpoint(tmp_path / "train" / "fold_0" / "model_category-colour.pt")
+    assert checkpoint.meta["task"] == "category:colour"
+    written = run_prediction(cfg, store, rows, out_dir=tmp_path / "predictions", split="test")
+    assert {"colour_name", "dominance"} <= set(written[0].read_text().splitlines()[0].split(","))
