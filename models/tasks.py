@@ -1,7 +1,7 @@
 """What the trainers train: the tasks of ``train.tasks``, resolved against the labels the data carries.
 
 A task key names either one of the three Aff-Wild2 / ABAW tasks the presets train, or a task a dataset
-declares (``dataset.labels``, or its recipe: pipeline/label_config.py, docs/DATASETS.md) by its kind and
+declares (``dataset.labels``, or its recipe: pipeline/config/labels.py, docs/DATASETS.md) by its kind and
 name, the names of the labels shard's arrays with ``:`` for ``.``:
 
 - ``va``: valence and arousal together (two outputs), ``expr``: Aff-Wild2's 8 expressions,
@@ -236,8 +236,9 @@ class TaskCatalogue:
 def data_tasks(labels: Iterable[tuple[str, FrameLabels]]) -> TaskCatalogue:
     """Every task with at least one labelled frame in ``labels`` (``(video id, labels)`` pairs).
 
-    ``va`` needs both dimensions labelled somewhere; ``dimension:valence`` and ``dimension:arousal`` are
-    offered on their own too. A categorical or multi-label task's class names must agree across videos.
+    ``va`` counts in a video with both dimensions labelled (on any frames); ``dimension:valence`` and
+    ``dimension:arousal`` are offered on their own too. A categorical or multi-label task's class names
+    must agree across videos.
     """
     frames: dict[str, int] = {}
     partial: dict[str, int] = {}
@@ -261,6 +262,12 @@ def data_tasks(labels: Iterable[tuple[str, FrameLabels]]) -> TaskCatalogue:
                 count = 0  # va needs both dimensions in the video
             if not count:
                 continue
+            if not spec.names:
+                raise ConfigError(
+                    "dataset.labels",
+                    f"the labels of video {video_id!r} hold {spec.key!r} without its class names "
+                    "(a labels shard written before they were stored): run `avpipe manifest` again",
+                )
             known = specs.setdefault(spec.key, spec)
             owner.setdefault(spec.key, video_id)
             if known.names != spec.names:
