@@ -19,7 +19,8 @@ import torch
 from avpipe.models.base import InputSpec, SequenceModel
 from avpipe.models.registry import create_model
 from avpipe.models.stats import FeatureStats
-from avpipe.pipeline.config.train import FeatureSpec, Modality, Task, TrainConfig
+from avpipe.models.tasks import TaskSpec, as_specs
+from avpipe.pipeline.config.train import FeatureSpec, Modality, TrainConfig
 from avpipe.pipeline.errors import StoreError
 
 CHECKPOINT_FORMAT = "avpipe-train-checkpoint"
@@ -32,7 +33,7 @@ class LoadedModel:
     stats: FeatureStats
     features: list[FeatureSpec]
     inputs: list[InputSpec]
-    tasks: list[Task]
+    tasks: list[TaskSpec]
     window: int
     hop: int
     fold: int
@@ -61,7 +62,8 @@ def save_checkpoint(
             {"extractor": s.extractor, "array": s.array, "modality": s.modality.value}
             for s in config.feature_specs
         ],
-        "tasks": [task.value for task in config.tasks],
+        "tasks": [task.key for task in model.context.tasks],
+        "task_specs": [task.to_dict() for task in model.context.tasks],  # outputs named by the data
         "window": config.window,
         "hop": config.hop,
         "fold": fold,
@@ -86,7 +88,10 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedMod
     if int(payload.get("version", 0)) > CHECKPOINT_VERSION:
         raise StoreError(f"{path}: checkpoint version {payload['version']} is newer than this avpipe reads")
     inputs = [InputSpec.from_dict(item) for item in payload["inputs"]]
-    tasks = [Task(name) for name in payload["tasks"]]
+    if "task_specs" in payload:
+        tasks = [TaskSpec.from_dict(item) for item in payload["task_specs"]]
+    else:  # written before declared tasks: built-in tasks only
+        tasks = as_specs(payload["tasks"])
     model = create_model(
         payload["model_name"],
         inputs=inputs,
