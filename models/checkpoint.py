@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from avpipe.models.base import InputSpec, SequenceModel
 from avpipe.models.registry import create_model
 from avpipe.models.stats import FeatureStats
 from avpipe.models.tasks import TaskSpec, as_specs
+from avpipe.pipeline import atomic
 from avpipe.pipeline.config.train import FeatureSpec, Modality, TrainConfig
 from avpipe.pipeline.errors import StoreError
 
@@ -71,10 +71,8 @@ def save_checkpoint(
         "stats": {name: torch.from_numpy(values) for name, values in stats.to_arrays().items()},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:  # a unique temp name: two trainers never share one
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedModel:

@@ -3,7 +3,6 @@ on-disk format of per-video predictions (``predictions.npz``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from avpipe.models.base import SequenceModel
 from avpipe.models.table import PAD_ROW, FrameTable, WindowBatches
 from avpipe.models.tasks import BUILTIN, TaskSpec
 from avpipe.models.windows import PAD, average_windows
+from avpipe.pipeline import atomic
 from avpipe.pipeline.labels import TaskKind
 
 # task key -> per-frame outputs: va values (T, 2), expr probabilities (T, 8), au probabilities (T, 12),
@@ -99,10 +99,8 @@ def save_predictions(
         arrays[f"{position}/time"] = np.asarray(time, dtype=np.float64)
         for task, values in prediction.items():
             arrays[f"{position}/{task}"] = values
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp, tmp.open("wb") as handle:  # a handle: numpy adds no ".npz"
+        np.savez_compressed(handle, **arrays)
 
 
 def load_predictions(path: Path) -> dict[str, dict[str, np.ndarray]]:

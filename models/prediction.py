@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from avpipe.models.merge import merge_folds
 from avpipe.models.metrics import AU_THRESHOLD
 from avpipe.models.table import FrameTable
 from avpipe.models.tasks import TaskSpec, as_specs
+from avpipe.pipeline import atomic
 from avpipe.pipeline.config.train import Task, TrainConfig
 from avpipe.pipeline.errors import ConfigError, StoreError
 from avpipe.pipeline.labels import VA_NAMES, TaskKind
@@ -149,12 +149,10 @@ def write_prediction_csv(
         names, cols = _task_columns(task, prediction[task.key])
         header += names
         columns += cols
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    with atomic.replacing(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(zip(*columns, strict=True))
-    os.replace(tmp, path)
 
 
 def _task_columns(task: TaskSpec, values: np.ndarray) -> tuple[list[str], list[list[str]]]:

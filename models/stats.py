@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from avpipe.models.base import InputSpec
 from avpipe.models.table import FrameTable
+from avpipe.pipeline import atomic
 from avpipe.pipeline.config.train import FeatureSpec
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.store import FeatureStore
@@ -113,10 +113,8 @@ class FeatureStats:
         return cls(mean=mean, std=std)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **self.to_arrays())
-        os.replace(tmp, path)
+        with atomic.replacing(path) as tmp, tmp.open("wb") as handle:  # a handle: numpy adds no ".npz"
+            np.savez(handle, **self.to_arrays())
 
     @classmethod
     def load(cls, path: Path) -> FeatureStats:
