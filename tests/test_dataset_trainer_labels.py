@@ -17,6 +17,7 @@ from avpipe.models.experiment import _pool_labels
 from avpipe.models.sampler import WindowSampler
 from avpipe.models.table import PAD_ROW, FrameTable
 from avpipe.models.tasks import data_tasks, labeled_entries, labeled_frames, resolve_tasks
+from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels, TaskKind
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
@@ -156,3 +157,19 @@ def test_a_valence_only_frame_is_labelled_for_valence_alone(store):
     assert item["labels"]["va"][at].tolist() == [pytest.approx(float(va[frame, 0])), 0.0]
     assert item["label_masks"]["dimension:valence"][at] and not item["label_masks"]["dimension:arousal"][at]
     assert item["labels"]["dimension:valence"][at] == pytest.approx(float(va[frame, 0]))
+
+
+def test_class_names_that_differ_between_videos_are_an_error_naming_both(tmp_path):
+    """As for the trainers (data_tasks): one class list per categorical task, else the videos are named."""
+    store = build_store(tmp_path)
+    labels = FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, "empty"))
+    labels.category_names["emotion"] = [*EMOTIONS[:3], "surprised"]
+    native = store.read(LABELS_EXTRACTOR, "empty")
+    timeline = Timeline(time=native.time, frame_index=native.frame_index)
+    store.write(
+        LABELS_EXTRACTOR, "empty", labels.to_feature_set(timeline), extractor_version="1", params_hash="p"
+    )
+    config = WindowConfig(features=["logmel"], tasks=["category:emotion"])
+    with pytest.raises(ConfigError, match=r"'category:emotion' has classes .* video 'full' but .* 'empty'"):
+        FeatureWindows(store, config, list(LENGTHS))
+    FeatureWindows(store, WindowConfig(features=["logmel"], tasks=["va"]), list(LENGTHS))  # not asked: fine
