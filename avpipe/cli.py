@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="build only when dataset.root is demo.root; else leave a marker there (what dvc.yaml runs)",
     )
     command("manifest", "probe the dataset, write the manifest, failures and per-frame labels")
-    command("faces", "detect, track and align faces; crops into the store; QA contact sheets")
+    command("faces", "detect and track faces; landmark-warped crops into the store; QA contact sheets")
     p = command("audio", "one audio feature (logmel, mfcc, egemaps, vggish) for every manifest video")
     p.add_argument("name", help="an audio extractor listed in audio.extractors")
     p = command("embed", "face embeddings of one backbone from the face crops")
