@@ -36,12 +36,14 @@ from avpipe.models.dataset import FeatureWindows, WindowConfig
 from avpipe.models.sampler import WindowSampler
 from avpipe.models.stats import compute_stats, fit_store_stats
 from avpipe.models.table import FrameTable, WindowBatches
-from avpipe.pipeline.config.train import FeatureSpec, Task
+from avpipe.models.tasks import as_specs
+from avpipe.pipeline.config.train import FeatureSpec
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
 
 SIZES = {"fer-minixception": 128, "logmel": 64, "egemaps": 25}
+TASKS = ["va", "expr"]  # train.tasks keys: the Dataset and the trainers' table read the same targets
 
 
 def write_store(root: Path, n_videos: int, n_frames: int) -> tuple[FeatureStore, list[str]]:
@@ -98,7 +100,8 @@ def table_windows_per_s(store: FeatureStore, ids: list[str], window: int, hop: i
     table = FrameTable(videos, [spec.key for spec in specs])
     stats = compute_stats(table, ids)
     windows, _ = table.windows(ids, window, hop)
-    batches = WindowBatches(stats.view(table), {Task.VA: table.labels[Task.VA]}, windows, batch, shuffle=True)
+    targets = table.task_targets(as_specs(TASKS), {video.video_id: video.labels for video in videos})
+    batches = WindowBatches(stats.view(table), targets, windows, batch, shuffle=True)
     start = time.perf_counter()
     n = sum(b.valid.shape[0] for b in batches)
     return n / (time.perf_counter() - start)
@@ -116,9 +119,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         store, ids = write_store(Path(tmp), args.videos, args.frames)
-        config = WindowConfig(
-            features=list(SIZES), tasks=["va", "expression"], window=args.window, hop=args.hop
-        )
+        config = WindowConfig(features=list(SIZES), tasks=TASKS, window=args.window, hop=args.hop)
         start = time.perf_counter()
         stats = fit_store_stats(store, config.feature_specs, ids)
         fitted = time.perf_counter()

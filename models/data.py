@@ -207,6 +207,13 @@ def match_frames(source: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np
 def read_labels(store: FeatureStore, video_id: str, frame_index: np.ndarray) -> FrameLabels:
     """The video's labels at ``frame_index`` (unlabeled where the labels shard has no such frame), every
     declared dimension, categorical and multi-label task included."""
+    return read_labels_found(store, video_id, frame_index)[0]
+
+
+def read_labels_found(
+    store: FeatureStore, video_id: str, frame_index: np.ndarray
+) -> tuple[FrameLabels, np.ndarray]:
+    """``read_labels``, and (T,) bool: which frames of ``frame_index`` have a row in the labels shard."""
     stored = store.read(LABELS_EXTRACTOR, video_id)
     for name in ("valence_arousal", "expression", "action_units"):
         if name not in stored.arrays:
@@ -230,4 +237,4 @@ def read_labels(store: FeatureStore, video_id: str, frame_index: np.ndarray) -> 
     aligned.category_names = dict(labels.category_names)
     aligned.multilabel_names = dict(labels.multilabel_names)
     aligned.rater_names = dict(labels.rater_names)
-    return aligned
+    return aligned, found

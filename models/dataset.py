@@ -31,8 +31,17 @@ An item is a dict:
 - ``features``: input key -> (W, D) float32, standardised with ``stats`` when given, 0 where invalid;
 - ``feature_masks``: input key -> (W,) bool, True where the frame's mask is not MISSING and its values
   are finite (the trainers' rule, models/data.py);
-- ``labels``: task -> (W,) or (W, K) (models/task_labels.py: float32, int64 for categorical tasks with -1
-  where unlabeled); ``label_masks``: task -> bool of the same shape.
+- ``labels``: task key -> (W,) or (W, K): where ``label_masks`` is True, the targets the trainers train
+  that task on (``avpipe.models.tasks.task_targets``: float32, int64 class indices for a categorical
+  task; a ``dimension:<name>`` is (W,), the trainers' (T, 1) without its last axis). Unlabeled entries
+  hold -1 in a categorical task (the trainers' code, ``ignore_index=-1``) and 0 in the others (so a
+  loss times the mask stays finite);
+- ``label_masks``: task key -> bool of the same shape, ``avpipe.models.tasks.labeled_entries`` of those
+  targets (per value: a valence-only frame is labeled in ``va``'s first column only).
+
+The tasks are named as ``train.tasks`` names them and resolved by the same module
+(``avpipe.models.tasks``): ``va``, ``expr``, ``au``, ``dimension:<name>``, ``category:<name>``,
+``multilabel:<name>``. The labels are read by the trainers' own reader (``avpipe.models.data``).
 
 torch's default collate turns a list of items into a batch of the same layout with a leading batch axis
 (``video_id`` becomes a list of str).
@@ -52,19 +61,36 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from avpipe.models.data import match_frames
+from avpipe.models.data import read_labels_found
 from avpipe.models.stats import FeatureStats, StandardisedView, valid_frames
-from avpipe.models.task_labels import TaskLabels, task_labels, task_names
+from avpipe.models.tasks import TaskSpec, held_tasks, labeled_entries, stored_tasks, task_targets
 from avpipe.models.windows import padded_window_starts, window_starts
-from avpipe.pipeline.config.train import FeatureSpec
+from avpipe.pipeline.config.train import FeatureSpec, check_task_key
 from avpipe.pipeline.errors import StoreError
-from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
+from avpipe.pipeline.labels import LABELS_EXTRACTOR, UNLABELED_EXPRESSION, FrameLabels, TaskKind
 from avpipe.pipeline.store import FeatureStore, ShardReader
 from avpipe.pipeline.types import Timeline
 
 log = logging.getLogger(__name__)
 
-LABEL_ARRAYS = ("valence_arousal", "expression", "action_units")  # every labels shard has them
+
+@dataclass(frozen=True)
+class TaskLabels:
+    """One task's labels on a video's frames: the trainers' targets where ``mask``, ``fill`` elsewhere."""
+
+    values: np.ndarray  # (T,) or (T, K): float32, int64 for a categorical task
+    mask: np.ndarray  # bool, the shape of values
+    fill: int | float  # the value of an unlabeled entry: -1 for class indices, 0 for values and flags
+
+    @classmethod
+    def of(cls, spec: TaskSpec, labels: FrameLabels) -> TaskLabels:
+        """``spec``'s targets on the frames of ``labels`` (avpipe.models.tasks.task_targets)."""
+        targets = task_targets(spec, labels)
+        mask = labeled_entries(spec, targets)
+        if not spec.builtin and spec.kind is TaskKind.CONTINUOUS:  # one dimension: (T,), not (T, 1)
+            targets, mask = targets[:, 0], mask[:, 0]
+        fill = UNLABELED_EXPRESSION if spec.kind is TaskKind.CATEGORICAL else 0.0
+        return cls(np.where(mask, targets, fill).astype(targets.dtype), mask, fill)
 
 
 class LastWindow(StrEnum):
@@ -77,8 +103,10 @@ class LastWindow(StrEnum):
 @dataclass
 class WindowConfig:
     """What a ``FeatureWindows`` dataset reads. ``features`` takes ``FeatureSpec``s or their short forms
-    (``"logmel"``, ``"fer-minixception:logits"``); ``tasks`` names label tasks (models/task_labels.py),
-    none for unlabeled data. Without ``require_labels`` a video lacking a labels shard is unlabeled."""
+    (``"logmel"``, ``"fer-minixception:logits"``); ``tasks`` names label tasks as ``train.tasks`` does
+    (``va``, ``expr``, ``au``, ``dimension:<name>``, ``category:<name>``, ``multilabel:<name>``;
+    avpipe.models.tasks), none for unlabeled data. Without ``require_labels`` a video lacking a labels
+    shard is unlabeled."""
 
     features: Sequence[FeatureSpec | str]
     tasks: Sequence[str] = ()
@@ -100,7 +128,7 @@ class WindowConfig:
         if int(self.window) < 1 or int(self.hop) < 1:
             raise ValueError(f"WindowConfig: window and hop must be >= 1, got {self.window} and {self.hop}")
         self.last_window = LastWindow(self.last_window)
-        self.tasks = list(self.tasks)
+        self.tasks = [check_task_key(task, f"WindowConfig.tasks[{i}]") for i, task in enumerate(self.tasks)]
 
     def starts(self, n_frames: int) -> np.ndarray:
         """The first rows of the windows of a video of ``n_frames`` rows."""
@@ -295,12 +323,12 @@ class FeatureWindows(Dataset):
         return dims
 
     def _labels(self) -> list[dict[str, TaskLabels]]:
-        """Per video, each task's labels on the video's timeline."""
+        """Per video, each task's labels on the video's timeline (the trainers' targets of the task)."""
         tasks = self.config.tasks
-        if not tasks:
+        if not tasks or not self.video_ids:
             return [{} for _ in self.video_ids]
         stored = set(self.store.videos(LABELS_EXTRACTOR))
-        read: list[dict[str, TaskLabels] | None] = []
+        read: list[FrameLabels | None] = []
         for video_id, timeline in zip(self.video_ids, self.timelines, strict=True):
             if video_id not in stored:
                 if self.config.require_labels:
@@ -311,56 +339,40 @@ class FeatureWindows(Dataset):
                 self.counts["videos without a labels shard (unlabeled)"] += 1
                 read.append(None)
                 continue
-            read.append(self._video_labels(video_id, timeline, tasks))
-        return self._fill_absent_tasks(read, tasks)
-
-    def _video_labels(self, video_id: str, timeline: Timeline, tasks: Sequence[str]) -> dict[str, TaskLabels]:
-        stored = self.store.read(LABELS_EXTRACTOR, video_id)
-        lacking = [name for name in LABEL_ARRAYS if name not in stored.arrays]
-        if lacking:
-            raise StoreError(
-                f"{self.store.shard_path(LABELS_EXTRACTOR, video_id)}: labels shard lacks {lacking}"
-            )
-        labels = FrameLabels.from_feature_set(stored)
-        rows, found = match_frames(stored.frame_index, timeline.frame_index)
-        self.counts["frames without a row in their labels shard (unlabeled)"] += int(np.count_nonzero(~found))
-        out = {}
-        for task in tasks:
-            own = task_labels(labels, task)
-            if own is not None:
-                out[task] = own.take(rows, found)
+            labels, found = read_labels_found(self.store, video_id, timeline.frame_index)
+            missing = int(np.count_nonzero(~found))
+            self.counts["frames without a row in their labels shard (unlabeled)"] += missing
+            read.append(labels)
+        specs = self._task_specs(read, tasks)
+        out = []
+        for labels, timeline in zip(read, self.timelines, strict=True):
+            if labels is None:
+                labels = FrameLabels.unlabeled(len(timeline))
+            else:
+                held = {spec.key for spec in held_tasks(labels)}
+                for key in (task for task in tasks if task not in held):
+                    self.counts[f"{key}: videos whose labels shard lacks the task (unlabeled)"] += 1
+            out.append({spec.key: TaskLabels.of(spec, labels) for spec in specs})
         return out
 
-    def _fill_absent_tasks(
-        self, read: list[dict[str, TaskLabels] | None], tasks: Sequence[str]
-    ) -> list[dict[str, TaskLabels]]:
-        """A task some labels shards lack is unlabeled in those videos (counted); one none has is an error."""
-        example: dict[str, TaskLabels] = {}
-        for video_labels in read:
-            for task, labels in (video_labels or {}).items():
-                example.setdefault(task, labels)
-        unknown = [task for task in tasks if task not in example]
-        if unknown and any(video_labels is not None for video_labels in read):
-            names = _available_tasks(self.store, self.video_ids, read)
-            raise StoreError(
-                f"{self.store.root}: no labels shard of these {len(self.video_ids)} videos has the task(s) "
-                f"{unknown} (tasks there: {', '.join(names)})"
-            )
-        if unknown and self.video_ids:
+    def _task_specs(self, read: list[FrameLabels | None], tasks: Sequence[str]) -> list[TaskSpec]:
+        """The specs of ``tasks`` from the labels shards that hold them; a task none holds is an error
+        listing the tasks they do hold."""
+        labelled = [(v, labels) for v, labels in zip(self.video_ids, read, strict=True) if labels is not None]
+        if not labelled:
             raise StoreError(
                 f"{self.store.root}: none of these {len(self.video_ids)} videos has a labels shard, so the "
-                f"tasks {unknown} cannot be read; give tasks=[] for unlabeled videos"
+                f"tasks {list(tasks)} cannot be read; give tasks=[] for unlabeled videos"
             )
-        filled = []
-        for video_labels, timeline in zip(read, self.timelines, strict=True):
-            own = dict(video_labels or {})
-            for task in tasks:
-                if task not in own and task in example:
-                    if video_labels is not None:
-                        self.counts[f"{task}: videos whose labels shard lacks the task (unlabeled)"] += 1
-                    own[task] = example[task].unlabeled(len(timeline))
-            filled.append({task: own[task] for task in tasks if task in own})
-        return filled
+        held = stored_tasks(labelled, tasks)
+        unknown = [task for task in tasks if task not in held]
+        if unknown:
+            there = dict.fromkeys(spec.key for _, labels in labelled for spec in held_tasks(labels))
+            raise StoreError(
+                f"{self.store.root}: no labels shard of these {len(self.video_ids)} videos has the task(s) "
+                f"{unknown} (tasks there: {', '.join(there)})"
+            )
+        return [held[task] for task in tasks]
 
     def _windows(self) -> np.ndarray:
         blocks = []
@@ -398,15 +410,6 @@ def describe(timeline: Timeline) -> str:
     if len(timeline) == 0:
         return "0 rows"
     return f"{len(timeline)} rows, {timeline.time[0]:.3f}-{timeline.time[-1]:.3f} s"
-
-
-def _available_tasks(
-    store: FeatureStore, video_ids: Sequence[str], read: list[dict[str, TaskLabels] | None]
-) -> list[str]:
-    for video_id, video_labels in zip(video_ids, read, strict=True):
-        if video_labels is not None:
-            return task_names(FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, video_id)))
-    return []
 
 
 def _pad(values: np.ndarray, width: int, fill: float | int | bool) -> np.ndarray:

@@ -19,12 +19,16 @@ and scores valence (``ccc_valence``) and leaves arousal out; an action unit or m
 unlabelled is left out of that class's loss and F1 only; a frame unlabelled for one task still trains the
 others. A training window is kept when any of its frames has any label of a trained task.
 
+The torch Dataset over the store (models/dataset.py, ``FeatureWindows``) takes the same task keys and
+reads its window labels through ``task_targets`` and ``labeled_entries`` too, so a window's labels of a task
+are what the trainers train on for it.
+
 This module is torch-free: the evaluate stage and the metrics use it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,6 +237,60 @@ class TaskCatalogue:
         return list(self.specs)
 
 
+def held_tasks(labels: FrameLabels) -> list[TaskSpec]:
+    """Every task ``labels`` holds an array for, whether any frame is labelled or not: ``va``, ``expr``,
+    ``au``, ``dimension:valence`` and ``dimension:arousal`` (every labels shard has them), then each
+    declared dimension, categorical and multi-label task with the labels' class names."""
+    specs = [BUILTIN[VA], BUILTIN[EXPR], BUILTIN[AU]]
+    specs += [TaskSpec(f"dimension:{n}", TaskKind.CONTINUOUS, (n,)) for n in VA_NAMES]
+    specs += [TaskSpec(f"dimension:{n}", TaskKind.CONTINUOUS, (n,)) for n in labels.dimensions]
+    for name in labels.categories:
+        classes = tuple(labels.category_names.get(name, ()))
+        specs.append(TaskSpec(f"category:{name}", TaskKind.CATEGORICAL, classes))
+    for name in labels.multilabels:
+        classes = tuple(labels.multilabel_names.get(name, ()))
+        specs.append(TaskSpec(f"multilabel:{name}", TaskKind.MULTILABEL, classes))
+    return specs
+
+
+class _SpecsOfVideos:
+    """Task specs gathered over videos: the first video's, each later one checked to agree with it."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, TaskSpec] = {}
+        self.owner: dict[str, str] = {}
+
+    def add(self, spec: TaskSpec, video_id: str) -> None:
+        if not spec.names:
+            raise ConfigError(
+                "dataset.labels",
+                f"the labels of video {video_id!r} hold {spec.key!r} without its class names "
+                "(a labels shard written before they were stored): run `avpipe manifest` again",
+            )
+        known = self.specs.setdefault(spec.key, spec)
+        self.owner.setdefault(spec.key, video_id)
+        if known.names != spec.names:
+            raise ConfigError(
+                "dataset.labels",
+                f"task {spec.key!r} has classes {list(known.names)} in video {self.owner[spec.key]!r} but "
+                f"{list(spec.names)} in video {video_id!r}; relabel the videos with one class list",
+            )
+
+
+def stored_tasks(
+    labels: Iterable[tuple[str, FrameLabels]], keys: Collection[str] | None = None
+) -> dict[str, TaskSpec]:
+    """The tasks ``labels`` (``(video id, labels)`` pairs) hold (``held_tasks``), labelled frames or not
+    (e.g. to read test videos' labels), by key; only ``keys`` when given. Their class names must agree
+    across videos."""
+    gathered = _SpecsOfVideos()
+    for video_id, video in labels:
+        for spec in held_tasks(video):
+            if keys is None or spec.key in keys:
+                gathered.add(spec, video_id)
+    return gathered.specs
+
+
 def data_tasks(labels: Iterable[tuple[str, FrameLabels]]) -> TaskCatalogue:
     """Every task with at least one labelled frame in ``labels`` (``(video id, labels)`` pairs).
 
@@ -242,19 +300,9 @@ def data_tasks(labels: Iterable[tuple[str, FrameLabels]]) -> TaskCatalogue:
     """
     frames: dict[str, int] = {}
     partial: dict[str, int] = {}
-    specs: dict[str, TaskSpec] = {}
-    owner: dict[str, str] = {}
+    gathered = _SpecsOfVideos()
     for video_id, video in labels:
-        candidates = [BUILTIN[VA], BUILTIN[EXPR], BUILTIN[AU]]
-        candidates += [TaskSpec(f"dimension:{n}", TaskKind.CONTINUOUS, (n,)) for n in VA_NAMES]
-        candidates += [TaskSpec(f"dimension:{n}", TaskKind.CONTINUOUS, (n,)) for n in video.dimensions]
-        for name in video.categories:
-            classes = tuple(video.category_names.get(name, ()))
-            candidates.append(TaskSpec(f"category:{name}", TaskKind.CATEGORICAL, classes))
-        for name in video.multilabels:
-            classes = tuple(video.multilabel_names.get(name, ()))
-            candidates.append(TaskSpec(f"multilabel:{name}", TaskKind.MULTILABEL, classes))
-        for spec in candidates:
+        for spec in held_tasks(video):
             entries = labeled_entries(spec, task_targets(spec, video))
             entries = entries.reshape(len(video), -1)
             count = int(np.count_nonzero(np.any(entries, axis=1)))
@@ -262,24 +310,11 @@ def data_tasks(labels: Iterable[tuple[str, FrameLabels]]) -> TaskCatalogue:
                 count = 0  # va needs both dimensions in the video
             if not count:
                 continue
-            if not spec.names:
-                raise ConfigError(
-                    "dataset.labels",
-                    f"the labels of video {video_id!r} hold {spec.key!r} without its class names "
-                    "(a labels shard written before they were stored): run `avpipe manifest` again",
-                )
-            known = specs.setdefault(spec.key, spec)
-            owner.setdefault(spec.key, video_id)
-            if known.names != spec.names:
-                raise ConfigError(
-                    "dataset.labels",
-                    f"task {spec.key!r} has classes {list(known.names)} in video {owner[spec.key]!r} but "
-                    f"{list(spec.names)} in video {video_id!r}; relabel the videos with one class list",
-                )
+            gathered.add(spec, video_id)
             frames[spec.key] = frames.get(spec.key, 0) + count
             some = np.any(entries, axis=1) & ~np.all(entries, axis=1)
             partial[spec.key] = partial.get(spec.key, 0) + int(np.count_nonzero(some))
-    return TaskCatalogue(specs, frames, partial)
+    return TaskCatalogue(gathered.specs, frames, partial)
 
 
 def default_tasks(catalogue: TaskCatalogue) -> list[str]:

@@ -17,7 +17,7 @@ from avpipe.models.dataset import FeatureWindows, LastWindow, WindowConfig
 from avpipe.models.sampler import WindowSampler
 from avpipe.models.stats import MIN_STD, fit_store_stats
 from avpipe.models.windows import padded_window_starts
-from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.errors import ConfigError, StoreError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
@@ -103,7 +103,10 @@ def test_padded_window_starts_follow_the_hop_grid_to_the_last_frame(n, window, h
     assert padded_window_starts(n, window, hop).tolist() == expected_starts(n, window, hop)
 
 
-CONFIG = {"features": FEATURES, "tasks": ["va", "valence", "expression", "au", "emotion", "dominance"]}
+CONFIG = {
+    "features": FEATURES,
+    "tasks": ["va", "dimension:valence", "expr", "au", "category:emotion", "dimension:dominance"],
+}
 
 
 @pytest.mark.parametrize("preload", [False, True])
@@ -113,7 +116,7 @@ def test_windows_masks_and_labels_are_the_stored_arrays(store, preload):
     assert [(data.video_ids[v], s) for v, s in data.windows.tolist()] == [
         (video_id, start) for video_id in TRAIN for start in expected_starts(LENGTHS[video_id], 32, 24)
     ]
-    assert data.counts["dominance: videos whose labels shard lacks the task (unlabeled)"] == 1
+    assert data.counts["dimension:dominance: videos whose labels shard lacks the task (unlabeled)"] == 1
     for index in range(len(data)):
         item = data[index]
         video_id, start = item["video_id"], item["start"]
@@ -146,16 +149,16 @@ def check_labels(item: dict, store: FeatureStore, video_id: str, frames: np.ndar
     va = shard["valence_arousal"][rows]
     expected = {
         "va": (va, va != -5),
-        "valence": (va[:, 0], va[:, 0] != -5),
-        "expression": (shard["expression"][rows], shard["expression"][rows] != -1),
+        "dimension:valence": (va[:, 0], va[:, 0] != -5),
+        "expr": (shard["expression"][rows], shard["expression"][rows] != -1),
         "au": (shard["action_units"][rows], shard["action_units"][rows] != -1),
-        "emotion": (shard["category.emotion"][rows], shard["category.emotion"][rows] != -1),
+        "category:emotion": (shard["category.emotion"][rows], shard["category.emotion"][rows] != -1),
     }
     if "dimension.dominance" in shard:
         dominance = shard["dimension.dominance"][rows]
-        expected["dominance"] = (dominance, ~np.isnan(dominance))
+        expected["dimension:dominance"] = (dominance, ~np.isnan(dominance))
     else:
-        expected["dominance"] = (np.zeros(n), np.zeros(n, dtype=bool))
+        expected["dimension:dominance"] = (np.zeros(n), np.zeros(n, dtype=bool))
     assert not expected["va"][1][:, 1].any()  # arousal unlabeled throughout
     for task, (values, mask) in expected.items():
         got, got_mask = item["labels"][task].numpy(), item["label_masks"][task].numpy()
@@ -163,9 +166,9 @@ def check_labels(item: dict, store: FeatureStore, video_id: str, frames: np.ndar
         np.testing.assert_array_equal(got_mask[:n], mask)
         assert not got_mask[n:].any()
         np.testing.assert_array_equal(got[:n][mask], values[mask])
-        unlabeled = -1 if task in ("expression", "emotion") else 0
+        unlabeled = -1 if task in ("expr", "category:emotion") else 0
         assert (got[~got_mask] == unlabeled).all()
-    assert item["labels"]["expression"].dtype == torch.int64 and item["labels"]["va"].dtype == torch.float32
+    assert item["labels"]["expr"].dtype == torch.int64 and item["labels"]["va"].dtype == torch.float32
 
 
 def test_align_end_windows_end_at_the_last_frame(store):
@@ -299,10 +302,10 @@ def test_sampler_orders_balance_and_labeled_windows(store):
     # a window counts as labeled when any task has a label in it; with only valence, the first two thirds
     # of each video's native frames are unlabeled
     valence = FeatureWindows(
-        store, WindowConfig(features=["logmel"], tasks=["valence"], window=8, hop=8), TRAIN
+        store, WindowConfig(features=["logmel"], tasks=["dimension:valence"], window=8, hop=8), TRAIN
     )
     labeled = WindowSampler(valence, shuffle=False, labeled_only=True)
-    expected = [i for i in range(len(valence)) if valence[i]["label_masks"]["valence"].any()]
+    expected = [i for i in range(len(valence)) if valence[i]["label_masks"]["dimension:valence"].any()]
     assert list(labeled) == expected and labeled.left_out == len(valence) - len(expected) > 0
 
 
@@ -311,8 +314,16 @@ def test_a_wrong_feature_or_task_is_a_clear_error(store):
         FeatureWindows(store, WindowConfig(features=["logmell"]), TRAIN)
     with pytest.raises(StoreError, match=r"logmel.*no array 'nope' in this shard \(arrays: features\)"):
         FeatureWindows(store, WindowConfig(features=["logmel:nope"]), TRAIN)
-    with pytest.raises(StoreError, match=r"task\(s\) \['valance'\] \(tasks there: va, valence, arousal"):
-        FeatureWindows(store, WindowConfig(features=["logmel"], tasks=["valance"]), TRAIN)
+    with pytest.raises(
+        ConfigError, match=r"WindowConfig.tasks\[0\]'?: unknown task 'valence'; tasks: va, expr"
+    ):
+        WindowConfig(features=["logmel"], tasks=["valence"])  # train.tasks's names: dimension:valence
+    with pytest.raises(
+        StoreError,
+        match=r"task\(s\) \['dimension:valance'\] \(tasks there: va, expr, au, dimension:valence, "
+        r"dimension:arousal, dimension:dominance, category:emotion\)",
+    ):
+        FeatureWindows(store, WindowConfig(features=["logmel"], tasks=["dimension:valance"]), TRAIN)
     with pytest.raises(StoreError, match=r"video 'zz' of extractor 'logmel'"):
         FeatureWindows(store, WindowConfig(features=["logmel"]), ["a", "zz"])
 
