@@ -12,14 +12,15 @@ from typing import Any
 
 from avpipe.models.aim3 import AIM3Model
 from avpipe.models.base import InputSpec, ModelContext, SequenceModel
-from avpipe.models.config import Task
 from avpipe.models.jca import JCAModel
 from avpipe.models.lfan import LFANModel
 from avpipe.models.recurrent import RNNModel
 from avpipe.models.separate import PerDimensionVA
+from avpipe.models.tasks import TaskSpec, as_specs
 from avpipe.models.tcn import TCNModel
 from avpipe.models.transformer import TransformerModel
 from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.config.train import Task
 from avpipe.pipeline.errors import ConfigError
 
 MODELS: Mapping[str, type[SequenceModel]] = MappingProxyType(
@@ -49,7 +50,7 @@ def create_model(
     name: str,
     *,
     inputs: Sequence[InputSpec],
-    tasks: Sequence[Task],
+    tasks: Sequence[Task] | Sequence[TaskSpec],
     window: int,
     separate_va: bool = False,
     **config: Any,
@@ -58,10 +59,10 @@ def create_model(
     ``separate_va``: one such model per valence/arousal dimension (``avpipe.models.separate``)."""
     if not inputs:
         raise ConfigError("train.features", "a model needs at least one input")
-    context = ModelContext(inputs=tuple(inputs), tasks=tuple(Task(t) for t in tasks), window=int(window))
+    context = ModelContext(inputs=tuple(inputs), tasks=tuple(as_specs(tasks)), window=int(window))
     settings = validate_model_config(name, config)
     if not separate_va:
         return model_class(name)(context, settings)
-    if context.tasks != (Task.VA,):
+    if context.task_keys() != (Task.VA.value,):
         raise ConfigError("train.model.separate_va", f"needs tasks [va] alone, got {list(tasks)}")
     return PerDimensionVA(context, lambda: model_class(name)(context, settings))

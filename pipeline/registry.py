@@ -15,7 +15,7 @@ import dataclasses
 import importlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -33,7 +33,7 @@ ENTRY_POINT_GROUP = "avpipe.extractors"
 BUILTIN_MODULES = (
     "avpipe.pipeline.extractors.faces",
     "avpipe.pipeline.extractors.audio",
-    "avpipe.pipeline.extractors.vggish",
+    "avpipe.pipeline.extractors.audio.vggish",
     "avpipe.pipeline.extractors.embeddings",
 )
 
@@ -43,7 +43,7 @@ class InputKind(StrEnum):
 
     FRAMES = "frames"  # an iterator of decoded Frame objects on the video timeline
     AUDIO = "audio"  # an AudioTrack (or None when the video has no audio stream)
-    FACES = "faces"  # aligned face crops read from the face shard
+    FACES = "faces"  # warped face crops read from the face shard
 
 
 class Extractor(ABC):
@@ -66,6 +66,15 @@ class Extractor(ABC):
     @property
     def frame_shift(self) -> float | None:
         """Native hop in seconds before alignment to video frames; None means one value per frame."""
+        return None
+
+    @classmethod
+    def column_names(
+        cls, array: str, row_shape: tuple[int, ...], attrs: Mapping[str, Any]
+    ) -> list[str] | None:
+        """Table column names of ``array`` (one per value of a row, C order) in ``avpipe.extract``'s
+        DataFrames and ``avpipe export``; None: the default rule (``<name>_names`` attributes, else
+        numbered columns, docs/API.md)."""
         return None
 
     def preflight(self) -> None:  # noqa: B027 - optional hook, most extractors need nothing

@@ -19,6 +19,7 @@ import av
 import numpy as np
 from av.container import InputContainer
 from av.video.reformatter import VideoReformatter
+
 from avpipe.pipeline.errors import MediaError
 from avpipe.pipeline.media import check_media_file, probe, unreadable_reason
 from avpipe.pipeline.types import AudioTrack, Frame, MediaInfo, Timeline

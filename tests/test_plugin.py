@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from avpipe.pipeline.manifest import ManifestRow, write_manifest
 from avpipe.pipeline.registry import default_registry
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import iter_frames
-
 from tests.media_factory import make_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def test_installed_plugin_appears_in_the_registry(plugin_site, tmp_path):
 
 
 def test_avpipe_extractors_list_shows_the_plugin(plugin_site, tmp_path):
-    listing = run_with_plugin(plugin_site, ["-m", "avpipe.pipeline.cli", "extractors", "list"], tmp_path)
+    listing = run_with_plugin(plugin_site, ["-m", "avpipe.cli", "extractors", "list"], tmp_path)
     line = next(row for row in listing.splitlines() if row.startswith(f"{PLUGIN} "))
     assert line.split()[:3] == [PLUGIN, "frames", "3"] and f"entry point {ENTRY_POINT}" in line
 
@@ -126,9 +126,7 @@ def test_installed_plugin_runs_as_a_stage_with_params_from_yaml(plugin_site, tmp
         "extractors": {PLUGIN: {"space": "grey", "border": 4}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    run_with_plugin(
-        plugin_site, ["-m", "avpipe.pipeline.cli", "-p", "params.yaml", "extract", PLUGIN], tmp_path
-    )
+    run_with_plugin(plugin_site, ["-m", "avpipe.cli", "-p", "params.yaml", "extract", PLUGIN], tmp_path)
     report = json.loads((tmp_path / "reports" / f"{PLUGIN}.json").read_text(encoding="utf-8"))
     assert report["done"] == 1 and report["failed"] == 0
     stored = FeatureStore(tmp_path / "features").read(PLUGIN, "bars")  # readable without the plug-in

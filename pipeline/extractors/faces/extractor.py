@@ -1,4 +1,4 @@
-"""The registered ``faces`` extractor: frames in, aligned crops and face metadata out (docs/FACES.md).
+"""The registered ``faces`` extractor: frames in, warped crops and face metadata out (docs/FACES.md).
 
 Stored arrays per video (one row per timeline frame):
 
@@ -13,12 +13,13 @@ Stored arrays per video (one row per timeline frame):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from avpipe.pipeline.errors import ExtractorError, MediaError
 from avpipe.pipeline.extractors.faces.config import CropMode, FacesConfig, MissingPolicy
 from avpipe.pipeline.extractors.faces.weights import missing_mtcnn_weights
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+BOX_COLUMNS = ("box_x1", "box_y1", "box_x2", "box_y2")
+# MTCNN's five points, in its order ("left" as seen in the picture): detect.Faces.landmarks
+LANDMARK_POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
 
 @register_extractor
 class FacesExtractor(Extractor):
@@ -38,7 +43,7 @@ class FacesExtractor(Extractor):
     input_kind = InputKind.FRAMES
     config_class = FacesConfig
     description = (
-        "MTCNN face detection + tracking; 5-point aligned crops (crops_<size>), boxes, landmarks, prob"
+        "MTCNN face detection + tracking; 5-point warped crops (crops_<size>), boxes, landmarks, prob"
     )
 
     def __init__(self, config: FacesConfig | None = None) -> None:
@@ -48,6 +53,17 @@ class FacesExtractor(Extractor):
     @property
     def feature_dim(self) -> int:
         return 0
+
+    @classmethod
+    def column_names(
+        cls, array: str, row_shape: tuple[int, ...], attrs: Mapping[str, Any]
+    ) -> list[str] | None:
+        """``box_x1`` .. ``box_y2`` and ``landmark_<point>_x|y`` (MTCNN's point order) in tables."""
+        if array == "boxes" and row_shape == (4,):
+            return list(BOX_COLUMNS)
+        if array == "landmarks" and row_shape == (len(LANDMARK_POINTS), 2):
+            return [f"landmark_{point}_{axis}" for point in LANDMARK_POINTS for axis in ("x", "y")]
+        return None
 
     def preflight(self) -> None:
         """Check facenet-pytorch and its MTCNN weights are installed, without importing torch: the
@@ -157,8 +173,8 @@ class FacesExtractor(Extractor):
 
     def describe(self, context: VideoContext, stats: SearchStats | None = None) -> dict[str, Any]:
         """The shard's attributes; with ``stats``, the searches' counts so far (``search_<name>``)."""
-        from avpipe.pipeline.extractors.faces.align import template
         from avpipe.pipeline.extractors.faces.select import rule_for_video
+        from avpipe.pipeline.extractors.faces.warp import template
 
         cfg = self.config
         attrs: dict[str, Any] = {
@@ -168,7 +184,7 @@ class FacesExtractor(Extractor):
             "missing_policy": cfg.missing.value,
             "detector": "mtcnn (facenet-pytorch weights)",
         }
-        if cfg.crop_mode is CropMode.ALIGNED:
+        if cfg.crop_mode is CropMode.WARPED:
             attrs["template"] = template(cfg.largest_size).round(4).tolist()
         else:
             attrs["box_margin"] = cfg.box_margin
@@ -274,11 +290,11 @@ class FaceRows:
             self.mask[row] = MaskValue.HELD  # prob stays 0: nothing was detected on this frame
 
     def _crops(self, image: np.ndarray, observation: Observation) -> dict[int, np.ndarray]:
-        from avpipe.pipeline.extractors.faces.align import aligned_crops, box_crops
+        from avpipe.pipeline.extractors.faces.warp import box_crops, warped_crops
 
         if self.config.crop_mode is CropMode.BOX:
             return box_crops(image, observation.box, self.config.sizes, self.config.box_margin)
-        return aligned_crops(image, observation.landmarks, self.config.sizes)
+        return warped_crops(image, observation.landmarks, self.config.sizes)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {f"crops_{size}": crops for size, crops in self.crops.items()}
