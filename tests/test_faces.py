@@ -15,7 +15,7 @@ import pytest
 from avpipe.pipeline.config import StoreConfig, build_dataclass
 from avpipe.pipeline.errors import ConfigError, ExtractorError, MediaError
 from avpipe.pipeline.extractors.faces import CropMode, FacesConfig, FacesExtractor, MissingPolicy, Selection
-from avpipe.pipeline.extractors.faces.detect import Faces
+from avpipe.pipeline.extractors.faces.detect import Faces, FrameSums, ScratchBuffer
 from avpipe.pipeline.extractors.faces.interval import interpolate_boxes
 from avpipe.pipeline.extractors.faces.prefetch import prefetched
 from avpipe.pipeline.extractors.faces.qa import load_sheet_data, render_sheet, write_contact_sheet
@@ -265,6 +265,29 @@ def test_parallel_interval_search_gives_the_same_rows(decoded, carphone_faces) -
     np.testing.assert_array_equal(parallel.mask, carphone_faces.mask)
     for name in ("landmarks", "boxes", "crops_48"):
         np.testing.assert_array_equal(parallel.arrays[name], carphone_faces.arrays[name])
+
+
+def test_integral_images_in_reused_scratch_memory_give_box_means() -> None:
+    """Area resampling read from an integral image written into reused memory equals the mean of
+    each rectangle's pixels, computed here with numpy; a later, smaller image in the same buffer and
+    one in another buffer of the same call do not disturb each other."""
+    import skimage.data
+
+    photo = np.ascontiguousarray(skimage.data.astronaut()[:300, :400])
+    scratch = [ScratchBuffer(), ScratchBuffer()]
+    FrameSums(photo, None, scratch[0])  # the buffer now holds a bigger, older integral image
+    region = (20, 220, 50, 330)  # top, bottom, left, right
+    first = FrameSums(photo, region, scratch[0])
+    second = FrameSums(photo[::-1].copy(), None, scratch[1])
+    assert not np.shares_memory(first.sums, second.sums)
+    for sums, image, (top, bottom, left, right) in (
+        (first, photo, (30, 90, 60, 150)),
+        (second, photo[::-1], (0, 300, 0, 400)),
+        (second, photo[::-1], (101, 137, 7, 61)),
+    ):
+        means = sums.resample(top, bottom, left, right, 1, 1, slice(0, 1), slice(0, 1))
+        expected = image[top:bottom, left:right].reshape(-1, 3).astype(np.float64).mean(axis=0)
+        np.testing.assert_allclose(means[:, 0, 0], expected, rtol=1e-6)
 
 
 # ---------------------------------------------------------------- box crops
