@@ -69,7 +69,7 @@ class FacesConfig:
     half: bool = False  # fp16 networks on CUDA (ignored on CPU)
     # Frames decoded ahead on a background thread (0: inline). More than one batch (batch_keyframes *
     # detect_every = 20): the next batch decodes while this one is searched (8 left the main thread
-    # waiting on the decoder for 8-17 % of the stage; 24 frames of 720p are 66 MB).
+    # waiting on the decoder for 5-17 % of the stage; 24 frames of 720p are 66 MB).
     prefetch_frames: int = 24
     threads: int = 0  # intervals searched in parallel; 0: torch's thread count (runner.torch_threads)
     block_frames: int = 256  # rows handed to the store at a time: memory does not grow with video length
