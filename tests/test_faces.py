@@ -290,6 +290,47 @@ def test_integral_images_in_reused_scratch_memory_give_box_means() -> None:
         np.testing.assert_allclose(means[:, 0, 0], expected, rtol=1e-6)
 
 
+def test_local_search_windows_computed_in_few_sizes_keep_the_windows_faces(
+    decoded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The P-net runs on windows grown to multiples of WINDOW_STEP (few input shapes); only outputs
+    inside the asked window are kept, so the faces equal those of computing each window alone."""
+    import avpipe.pipeline.extractors.faces.detect as detect
+
+    _, frames = decoded["carphone"]
+    cascade = detect.MtcnnCascade("cpu")
+    pyramid = detect.Pyramid.for_frame(144, 176, 20.0, 0.709)
+    whole = detect.Search(None, pyramid.scales)
+    images = [frames[row].image for row in (5, 6, 7, 50, 51)]
+    searches = []
+    for image, shift in zip(images, (0, 3, 7, -5, 11), strict=True):
+        box = cascade.detect([image], [whole])[0].boxes[0]
+        side = box[2] - box[0]
+        window = (box[0] - 0.5 * side + shift, box[1] - 0.5 * side, box[2] + 0.5 * side, box[3] + 0.3 * side)
+        searches.append(detect.Search(tuple(float(v) for v in window), pyramid.scales))
+    grown = []
+    real_quantized = detect._quantized
+
+    def recording(windows, level_h, level_w):
+        computed = real_quantized(windows, level_h, level_w)
+        grown.extend((w, c, level_h, level_w) for w, c in zip(windows, computed, strict=True) if w != c)
+        return computed
+
+    monkeypatch.setattr(detect, "_quantized", recording)
+    few_sizes = cascade.detect(images, searches)
+    monkeypatch.setattr(detect, "_quantized", lambda windows, level_h, level_w: windows)
+    exact = cascade.detect(images, searches)
+    assert grown, "no window was grown: the test does not test the growing"
+    for window, computed, level_h, level_w in grown:
+        for span, size, level_len in zip(window, computed, (level_h, level_w), strict=True):
+            assert size.start <= span.start and size.stop >= span.stop and size.start % 2 == 0
+            assert (size.stop - size.start) % detect.WINDOW_STEP == 0 or size.stop - size.start == level_len
+    for ours, reference in zip(few_sizes, exact, strict=True):
+        assert len(ours) == len(reference) > 0
+        np.testing.assert_allclose(ours.landmarks, reference.landmarks, atol=1e-3)
+        np.testing.assert_allclose(ours.boxes, reference.boxes, atol=1e-3)
+
+
 # ---------------------------------------------------------------- box crops
 
 
