@@ -233,10 +233,18 @@ class FoldConfig:
 
 @dataclass
 class LossConfig:
-    """Per-task loss weights (multi-task training) and the valence/arousal loss."""
+    """Per-task loss weights (multi-task training) and the loss of each task.
+
+    ``va``, ``expr`` and ``au`` name a loss of ``avpipe losses list`` (built-in or a plug-in of the
+    ``avpipe.losses`` entry-point group); ``options.<loss>`` holds a plug-in loss's own settings. The names
+    are checked against the registry when training starts (``avpipe.models.losses.validate_losses``).
+    """
 
     weights: dict[str, float] = field(default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0})
-    va: VALoss = VALoss.CCC
+    va: str = VALoss.CCC.value  # ccc | mse | a plug-in loss for continuous targets
+    expr: str = "cross_entropy"  # cross_entropy | a plug-in loss for categorical targets
+    au: str = "bce"  # bce | a plug-in loss for multi-label targets
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # loss name -> its config keys
     ccc: CCCReduction = CCCReduction.POOLED  # the CCC loss over the batch, or per window
     variance: Moments = Moments.POPULATION  # the CCC loss's variances
     covariance: Moments = Moments.POPULATION  # the CCC loss's covariance
@@ -247,9 +255,16 @@ class LossConfig:
             if name not in {t.value for t in Task}:
                 raise ConfigError(f"train.loss.weights.{name}", f"unknown task; tasks: {_task_names()}")
             _non_negative(f"train.loss.weights.{name}", weight)
+        for task in Task:
+            if not isinstance(self.loss_name(task), str) or not self.loss_name(task):
+                raise ConfigError(f"train.loss.{task.value}", "must name a loss (see `avpipe losses list`)")
 
     def weight(self, task: Task) -> float:
         return float(self.weights.get(task.value, 1.0))
+
+    def loss_name(self, task: Task) -> str:
+        """The registry name of ``task``'s loss."""
+        return str(getattr(self, Task(task).value))
 
 
 @dataclass

@@ -32,6 +32,7 @@ from avpipe.models.config import TrainConfig, UnlabeledFrames
 from avpipe.models.data import VideoData, iter_videos, resolve_inputs, without_features
 from avpipe.models.folds import FoldPlan, make_folds
 from avpipe.models.inference import device_for, save_predictions
+from avpipe.models.losses import validate_losses
 from avpipe.models.normalisation import standardise
 from avpipe.models.registry import validate_model_config
 from avpipe.models.selection import selection_criteria
@@ -73,6 +74,7 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     """Train every fold of ``config.folds.folds_to_run()``; return (and write) the summary."""
     started = time.perf_counter()
     validate_model_config(config.model.name, config.model.config)  # fail before loading any data
+    validate_losses(config)
     out = Path(config.output_dir)
     plan = make_folds(list(rows), config.folds)
     _remove_previous_run(out)

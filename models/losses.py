@@ -1,4 +1,6 @@
-"""Masked training losses: CCC loss for valence/arousal, cross-entropy for expression, BCE for action units.
+"""Masked training losses: CCC loss for valence/arousal, cross-entropy for expression, BCE for action units,
+and the loss registry: each task's loss is named in ``train.loss.<task>`` and looked up among the built-in
+``TaskLoss`` classes and the plug-ins of the ``avpipe.losses`` entry-point group (docs/EXTENDING.md).
 
 The CCC loss follows ``train.loss``: ``ccc: pooled`` computes one CCC per dimension over every labelled
 frame of the batch (JCA), ``per_window`` one per window and dimension, averaged (ABAW2); ``variance`` and
@@ -11,12 +13,20 @@ a zero loss that still has a gradient path, so a multi-task step never fails on 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
-from avpipe.models.config import CCCReduction, LossConfig, Moments, MSEReduction, Task, VALoss
+from avpipe.models.config import CCCReduction, LossConfig, Moments, MSEReduction, Task, TrainConfig
+from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
+from avpipe.pipeline.plugins import BUILTIN_ORIGIN, PluginGroup, PluginRegistry
 
 EPS = 1e-8
 
@@ -114,12 +124,186 @@ def action_unit_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return F.binary_cross_entropy_with_logits(logits[labeled], target[labeled].float())
 
 
+# --------------------------------------------------------------------------- the loss registry
+
+
+class TargetKind(StrEnum):
+    """What a task's targets are, and so which losses can train it (``TaskLoss.targets``).
+
+    Targets reach a loss as stored in the labels shard, padded window positions included:
+
+    - ``continuous``: (B, T, C) float, ``UNLABELED_VA`` (-5) in every dimension where unlabelled (va);
+    - ``categorical``: (B, T) integer class index, ``UNLABELED_EXPRESSION`` (-1) where unlabelled (expr);
+    - ``multilabel``: (B, T, K) of 0 / 1, ``UNLABELED_AU`` (-1) where unlabelled (au).
+    """
+
+    CONTINUOUS = "continuous"
+    CATEGORICAL = "categorical"
+    MULTILABEL = "multilabel"
+
+
+TASK_TARGETS = {
+    Task.VA: TargetKind.CONTINUOUS,
+    Task.EXPR: TargetKind.CATEGORICAL,
+    Task.AU: TargetKind.MULTILABEL,
+}
+
+
+@dataclass
+class NoOptions:
+    """The config of a loss that takes no options of its own."""
+
+
+class TaskLoss(ABC):
+    """Base class of a task's loss: ``loss(output, target)`` -> a scalar tensor with a gradient path.
+
+    Subclasses set ``name``, ``targets`` (the target kinds they can train), ``description`` and, for
+    options of their own, ``config_class`` (a dataclass filled from ``train.loss.options.<name>``).
+    ``section`` is the whole ``train.loss`` section (the built-in CCC and MSE losses read their settings
+    there). A batch without any labelled entry must give a zero that still has a gradient path
+    (``output.sum() * 0.0``), so that a multi-task step never fails on a missing task.
+    """
+
+    name: ClassVar[str]
+    targets: ClassVar[tuple[TargetKind, ...]]
+    config_class: ClassVar[type] = NoOptions
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None, section: LossConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        self.section = section if section is not None else LossConfig()
+
+    @abstractmethod
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of one task's model outputs against its targets (``TargetKind`` says their shapes)."""
+
+
+class CCCLoss(TaskLoss):
+    name = "ccc"
+    targets = (TargetKind.CONTINUOUS,)
+    description = "1 - CCC per dimension over labelled frames (train.loss.ccc, variance, covariance)"
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        cfg = self.section
+        return ccc_loss(output, target, None, cfg.ccc, cfg.variance, cfg.covariance)
+
+
+class MSELoss(TaskLoss):
+    name = "mse"
+    targets = (TargetKind.CONTINUOUS,)
+    description = "mean squared error over labelled frames (train.loss.mse: labelled | all_positions)"
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return masked_mse(output, target, self.section.mse)
+
+
+class CrossEntropyLoss(TaskLoss):
+    name = "cross_entropy"
+    targets = (TargetKind.CATEGORICAL,)
+    description = "cross-entropy over the frames with a class label"
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return expression_loss(output, target)
+
+
+class BCELoss(TaskLoss):
+    name = "bce"
+    targets = (TargetKind.MULTILABEL,)
+    description = "binary cross-entropy over the labelled (frame, label) entries"
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return action_unit_loss(output, target)
+
+
+BUILTIN_LOSSES: tuple[type[TaskLoss], ...] = (CCCLoss, MSELoss, CrossEntropyLoss, BCELoss)
+
+
+def check_loss_class(cls: Any) -> None:
+    """Raise TypeError when ``cls`` cannot be a registered loss."""
+    if not (isinstance(cls, type) and issubclass(cls, TaskLoss)):
+        raise TypeError(f"{cls!r} is not a subclass of avpipe.models.losses.TaskLoss")
+    if not getattr(cls, "name", ""):
+        raise TypeError(f"loss class {cls.__qualname__} must set the class attribute 'name'")
+    targets = getattr(cls, "targets", ())
+    if not targets or not all(isinstance(t, TargetKind) for t in targets):
+        raise TypeError(f"loss {cls.name!r}: targets must be a non-empty tuple of TargetKind values")
+    if not dataclasses.is_dataclass(cls.config_class):
+        raise TypeError(f"loss {cls.name!r}: config_class must be a dataclass")
+
+
+def _loss_error(problem: str) -> ConfigError:
+    return ConfigError("train.loss", problem)
+
+
+def loss_registry() -> PluginRegistry[type[TaskLoss]]:
+    """The built-in losses and the ``avpipe.losses`` plug-ins (refused ones listed with their problem)."""
+    registry: PluginRegistry[type[TaskLoss]] = PluginRegistry(
+        "loss", PluginGroup.LOSSES.value, check_loss_class, _loss_error
+    )
+    for cls in BUILTIN_LOSSES:
+        registry.add(cls, BUILTIN_ORIGIN)
+    registry.load()
+    return registry
+
+
+def build_task_losses(
+    tasks: Sequence[Task], section: LossConfig, registry: PluginRegistry[type[TaskLoss]] | None = None
+) -> dict[Task, TaskLoss]:
+    """Each task's loss object, from ``train.loss.<task>`` and ``train.loss.options``.
+
+    ConfigError naming the key (and, for a plug-in, its distribution) when a name is unknown or refused,
+    a loss cannot train the task's targets, or its options are wrong.
+    """
+    registry = registry or loss_registry()
+    for name in section.options:
+        if name not in registry.names():
+            raise ConfigError(
+                f"train.loss.options.{name}", f"no such loss; losses: {', '.join(registry.names())}"
+            )
+    losses = {}
+    for task in tasks:
+        task = Task(task)
+        key, name = f"train.loss.{task.value}", section.loss_name(task)
+        try:
+            cls = registry.get(name)
+        except ConfigError as err:
+            raise ConfigError(key, err.problem) from None
+        where = (
+            f"loss {name!r} from {registry.origins[name]}" if registry.is_plugin(name) else f"loss {name!r}"
+        )
+        target = TASK_TARGETS[task]
+        if target not in cls.targets:
+            trains = ", ".join(t.value for t in cls.targets)
+            raise ConfigError(
+                key, f"{where} trains {trains} targets; task {task.value} has {target.value} ones"
+            )
+        options = section.options.get(name)
+        try:
+            config = build_dataclass(cls.config_class, options, prefix=f"train.loss.options.{name}")
+            losses[task] = cls(config, section)
+        except ConfigError as err:
+            if not registry.is_plugin(name):
+                raise
+            raise ConfigError(err.key, f"{err.problem} ({where})") from err
+        except Exception as err:
+            raise ConfigError(key, f"{where} failed to build: {type(err).__name__}: {err}") from err
+    return losses
+
+
+def validate_losses(config: TrainConfig) -> None:
+    """Fail before any data is loaded when a task's loss is unknown, refused or misconfigured."""
+    build_task_losses(config.tasks, config.loss)
+
+
 class MultiTaskLoss:
     """Weighted sum of the task losses; also returns each task's loss for logging."""
 
-    def __init__(self, tasks: list[Task], config: LossConfig) -> None:
+    def __init__(
+        self, tasks: list[Task], config: LossConfig, registry: PluginRegistry[type[TaskLoss]] | None = None
+    ) -> None:
         self.tasks = list(tasks)
         self.config = config
+        self.functions = build_task_losses(self.tasks, config, registry)
 
     def __call__(
         self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
@@ -129,11 +313,10 @@ class MultiTaskLoss:
         return total, {task.value: float(loss.detach()) for task, loss in parts.items()}
 
     def _task_loss(self, task: Task, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if task is Task.VA:
-            if self.config.va is VALoss.MSE:
-                return masked_mse(output, target, self.config.mse)
-            cfg = self.config
-            return ccc_loss(output, target, None, cfg.ccc, cfg.variance, cfg.covariance)
-        if task is Task.EXPR:
-            return expression_loss(output, target)
-        return action_unit_loss(output, target)
+        loss = self.functions[task](output, target)
+        if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+            name = self.functions[task].name
+            raise TypeError(
+                f"loss {name!r} of task {task.value} returned {type(loss).__name__}, not a scalar tensor"
+            )
+        return loss

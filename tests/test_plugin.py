@@ -98,7 +98,7 @@ def test_installed_plugin_appears_in_the_registry(plugin_site, tmp_path):
     )
     found = json.loads(run_with_plugin(plugin_site, ["-c", code], tmp_path))
     assert PLUGIN in found["names"] and "fer-minixception" in found["names"]
-    assert found["origin"] == f"entry point {ENTRY_POINT}"
+    assert found["origin"] == f"avpipe-plugin-example 0.1.0 (entry point {ENTRY_POINT})"
     assert found["dim"] == 1 and found["kind"] == "frames"
 
 
