@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,6 +100,19 @@ def run_with_plugin(site: Path, argv: list[str], cwd: Path, returncode: int = 0)
 
 def avpipe(site: Path, cwd: Path, *args: str, returncode: int = 0) -> str:
     return run_with_plugin(site, ["-m", "avpipe.pipeline.cli", *args], cwd, returncode)
+
+
+def test_extending_md_shows_the_example_package_as_it_is():
+    """docs/EXTENDING.md walks through every file of the example: each is shown whole and unchanged."""
+    doc = (REPO / "docs" / "EXTENDING.md").read_text(encoding="utf-8")
+    blocks = {block.strip() for block in re.findall(r"^```(?:python|toml)\n(.*?)^```", doc, re.M | re.S)}
+    shown = [
+        PLUGIN_SOURCE / "pyproject.toml",
+        *sorted((PLUGIN_SOURCE / "avpipe_plugin_example").glob("[!_]*.py")),
+    ]
+    assert len(shown) == 6
+    for path in shown:
+        assert path.read_text(encoding="utf-8").strip() in blocks, f"{path.name} is not shown as it is"
 
 
 def test_plugin_is_not_installed_in_the_test_environment():
