@@ -212,14 +212,15 @@ def list_extractors() -> int:
 
     rows = [["name", "input", "dim", "origin", "description"]]
     for row in default_registry().listing():
+        described = f"{REFUSED} {row.problem}" if row.problem else row.description
         if row.item is None:
-            rows.append([row.name, "-", "-", row.origin, f"{REFUSED} {row.problem}"])
+            rows.append([row.name, "-", "-", row.origin, described])
             continue
         try:
             dim = str(row.item().feature_dim)
         except AvpipeError:
             dim = "?"
-        rows.append([row.name, row.item.input_kind.value, dim, row.origin, row.description])
+        rows.append([row.name, row.item.input_kind.value, dim, row.origin, described])
     write_table(rows)
     return 0
 
@@ -244,7 +245,7 @@ def list_registry(kind: str) -> int:
         targets = []
         if with_targets:
             targets = [",".join(t.value for t in row.item.targets) if row.item is not None else "-"]
-        described = row.description if row.item is not None else f"{REFUSED} {row.problem}"
+        described = f"{REFUSED} {row.problem}" if row.problem else row.description
         rows.append([row.name, *targets, row.origin, described])
     write_table(rows)
     return 0

@@ -50,7 +50,8 @@ class RefusedPlugin:
 
 @dataclass(frozen=True)
 class ListingRow:
-    """One line of ``avpipe <kind> list``: a usable class, or a refused plug-in (``problem`` set)."""
+    """One line of ``avpipe <kind> list``: a usable class, or one that is not used (``problem`` set): a
+    refused plug-in (``item`` None), or a built-in whose name a plug-in claims too."""
 
     name: str
     origin: str
@@ -179,7 +180,13 @@ class PluginRegistry(Generic[T]):
     def listing(self) -> list[ListingRow]:
         """Every class and every refused plug-in, by name (the refused ones after a usable namesake)."""
         rows = [
-            ListingRow(name, self.origins[name], _one_line(getattr(cls, "description", "")), cls)
+            ListingRow(
+                name,
+                self.origins[name],
+                _one_line(getattr(cls, "description", "")),
+                cls,
+                "not used: a plug-in claims its name too (next line)" if name in self.refused else "",
+            )
             for name, cls in self.classes.items()
         ]
         for refusals in self.refused.values():

@@ -169,6 +169,8 @@ def test_refused_plugins_name_their_entry_point_and_hide_nothing_else(site: Path
     rows = [row for row in registry.listing() if row.item is None]
     assert sorted(row.name for row in rows) == sorted(points)
     assert all(row.origin.startswith(ORIGIN) and row.problem for row in rows)
+    (builtin,) = [row for row in registry.listing() if row.name == kind.builtin and row.item is not None]
+    assert builtin.origin == BUILTIN_ORIGIN and "not used: a plug-in claims its name too" in builtin.problem
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.command)
@@ -177,7 +179,10 @@ def test_listing_shows_the_refused_plugins_beside_the_usable_ones(
 ) -> None:
     install_bad_plugins(site, kind)
     assert cli_main([kind.command, "list"]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    output = capsys.readouterr().out.splitlines()[1:]
+    lines = {line.split()[0]: line for line in output}
+    clashed = [line for line in output if line.split()[0] == kind.builtin]
+    assert len(clashed) == 2 and all("REFUSED" in line for line in clashed)  # the built-in and the plug-in
     assert BUILTIN_ORIGIN in lines[kind.other_builtin] and "REFUSED" not in lines[kind.other_builtin]
     assert "REFUSED: failed to load: ImportError" in lines["boom"] and ORIGIN in lines["boom"]
     assert "REFUSED" in lines["misnamed"] and "REFUSED" in lines["not-a-plugin"]
