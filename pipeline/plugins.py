@@ -61,7 +61,7 @@ class ListingRow:
 
 
 def entry_point_origin(ep: EntryPoint) -> str:
-    """``avpipe-plugin-example 0.1.0 (entry point avpipe_plugin_example.model:TinyGRUModel)``."""
+    """``avpipe-plugin-example 0.1.0 (entry point avpipe_plugin_example.model:LateGRUModel)``."""
     dist = getattr(ep, "dist", None)
     who = f"{dist.name} {dist.version}" if dist is not None else "an unknown distribution"
     return f"{who} (entry point {ep.value})"

@@ -239,6 +239,10 @@ def test_plugin_model_trains_through_avpipe_train_with_the_plugin_loss(plugin_si
     params = write_params(
         plugin_run / "params.yaml", train_params(tmp_path, store, plugin_run, model=model, loss=huber)
     )
+    avpipe(plugin_site, tmp_path, "-p", str(params), "train-config")
+    resolved = yaml.safe_load((plugin_run / "results" / "train_params.yaml").read_text(encoding="utf-8"))
+    assert resolved["model"]["config"] == {"hidden": 8, "dropout": 0.0}  # the plug-in's full config
+    assert resolved["loss"]["va"] == "huber" and resolved["loss"]["options"] == {"huber": {"delta": 0.25}}
     avpipe(plugin_site, tmp_path, "-p", str(params), "train")
     summary = json.loads((plugin_run / "train" / "summary.json").read_text(encoding="utf-8"))
     assert summary["config"]["model"] == {**model, "separate_va": False}
