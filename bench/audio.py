@@ -32,6 +32,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+
 from avpipe.pipeline.registry import create_extractor
 from avpipe.pipeline.types import AudioTrack, Timeline, VideoContext
 
@@ -122,7 +123,8 @@ def bench_light(path: Path, workload: Workload, workers: int, fps: float) -> Non
 
 def bench_vggish(workload: Workload, checkpoint: str | None, device: str, folder: Path) -> None:
     import torch
-    from avpipe.pipeline.extractors import vggish_net
+
+    from avpipe.pipeline.extractors.audio import vggish_net
 
     if checkpoint is None:
         checkpoint = str(folder / "vggish-random.pth")

@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
-from avpipe.models.backbones.registry import create_backbone
+
+from avpipe.pipeline.extractors.backbones.registry import create_backbone
 from avpipe.pipeline.registry import create_extractor
 from avpipe.pipeline.runner import resolve_device
 from avpipe.pipeline.types import FaceCrops, VideoContext

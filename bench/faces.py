@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from avpipe.pipeline.types import MaskValue
 
 log = logging.getLogger("bench.faces")
@@ -119,6 +120,7 @@ def coffee_background() -> np.ndarray:
 def carphone_tiles(height: int) -> list[np.ndarray]:
     """carphone's frames scaled to ``height`` px, played forward then backward (a seamless loop)."""
     import cv2
+
     from avpipe.pipeline.timeline import iter_frames
 
     frames = [f.image for f in iter_frames(carphone_path())]
@@ -241,8 +243,9 @@ def run_naive(path: Path, sizes: list[int], threads: int, device: str, limit: in
     """facenet-pytorch on every full-resolution frame, then crop the largest face: the loop users write
     today. Every face's box and landmarks are kept (the two-person clip picks its subject from them)."""
     import torch
-    from avpipe.pipeline.timeline import iter_frames
     from facenet_pytorch import MTCNN, extract_face
+
+    from avpipe.pipeline.timeline import iter_frames
 
     torch.set_num_threads(threads)
     detector = MTCNN(keep_all=True, device=torch.device(device))
@@ -268,6 +271,7 @@ def faces_worker(config, store_root: Path, device: str, threads: int) -> tuple:
     """A face extractor and its job, set up as a Dask worker would have them (no Dask: the bench calls
     ``process_video`` directly)."""
     import torch
+
     from avpipe.pipeline.config import StoreConfig
     from avpipe.pipeline.extract import ExtractionJob
     from avpipe.pipeline.extractors.faces import FacesExtractor

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
 from avpipe.pipeline.manifest import ManifestRow, write_manifest
 from avpipe.pipeline.store import INDEX_FILE, FeatureStore
 
@@ -39,7 +40,7 @@ log = logging.getLogger("bench.random_kills")
 
 EXTRACTOR = "logmel"
 REPO = Path(__file__).resolve().parents[1]
-CLI = "import sys; from avpipe.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from avpipe.cli import main; sys.exit(main(sys.argv[1:]))"
 STAGE_TIMEOUT_S = 900.0
 
 

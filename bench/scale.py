@@ -28,9 +28,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from avpipe.pipeline.config import RunnerConfig, StoreConfig  # noqa: E402
+from avpipe.pipeline.config import DatasetConfig, ManifestConfig, RunnerConfig, StoreConfig  # noqa: E402
 from avpipe.pipeline.extract import run_extractor  # noqa: E402
-from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, ManifestRow  # noqa: E402
+from avpipe.pipeline.manifest import ManifestRow  # noqa: E402
 from avpipe.pipeline.registry import default_registry  # noqa: E402
 from avpipe.pipeline.runner import RunReport  # noqa: E402
 
@@ -126,7 +126,7 @@ def build_dataset(args: argparse.Namespace, work: Path) -> Path:
 
 
 def manifest_rows(dataset: Path, work: Path, limit: int) -> list[ManifestRow]:
-    from avpipe.stages.manifest import build_manifest
+    from avpipe.pipeline.manifest_builder import build_manifest
 
     manifest = ManifestConfig(path=str(work / "manifest.csv"), failures=str(work / "manifest_failures.csv"))
     report = build_manifest(

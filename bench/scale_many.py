@@ -34,12 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from avpipe.pipeline.config import RunnerConfig, StoreConfig  # noqa: E402
+from avpipe.pipeline.config import DatasetConfig, ManifestConfig, RunnerConfig, StoreConfig  # noqa: E402
 from avpipe.pipeline.extract import run_extractor  # noqa: E402
 from avpipe.pipeline.extractors.audio import LogMelConfig  # noqa: E402
-from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, read_manifest  # noqa: E402
+from avpipe.pipeline.manifest import read_manifest  # noqa: E402
+from avpipe.pipeline.manifest_builder import build_manifest  # noqa: E402
 from avpipe.pipeline.tools import ffmpeg_binary  # noqa: E402
-from avpipe.stages.manifest import build_manifest  # noqa: E402
 
 log = logging.getLogger("bench.scale_many")
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from avpipe.models.config import Task, TrainConfig, resolve_train_section
+
 from avpipe.models.data import load_videos, resolve_inputs
 from avpipe.models.inference import device_for
 from avpipe.models.losses import MultiTaskLoss
@@ -42,6 +42,7 @@ from avpipe.models.stats import compute_stats
 from avpipe.models.table import FrameTable, WindowBatches
 from avpipe.models.trainer import build_optimizer
 from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.config.train import Task, TrainConfig, resolve_train_section
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
@@ -187,7 +188,7 @@ def synthetic_videos(n_videos: int, n_frames: int, seed: int = 0):
 def affwild2(args: argparse.Namespace) -> dict[str, object]:
     """The larger-than-memory path at Aff-Wild2 size; see the module docstring."""
     from avpipe.models.base import InputSpec
-    from avpipe.models.config import Modality
+    from avpipe.pipeline.config.train import Modality
 
     n_videos = max(1, round(args.total_frames / args.frames))
     n_rows = n_videos * args.frames

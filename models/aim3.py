@@ -24,12 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
+
 from avpipe.models.base import ModelContext, SequenceModel, concat_inputs
-from avpipe.models.config import Task
 from avpipe.models.tcn import check_dropout
+from avpipe.pipeline.config.train import Task
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import AU_NAMES, EXPRESSION_NAMES
-from torch import nn
 
 BRANCH_OUTPUTS = {"v": 1, "a": 1, "expr": len(EXPRESSION_NAMES), "au": len(AU_NAMES)}
 MAX_POSITIONS = 512  # networks/transformer.py:91

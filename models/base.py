@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from avpipe.models.config import Modality, Task
+from torch import nn
+
+from avpipe.pipeline.config.train import Modality, Task
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import AU_NAMES, EXPRESSION_NAMES, VA_NAMES
-from torch import nn
 
 TASK_OUTPUTS = {Task.VA: len(VA_NAMES), Task.EXPR: len(EXPRESSION_NAMES), Task.AU: len(AU_NAMES)}
 

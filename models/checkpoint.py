@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from avpipe.models.base import InputSpec, SequenceModel
-from avpipe.models.config import FeatureSpec, Modality, Task, TrainConfig
 from avpipe.models.registry import create_model
 from avpipe.models.stats import FeatureStats
+from avpipe.pipeline.config.train import FeatureSpec, Modality, Task, TrainConfig
 from avpipe.pipeline.errors import StoreError
 
 CHECKPOINT_FORMAT = "avpipe-train-checkpoint"

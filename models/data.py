@@ -17,14 +17,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm.auto import tqdm
+
 from avpipe.models.base import InputSpec
-from avpipe.models.config import FeatureSpec, Modality
+from avpipe.pipeline.config.train import FeatureSpec, Modality
 from avpipe.pipeline.errors import AvpipeError, ConfigError, ExtractorError, StoreError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.registry import ExtractorRegistry, InputKind, default_registry
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import MaskValue
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 

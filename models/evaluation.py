@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from avpipe.models.config import MergeMethod, TrainConfig
+
 from avpipe.models.data import read_labels
 from avpipe.models.experiment import LOG_FILE, PREDICTIONS_FILE, fold_dir, read_summary, write_json
 from avpipe.models.inference import load_predictions
 from avpipe.models.merge import merge_folds
 from avpipe.models.metrics import task_metrics
 from avpipe.models.trainer import split_metrics
+from avpipe.pipeline.config.train import MergeMethod, TrainConfig
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
 from avpipe.pipeline.manifest import ManifestRow, Split

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from avpipe.models.base import InputSpec
 from avpipe.models.checkpoint import config_summary, save_checkpoint
-from avpipe.models.config import TrainConfig, UnlabeledFrames
 from avpipe.models.data import VideoData, iter_videos, resolve_inputs, without_features
 from avpipe.models.folds import FoldPlan, make_folds
 from avpipe.models.inference import device_for, save_predictions
@@ -40,6 +40,7 @@ from avpipe.models.stats import stats_key
 from avpipe.models.table import FrameTable
 from avpipe.models.trainer import FoldTrainer
 from avpipe.models.unlabeled import delete_unlabelled
+from avpipe.pipeline.config.train import TrainConfig, UnlabeledFrames
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.manifest import ManifestRow
 from avpipe.pipeline.store import FeatureStore

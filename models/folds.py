@@ -17,7 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from avpipe.models.config import FoldConfig
+
+from avpipe.pipeline.config.train import FoldConfig
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.manifest import ManifestRow, Split
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from avpipe.models.config import Task
+
 from avpipe.models.table import PAD_ROW, FrameTable, WindowBatches
 from avpipe.models.windows import PAD, average_windows
+from avpipe.pipeline.config.train import Task
 
 # task -> per-frame outputs: va values (T, 2), expr probabilities (T, 8), au probabilities (T, 12)
 VideoPrediction = dict[str, np.ndarray]

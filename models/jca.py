@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
+from torch import nn
+
 from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
-from avpipe.models.config import Modality
 from avpipe.models.tcn import (
     Activation,
     DropoutKind,
@@ -36,8 +37,8 @@ from avpipe.models.tcn import (
     TemporalConvNet,
     check_dropout,
 )
+from avpipe.pipeline.config.train import Modality
 from avpipe.pipeline.errors import ConfigError
-from torch import nn
 
 
 class JCAEncoder(StrEnum):

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
+
 from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
-from avpipe.models.config import Modality
 from avpipe.models.tcn import (
     Activation,
     DropoutKind,
@@ -25,8 +26,8 @@ from avpipe.models.tcn import (
     check_dropout,
     check_tcn_settings,
 )
+from avpipe.pipeline.config.train import Modality
 from avpipe.pipeline.errors import ConfigError
-from torch import nn
 
 
 @dataclass

@@ -22,8 +22,9 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
-from avpipe.models.config import CCCReduction, LossConfig, Moments, MSEReduction, Task, TrainConfig
-from avpipe.pipeline.config import build_dataclass
+
+from avpipe.pipeline.config.build import build_dataclass
+from avpipe.pipeline.config.train import CCCReduction, LossConfig, Moments, MSEReduction, Task, TrainConfig
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
 from avpipe.pipeline.plugins import BUILTIN_ORIGIN, PluginGroup, PluginRegistry

@@ -25,8 +25,9 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from avpipe.models.config import MergeMethod
+
 from avpipe.models.metrics import ccc
+from avpipe.pipeline.config.train import MergeMethod
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+
 from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, VA_NAMES, FrameLabels
 
 AU_THRESHOLD = 0.5  # probability above which an action unit counts as present

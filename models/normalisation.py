@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from avpipe.models.config import Normalisation, NormalisationScope, TrainConfig
+
 from avpipe.models.stats import (
     MIN_STD,
     FeatureStats,
@@ -27,6 +27,7 @@ from avpipe.models.stats import (
     row_blocks,
 )
 from avpipe.models.table import FrameTable
+from avpipe.pipeline.config.train import Normalisation, NormalisationScope, TrainConfig
 
 
 def scalar_stats(table: FrameTable, video_ids: Sequence[str]) -> FeatureStats:

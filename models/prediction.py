@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
 from avpipe.models.checkpoint import LoadedModel, load_checkpoint
-from avpipe.models.config import Task, TrainConfig
 from avpipe.models.data import load_videos
 from avpipe.models.experiment import (
     CHECKPOINT_FILE,
@@ -29,11 +30,11 @@ from avpipe.models.inference import device_for, predict_videos
 from avpipe.models.merge import merge_folds
 from avpipe.models.metrics import AU_THRESHOLD
 from avpipe.models.table import FrameTable
+from avpipe.pipeline.config.train import Task, TrainConfig
 from avpipe.pipeline.errors import ConfigError, StoreError
 from avpipe.pipeline.labels import AU_NAMES, EXPRESSION_NAMES, VA_NAMES
 from avpipe.pipeline.manifest import ManifestRow, Split
 from avpipe.pipeline.store import FeatureStore, shard_name
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 

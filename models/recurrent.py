@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
+from torch import nn
+
 from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
 from avpipe.models.tcn import check_dropout
 from avpipe.pipeline.errors import ConfigError
-from torch import nn
 
 
 class Cell(StrEnum):

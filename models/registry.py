@@ -17,7 +17,6 @@ from typing import Any
 
 from avpipe.models.aim3 import AIM3Model
 from avpipe.models.base import InputSpec, ModelContext, SequenceModel
-from avpipe.models.config import Task
 from avpipe.models.jca import JCAModel
 from avpipe.models.lfan import LFANModel
 from avpipe.models.recurrent import RNNModel
@@ -25,6 +24,7 @@ from avpipe.models.separate import PerDimensionVA
 from avpipe.models.tcn import TCNModel
 from avpipe.models.transformer import TransformerModel
 from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.config.train import Task
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.plugins import BUILTIN_ORIGIN, PluginGroup, PluginRegistry
 

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from avpipe.models.config import MissingScore, Task
 from avpipe.models.metrics import TASK_FRAMES, TASK_SCORE
+from avpipe.pipeline.config.train import MissingScore, Task
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import VA_NAMES
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import torch
-from avpipe.models.base import ModelContext, SequenceModel
-from avpipe.models.config import Task
-from avpipe.pipeline.labels import VA_NAMES
 from torch import nn
+
+from avpipe.models.base import ModelContext, SequenceModel
+from avpipe.pipeline.config.train import Task
+from avpipe.pipeline.labels import VA_NAMES
 
 
 class PerDimensionVA(SequenceModel):

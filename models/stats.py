@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from avpipe.models.base import InputSpec
-from avpipe.models.config import FeatureSpec
 from avpipe.models.table import FrameTable
+from avpipe.pipeline.config.train import FeatureSpec
 from avpipe.pipeline.store import FeatureStore
 
 log = logging.getLogger(__name__)

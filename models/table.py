@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from avpipe.models.config import Task
+
 from avpipe.models.data import VideoData
 from avpipe.models.rowfile import RowFile
 from avpipe.models.windows import PAD, window_rows
+from avpipe.pipeline.config.train import Task
 from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
 
 PAD_ROW = 0

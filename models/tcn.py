@@ -24,10 +24,11 @@ from enum import StrEnum
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
-from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
-from avpipe.pipeline.errors import ConfigError
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
+
+from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
+from avpipe.pipeline.errors import ConfigError
 
 
 class Activation(StrEnum):

@@ -15,14 +15,15 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from avpipe.models.base import InputSpec, SequenceModel
-from avpipe.models.config import OptimizerName, Scheduler, Selection, Shuffle, TrainConfig
 from avpipe.models.inference import VideoPrediction, predict_videos
 from avpipe.models.losses import MultiTaskLoss
 from avpipe.models.metrics import task_metrics
 from avpipe.models.registry import create_model
 from avpipe.models.selection import Best, TaskScorer, restore_state, selection_criteria, warn_if_untrained
 from avpipe.models.table import FrameTable, WindowBatches
+from avpipe.pipeline.config.train import OptimizerName, Scheduler, Selection, Shuffle, TrainConfig
 from avpipe.pipeline.labels import FrameLabels
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
 from avpipe.models.tcn import check_dropout
 from avpipe.pipeline.errors import ConfigError
-from torch import nn
 
 
 @dataclass

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from avpipe.models.config import Task
+
 from avpipe.models.data import VideoData
+from avpipe.pipeline.config.train import Task
 from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, FrameLabels
 
 

@@ -15,9 +15,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, TypeVar
 
+from tqdm.auto import tqdm
+
 from avpipe.pipeline.config import RunnerConfig
 from avpipe.pipeline.runner import TaskOutcome, cluster_info, open_client, run_tasks
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from avpipe.pipeline.errors import AvpipeError
 from torch import nn
+
+from avpipe.pipeline.errors import AvpipeError
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from distributed import WorkerPlugin, get_worker
+
 from avpipe.pipeline import atomic
 from avpipe.pipeline.batching import plan_batches
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
@@ -53,7 +55,6 @@ from avpipe.pipeline.runner import (
 from avpipe.pipeline.store import FeatureStore, ShardStatus
 from avpipe.pipeline.supervise import Supervision
 from avpipe.pipeline.types import AudioTrack, FaceCrops, FeatureSet, MediaInfo, Timeline, VideoContext
-from distributed import WorkerPlugin, get_worker
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +401,7 @@ def read_face_crops(store: FeatureStore, video_id: str, crop_size: int) -> FaceC
         shard = store.read(FACES_EXTRACTOR, video_id, names=[name])
     except StoreError as err:
         raise ExtractorError(
-            f"{video_id}: no aligned face crops of size {crop_size} in the faces store ({err}); "
+            f"{video_id}: no warped face crops of size {crop_size} in the faces store ({err}); "
             f"run the faces stage first, with {crop_size} in extractors.faces.sizes"
         ) from err
     return FaceCrops(

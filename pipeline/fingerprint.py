@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
+
 from avpipe.pipeline.errors import MediaError
 
 PARAMS_HASH_CHARS = 16

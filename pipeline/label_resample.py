@@ -1,4 +1,4 @@
-"""Time-keyed label samples onto frame times by a named rule (pipeline/label_config.py documents them).
+"""Time-keyed label samples onto frame times by a named rule (pipeline/config/labels.py documents them).
 
 Values are float arrays (N, D) with NaN where a sample is unlabeled for a column; each column is
 resampled from its own labeled samples. The returned counts say how often the rule acted (frames
@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-from avpipe.pipeline.label_config import Resample
+
+from avpipe.pipeline.config.labels import Resample
 
 
 def default_max_gap(label_times: np.ndarray) -> float:

@@ -8,7 +8,7 @@ a frame index, a time in seconds, or the whole clip). ``align_labels`` puts them
   mismatch is described in the returned note ("va: labels have 1203 rows, video has 1200 frames: 3 extra
   rows dropped"), which the manifest stage logs as a warning and keeps in the manifest row's notes.
 - Time-keyed rows are resampled onto the frame times by the task's rule (``dataset.labels.resample``:
-  linear within a max gap, hold, nearest, or sparse; pipeline/label_config.py). Rows more than half a
+  linear within a max gap, hold, nearest, or sparse; pipeline/config/labels.py). Rows more than half a
   frame interval outside the video's first and last frame are noted.
 - A clip-keyed row (one label for a whole clip, as CREMA-D's and RAVDESS's file names give) labels
   every frame.
@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from avpipe.pipeline.errors import LabelError
-from avpipe.pipeline.label_config import (
+
+from avpipe.pipeline.config.labels import (
     AU_CLASS_NAMES,
     EXPRESSION_CLASS_NAMES,
     TRAINER_CATEGORICAL,
@@ -42,6 +42,7 @@ from avpipe.pipeline.label_config import (
     LabelConfig,
     Resample,
 )
+from avpipe.pipeline.errors import LabelError
 from avpipe.pipeline.label_resample import default_max_gap, resample
 from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
 
@@ -324,7 +325,7 @@ def align_labels(
 
     The timeline is normally the native one (every frame once); the video's frame count is taken as
     ``max(frame_index) + 1`` so that a resampled timeline still looks labels up by source frame.
-    Time-keyed rows are resampled by ``config``'s rule for the task (pipeline/label_config.py); how often
+    Time-keyed rows are resampled by ``config``'s rule for the task (pipeline/config/labels.py); how often
     each rule acted is counted in the result's ``actions``.
     """
     config = config or LabelConfig()

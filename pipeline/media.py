@@ -23,6 +23,7 @@ from typing import Any
 import av
 import ffmpeg
 import numpy as np
+
 from avpipe.pipeline.errors import MediaError
 from avpipe.pipeline.tools import ffprobe_binary
 from avpipe.pipeline.types import AudioStreamInfo, MediaInfo, VideoStreamInfo

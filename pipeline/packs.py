@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import h5py
+
 from avpipe.pipeline.diskguard import GuardedFile
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.types import FeatureSet

@@ -24,7 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
-from avpipe.pipeline.label_config import EweReference, GoldStandard
+
+from avpipe.pipeline.config.labels import EweReference, GoldStandard
 
 
 @dataclass

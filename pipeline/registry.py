@@ -35,7 +35,7 @@ ENTRY_POINT_GROUP = PluginGroup.EXTRACTORS.value
 BUILTIN_MODULES = (
     "avpipe.pipeline.extractors.faces",
     "avpipe.pipeline.extractors.audio",
-    "avpipe.pipeline.extractors.vggish",
+    "avpipe.pipeline.extractors.audio.vggish",
     "avpipe.pipeline.extractors.embeddings",
 )
 
@@ -45,7 +45,7 @@ class InputKind(StrEnum):
 
     FRAMES = "frames"  # an iterator of decoded Frame objects on the video timeline
     AUDIO = "audio"  # an AudioTrack (or None when the video has no audio stream)
-    FACES = "faces"  # aligned face crops read from the face shard
+    FACES = "faces"  # warped face crops read from the face shard
 
 
 class Extractor(ABC):

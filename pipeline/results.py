@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+
 from avpipe.pipeline.config import ResultsConfig
 from avpipe.pipeline.runner import RunReport
 

@@ -28,10 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from avpipe.pipeline.config import RunnerConfig
 from avpipe.pipeline.errors import AvpipeError
 from avpipe.pipeline.supervise import Supervision, drive, memory_limit_text
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,8 @@ from typing import Any
 import h5py
 import numpy as np
 import psutil
+from tqdm.auto import tqdm
+
 from avpipe.pipeline import fingerprint, integrity
 from avpipe.pipeline.config import Compression
 from avpipe.pipeline.diskguard import GuardedFile
@@ -41,7 +43,6 @@ from avpipe.pipeline.index import INDEX_FILE, INDEX_LOG_FILE, LogRecord, ShardIn
 from avpipe.pipeline.index import fsync_path as _fsync_path
 from avpipe.pipeline.packs import PACKS_FOLDER, WRITTEN_ATTR
 from avpipe.pipeline.types import FeatureSet
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 from av.container import InputContainer
+
 from avpipe.pipeline.errors import MediaError
 from avpipe.pipeline.media import check_media_file, probe, unreadable_reason
 from avpipe.pipeline.types import AudioTrack, Frame, MediaInfo, Timeline

@@ -17,6 +17,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import decode_audio
 

@@ -6,8 +6,8 @@ extractor of that name through ``avpipe.pipeline.extract.run_extractor`` (docs/A
 
 from __future__ import annotations
 
+from avpipe.pipeline.config import Params
 from avpipe.pipeline.errors import ExtractorError
-from avpipe.pipeline.params import Params
 from avpipe.pipeline.registry import InputKind, default_registry
 from avpipe.stages import extract
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from avpipe.pipeline.config import Params
 from avpipe.pipeline.demo.guard import dataset_is_demo, mark_unused
-from avpipe.pipeline.params import Params
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from avpipe.pipeline.config import Params
 from avpipe.pipeline.errors import ConfigError
-from avpipe.pipeline.params import Params
 from avpipe.pipeline.registry import InputKind, default_registry
 from avpipe.stages import extract
 

@@ -26,7 +26,7 @@ from avpipe.pipeline.results import (
 from avpipe.pipeline.store import FeatureStore
 
 if TYPE_CHECKING:
-    from avpipe.pipeline.params import Params
+    from avpipe.pipeline.config import Params
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from avpipe.pipeline.config import Params
 from avpipe.pipeline.extract import run_extractor, write_report
 from avpipe.pipeline.manifest import ManifestRow, read_manifest
-from avpipe.pipeline.params import Params
 from avpipe.pipeline.results import stage_metrics, write_stage_metrics
 from avpipe.pipeline.runner import RunReport
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from avpipe.pipeline import atomic
 from avpipe.pipeline.atomic import OutputWriteError
+from avpipe.pipeline.config import Params
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.extract import FACES_EXTRACTOR, open_store
 from avpipe.pipeline.extractors.faces.qa import load_sheet_data, video_summary, write_contact_sheet
 from avpipe.pipeline.manifest import ManifestRow
-from avpipe.pipeline.params import Params
 from avpipe.pipeline.results import stage_metrics, write_stage_metrics
 from avpipe.pipeline.runner import RunReport
 from avpipe.pipeline.store import FeatureStore, shard_name

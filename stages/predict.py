@@ -10,7 +10,7 @@ from avpipe.pipeline.manifest import read_manifest
 from avpipe.pipeline.store import FeatureStore
 
 if TYPE_CHECKING:
-    from avpipe.pipeline.params import Params
+    from avpipe.pipeline.config import Params
 
 log = logging.getLogger(__name__)
 

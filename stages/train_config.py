@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from avpipe.models.config import TrainConfig
-from avpipe.pipeline.cli import to_plain
+from avpipe.pipeline.config.build import to_plain
+from avpipe.pipeline.config.train import TrainConfig
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR
 from avpipe.pipeline.manifest import read_manifest
@@ -25,7 +25,7 @@ from avpipe.pipeline.results import shard_summary, write_train_inputs, write_tra
 from avpipe.pipeline.store import FeatureStore
 
 if TYPE_CHECKING:
-    from avpipe.pipeline.params import Params
+    from avpipe.pipeline.config import Params
 
 log = logging.getLogger(__name__)
 

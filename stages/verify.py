@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 
+from avpipe.pipeline.config import Params
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.extract import open_store
 from avpipe.pipeline.integrity import verify_store
-from avpipe.pipeline.params import Params
 
 log = logging.getLogger(__name__)
 

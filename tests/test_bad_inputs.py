@@ -20,18 +20,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.config.dataset import DatasetConfig
+from avpipe.pipeline.config.manifest import ManifestConfig
 from avpipe.pipeline.extract import run_extractor, write_report
 from avpipe.pipeline.extractors.audio import LogMelConfig
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
-from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, ManifestRow, read_failures, write_manifest
+from avpipe.pipeline.manifest import ManifestRow, read_failures, write_manifest
 from avpipe.pipeline.media import probe
 from avpipe.pipeline.registry import Extractor, ExtractorRegistry, InputKind
 from avpipe.pipeline.runner import open_client
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import video_timeline
 from avpipe.pipeline.types import FeatureSet, Frame, MaskValue, Timeline, VideoContext
-
 from tests.media_factory import (
     make_audio_only,
     make_empty_file,
@@ -160,7 +162,7 @@ def battery(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def manifest(battery: Path, tmp_path_factory: pytest.TempPathFactory):
-    from avpipe.stages.manifest import build_manifest
+    from avpipe.pipeline.manifest_builder import build_manifest
 
     out = tmp_path_factory.mktemp("manifest_out")
     manifest_cfg = ManifestConfig(path=str(out / "manifest.csv"), failures=str(out / "failures.csv"))
@@ -326,7 +328,7 @@ def write_params(folder: Path, scheduler: str, fail_on_error: bool) -> Path:
 
 @pytest.mark.parametrize("fail_on_error", [False, True])
 def test_fail_on_error_decides_the_exit_code(battery, client, tmp_path, caplog, fail_on_error) -> None:
-    from avpipe.pipeline.params import load_params
+    from avpipe.pipeline.config import load_params
     from avpipe.stages import extract as extract_stage
     from avpipe.stages import manifest as manifest_stage
 

@@ -6,14 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.batching import plan_batches
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
+from avpipe.pipeline.config.dataset import DatasetConfig
+from avpipe.pipeline.config.manifest import ManifestConfig
 from avpipe.pipeline.extract import run_extractor
 from avpipe.pipeline.extractors.audio import LogMelConfig
-from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, ManifestRow
+from avpipe.pipeline.manifest import ManifestRow
+from avpipe.pipeline.manifest_builder import build_manifest
 from avpipe.pipeline.store import FeatureStore
-from avpipe.stages.manifest import build_manifest
-
 from tests.media_factory import make_text_file, make_video
 
 pytestmark = pytest.mark.timeout(180)

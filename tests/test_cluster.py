@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline import runner
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
 from avpipe.pipeline.errors import AvpipeError
@@ -16,7 +17,6 @@ from avpipe.pipeline.extractors.audio import LogMelConfig
 from avpipe.pipeline.manifest import ManifestRow
 from avpipe.pipeline.runner import GPU_RESOURCE, cluster_info, run_tasks
 from avpipe.pipeline.store import FeatureStore
-
 from tests.dask_loopback import LoopbackCluster, start_loopback_cluster
 from tests.media_factory import make_video
 

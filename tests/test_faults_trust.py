@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from avpipe.pipeline.cli import main
+
+from avpipe.cli import main
 from avpipe.pipeline.errors import ExtractorError
-from avpipe.pipeline.extractors import vggish_net
+from avpipe.pipeline.extractors.audio import vggish_net
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -95,6 +96,7 @@ def _listening(pids: set[int]) -> list[tuple[int, str, int]]:
 
 def test_local_cluster_listens_on_loopback_only() -> None:
     import psutil
+
     from avpipe.pipeline.config import RunnerConfig
     from avpipe.pipeline.runner import open_client
 

@@ -18,7 +18,6 @@ from avpipe.pipeline.errors import ConfigError, ExtractorError  # noqa: E402
 from avpipe.pipeline.extractors.audio.hf_encoder import FrameGeometry  # noqa: E402
 from avpipe.pipeline.extractors.audio.hf_speech import HfSpeechConfig, HfSpeechExtractor, plan_chunks  # noqa: E402
 from avpipe.pipeline.types import AudioTrack, Timeline, VideoContext  # noqa: E402
-
 from tests.test_audio import FLASH_FRAMES, load_media, make_sync_video  # noqa: E402
 
 RATE = 16000

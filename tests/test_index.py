@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline import index as index_module
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
 from avpipe.pipeline.errors import StoreError
@@ -25,7 +26,6 @@ from avpipe.pipeline.manifest import ManifestRow
 from avpipe.pipeline.runner import RunReport
 from avpipe.pipeline.store import FeatureStore, ShardStatus
 from avpipe.pipeline.types import FeatureSet
-
 from tests.dask_loopback import REPO
 from tests.media_factory import make_video
 

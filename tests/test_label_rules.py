@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.adapters import create_adapter
 from avpipe.pipeline.adapters.folder import read_label_csv
+from avpipe.pipeline.config.labels import LabelConfig
 from avpipe.pipeline.errors import ConfigError
-from avpipe.pipeline.label_config import LabelConfig
 from avpipe.pipeline.labels import UNLABELED_VA, FrameLabels, LabelTask, RawLabels, align_labels
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import video_timeline
-
 from tests.media_factory import make_video
 
 VIDEO_FPS = 30.0
@@ -330,8 +330,9 @@ def test_given_gold_column_is_kept_beside_the_raters(tmp_path: Path, clip30: Pat
 def test_the_worked_example_of_docs_datasets(tmp_path: Path, clip30: Path, frame_times: np.ndarray) -> None:
     """The folder-adapter example of docs/DATASETS.md gives the labels the document promises."""
     from avpipe.pipeline.config import StoreConfig
-    from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig
-    from avpipe.stages.manifest import build_manifest
+    from avpipe.pipeline.config.dataset import DatasetConfig
+    from avpipe.pipeline.config.manifest import ManifestConfig
+    from avpipe.pipeline.manifest_builder import build_manifest
 
     root = tmp_path / "clips"
     root.mkdir()
@@ -393,7 +394,7 @@ def test_the_worked_example_of_docs_datasets(tmp_path: Path, clip30: Path, frame
 
 
 def test_params_yaml_carries_dataset_labels_and_options() -> None:
-    from avpipe.pipeline.params import load_params
+    from avpipe.pipeline.config import load_params
 
     params = load_params(
         "params.yaml",

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from avpipe.models import stats as stats_module
-from avpipe.models.config import Task
 from avpipe.models.data import VideoData
 from avpipe.models.experiment import run_training
 from avpipe.models.stats import compute_stats
 from avpipe.models.table import FrameTable, WindowBatches
+from avpipe.pipeline.config.train import Task
 from avpipe.pipeline.labels import FrameLabels
-
 from tests.test_train import config_for, tiny  # noqa: F401  (fixture)
 
 

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from avpipe.models.config import LossConfig, Task
+
 from avpipe.models.losses import MultiTaskLoss, action_unit_loss, ccc_loss, ccc_torch, expression_loss
 from avpipe.models.merge import ccc_centering, fold_agreement, merge_folds
 from avpipe.models.metrics import au_mean_f1, ccc, macro_f1, mtl_score, pearson, rmse, task_metrics
+from avpipe.pipeline.config.train import LossConfig, Task
 from avpipe.pipeline.labels import FrameLabels
 
 X = [0.1, -0.4, 0.7, 0.3, -0.9, 0.5]

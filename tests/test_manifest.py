@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from avpipe.pipeline.cli import main as cli_main
+
+from avpipe.cli import main as cli_main
 from avpipe.pipeline.config import StoreConfig
+from avpipe.pipeline.config.dataset import DatasetConfig
+from avpipe.pipeline.config.manifest import ManifestConfig
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import AU_NAMES, EXPRESSION_NAMES, LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
 from avpipe.pipeline.manifest import (
     MANIFEST_COLUMNS,
-    DatasetConfig,
     Failure,
     FailureStage,
-    ManifestConfig,
     ManifestError,
     ManifestRow,
     Split,
@@ -28,11 +29,10 @@ from avpipe.pipeline.manifest import (
     write_failures,
     write_manifest,
 )
+from avpipe.pipeline.manifest_builder import build_manifest, labels_hash
 from avpipe.pipeline.media import probe
 from avpipe.pipeline.store import FeatureStore, ShardStatus
 from avpipe.pipeline.timeline import video_timeline
-from avpipe.stages.manifest import build_manifest, labels_hash
-
 from tests.media_factory import make_empty_file, make_text_file, make_video
 
 FPS = 10.0

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.errors import AvpipeError, MediaError
 from avpipe.pipeline.media import VFR_TOLERANCE, probe, stream_rotation
 from avpipe.pipeline.timeline import decode_audio, video_timeline
 from avpipe.pipeline.tools import FFMPEG_ENV_VAR, FFPROBE_ENV_VAR, ffmpeg_binary, ffprobe_binary
 from avpipe.pipeline.types import MediaInfo
-
 from tests.media_factory import (
     ffprobe_json,
     make_audio_only,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from avpipe.models.base import InputSpec
-from avpipe.models.config import Modality, Task
 from avpipe.models.jca import JointCrossAttention
 from avpipe.models.registry import create_model, model_names
 from avpipe.models.tcn import TemporalConvNet
+from avpipe.pipeline.config.train import Modality, Task
 from avpipe.pipeline.errors import ConfigError
 
 INPUTS = [

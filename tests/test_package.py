@@ -3,6 +3,7 @@ folders (sucv/ABAW2, the JCA code and AIM3 all have a ``models/``) imports both 
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -20,8 +21,8 @@ from pipeline.params import load_params as theirs
 from models.net import Net
 
 import avpipe
-from avpipe.pipeline.params import load_params
-from avpipe.models.config import TrainConfig
+from avpipe.pipeline.config import load_params
+from avpipe.pipeline.config import TrainConfig
 
 params = load_params({params!r})
 assert theirs() == "the research repo's own loader"
@@ -105,4 +106,33 @@ def test_the_wheel_holds_avpipe_only(tmp_path: Path) -> None:
     ):
         assert module in names
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
-    assert "avpipe = avpipe.pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "avpipe = avpipe.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def _imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Every module ``path`` imports, lazy imports inside functions included."""
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.lineno, node.module)] + [
+                (node.lineno, f"{node.module}.{alias.name}") for alias in node.names
+            ]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("layer", "forbidden"),
+    [("pipeline", ("avpipe.models", "avpipe.stages")), ("models", ("avpipe.stages",))],
+)
+def test_layers_import_only_downwards(layer: str, forbidden: tuple[str, ...]) -> None:
+    """The core library never imports the trainers or the stage shells; the trainers never the stages."""
+    offenders = [
+        f"{path.relative_to(REPO)}:{line}: {module}"
+        for path in sorted((REPO / layer).rglob("*.py"))
+        for line, module in _imported_modules(path)
+        if module.startswith(forbidden)
+    ]
+    assert not offenders, "\n".join(offenders)

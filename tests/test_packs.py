@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
 from avpipe.pipeline.extract import run_extractor
 from avpipe.pipeline.extractors.audio import LogMelConfig
 from avpipe.pipeline.manifest import ManifestRow
 from avpipe.pipeline.packs import PACKS_FOLDER
 from avpipe.pipeline.store import FeatureStore, ShardStatus
-
 from tests.dask_loopback import REPO
 from tests.media_factory import make_text_file, make_video
 from tests.test_index import assert_index_truthful, plain_index

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from avpipe.models.losses import loss_registry
 from avpipe.models.registry import model_names
 from avpipe.pipeline.adapters import adapter_names
@@ -30,7 +31,6 @@ from avpipe.pipeline.manifest import ManifestRow, read_manifest, write_manifest
 from avpipe.pipeline.registry import default_registry
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import decode_audio, iter_frames
-
 from tests.media_factory import make_video, run_ffmpeg
 from tests.test_train import FAST, build_dataset
 
@@ -99,7 +99,7 @@ def run_with_plugin(site: Path, argv: list[str], cwd: Path, returncode: int = 0)
 
 
 def avpipe(site: Path, cwd: Path, *args: str, returncode: int = 0) -> str:
-    return run_with_plugin(site, ["-m", "avpipe.pipeline.cli", *args], cwd, returncode)
+    return run_with_plugin(site, ["-m", "avpipe.cli", *args], cwd, returncode)
 
 
 def test_extending_md_shows_the_example_package_as_it_is():
@@ -140,7 +140,7 @@ def test_installed_plugin_appears_in_the_registry(plugin_site, tmp_path):
 
 
 def test_avpipe_extractors_list_shows_the_plugin(plugin_site, tmp_path):
-    listing = run_with_plugin(plugin_site, ["-m", "avpipe.pipeline.cli", "extractors", "list"], tmp_path)
+    listing = run_with_plugin(plugin_site, ["-m", "avpipe.cli", "extractors", "list"], tmp_path)
     line = next(row for row in listing.splitlines() if row.startswith(f"{PLUGIN} "))
     assert line.split()[:3] == [PLUGIN, "frames", "3"] and f"entry point {ENTRY_POINT}" in line
     line = next(row for row in listing.splitlines() if row.startswith("rms-energy "))
@@ -179,9 +179,7 @@ def test_installed_plugin_runs_as_a_stage_with_params_from_yaml(plugin_site, tmp
         "extractors": {PLUGIN: {"space": "grey", "border": 4}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
-    run_with_plugin(
-        plugin_site, ["-m", "avpipe.pipeline.cli", "-p", "params.yaml", "extract", PLUGIN], tmp_path
-    )
+    run_with_plugin(plugin_site, ["-m", "avpipe.cli", "-p", "params.yaml", "extract", PLUGIN], tmp_path)
     report = json.loads((tmp_path / "reports" / f"{PLUGIN}.json").read_text(encoding="utf-8"))
     assert report["done"] == 1 and report["failed"] == 0
     stored = FeatureStore(tmp_path / "features").read(PLUGIN, "bars")  # readable without the plug-in
@@ -288,7 +286,7 @@ def test_plugin_loss_computes_the_huber_loss_over_labelled_frames(plugin_site, t
     code = textwrap.dedent(
         """
         import json, torch
-        from avpipe.models.config import LossConfig, Task
+        from avpipe.pipeline.config.train import LossConfig, Task
         from avpipe.models.losses import MultiTaskLoss
         torch.manual_seed(0)
         output = torch.rand(2, 5, 2) * 2 - 1

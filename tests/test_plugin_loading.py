@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from avpipe.models.config import LossConfig, Task
+
+from avpipe.cli import main as cli_main
 from avpipe.models.losses import build_task_losses, loss_registry
 from avpipe.models.registry import model_class, model_registry
 from avpipe.pipeline.adapters import adapter_registry
-from avpipe.pipeline.cli import main as cli_main
+from avpipe.pipeline.config.dataset import DatasetConfig
+from avpipe.pipeline.config.train import LossConfig, Task
 from avpipe.pipeline.errors import AvpipeError, ConfigError, ExtractorError
-from avpipe.pipeline.manifest import DatasetConfig
 from avpipe.pipeline.plugins import BUILTIN_ORIGIN, PluginGroup
 from avpipe.pipeline.registry import default_registry
 

@@ -8,14 +8,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from avpipe.models.base import InputSpec
-from avpipe.models.config import Modality, Task, TrainConfig, list_presets, read_preset, resolve_train_section
 from avpipe.models.experiment import run_training
 from avpipe.models.prediction import run_prediction
 from avpipe.models.registry import create_model
 from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.config.train import (
+    Modality,
+    Task,
+    TrainConfig,
+    list_presets,
+    read_preset,
+    resolve_train_section,
+)
 from avpipe.pipeline.errors import ConfigError
-
 from tests.test_train import build_dataset
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.adapters import create_adapter
 from avpipe.pipeline.config import StoreConfig
+from avpipe.pipeline.config.dataset import DatasetConfig
+from avpipe.pipeline.config.labels import LabelConfig
+from avpipe.pipeline.config.manifest import ManifestConfig
 from avpipe.pipeline.errors import ConfigError, LabelError
-from avpipe.pipeline.label_config import LabelConfig
 from avpipe.pipeline.labels import EXPRESSION_NAMES, LABELS_EXTRACTOR, FrameLabels
-from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig, Split
+from avpipe.pipeline.manifest import Split
+from avpipe.pipeline.manifest_builder import build_manifest
 from avpipe.pipeline.store import FeatureStore
-from avpipe.stages.manifest import build_manifest
-
 from tests.media_factory import make_audio_only, make_video
 
 

@@ -16,13 +16,22 @@ import math
 import numpy as np
 import pytest
 import torch
-from avpipe.models.config import CCCReduction, LossConfig, MergeMethod, Moments, MSEReduction, Task, VALoss
+
 from avpipe.models.jca import JointCrossAttention
 from avpipe.models.lfan import ModalityAttention
 from avpipe.models.losses import MultiTaskLoss, ccc_loss
 from avpipe.models.merge import merge_folds
 from avpipe.models.metrics import ccc, task_metrics
 from avpipe.models.tcn import Activation, DropoutKind, TCNBlockOptions, TCNInit, TemporalBlock
+from avpipe.pipeline.config.train import (
+    CCCReduction,
+    LossConfig,
+    MergeMethod,
+    Moments,
+    MSEReduction,
+    Task,
+    VALoss,
+)
 from avpipe.pipeline.labels import FrameLabels
 
 RNG = np.random.default_rng(1234)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.errors import ConfigError, ExtractorError
 from avpipe.pipeline.registry import (
     Extractor,

@@ -17,15 +17,14 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from avpipe.pipeline.config import StoreConfig
+
+from avpipe.pipeline.config import StoreConfig, load_params
 from avpipe.pipeline.extract import ExtractionJob, process_video
 from avpipe.pipeline.extractors.audio import LogMelConfig, LogMelExtractor
 from avpipe.pipeline.fingerprint import media_fingerprint
 from avpipe.pipeline.manifest import ManifestRow, write_manifest
-from avpipe.pipeline.params import load_params
 from avpipe.pipeline.store import FeatureStore, ShardStatus
 from avpipe.stages import extract as extract_stage
-
 from tests.dask_loopback import REPO, LoopbackCluster, start_loopback_cluster
 from tests.media_factory import make_video
 
@@ -35,7 +34,7 @@ EXTRACTOR = "logmel"
 N_VIDEOS = 10
 STAGE_TIMEOUT_S = 180.0
 POLL_S = 0.01
-CLI = "import sys; from avpipe.pipeline.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from avpipe.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from avpipe.pipeline.config import RunnerConfig, StoreConfig
 from avpipe.pipeline.errors import AvpipeError, ExtractorError, MediaError
 from avpipe.pipeline.extract import ExtractionJob, run_extractor, task_resources, uses_device, write_report
@@ -30,7 +31,6 @@ from avpipe.pipeline.runner import (
     visible_gpu_count,
     worker_device,
 )
-
 from tests.dask_loopback import REPO
 
 pytestmark = pytest.mark.timeout(120)

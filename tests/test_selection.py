@@ -10,18 +10,18 @@ import logging
 import numpy as np
 import pytest
 import torch
+
 from avpipe.models.checkpoint import load_checkpoint
-from avpipe.models.config import MissingScore, Task
 from avpipe.models.experiment import fold_dir, run_training, task_checkpoint
 from avpipe.models.inference import load_predictions
 from avpipe.models.prediction import run_prediction
 from avpipe.models.selection import Best, TaskScorer, restore_state, warn_if_untrained
 from avpipe.models.trainer import FoldTrainer
+from avpipe.pipeline.config.train import MissingScore, Task
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.manifest import Split
 from avpipe.pipeline.types import Timeline
-
 from tests.test_train import build_dataset, config_for
 
 MTL = {"tasks": ["va", "expr"], "epochs": 3}

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.extractors.audio.speech import SpeechConfig, SpeechExtractor
 from avpipe.pipeline.registry import create_extractor
 from avpipe.pipeline.timeline import decode_audio, video_timeline
 from avpipe.pipeline.types import AudioTrack, Timeline, VideoContext
-
 from tests.media_factory import run_ffmpeg
 
 FPS = 25
@@ -128,9 +128,9 @@ def test_silero_import_keeps_the_torch_thread_count() -> None:
 
 
 def test_mask_audio_by_speech_masks_only_audio_inputs_without_speech(tmp_path) -> None:
-    from avpipe.models.config import TrainConfig
     from avpipe.models.data import load_videos
     from avpipe.pipeline.config import build_dataclass
+    from avpipe.pipeline.config.train import TrainConfig
     from avpipe.pipeline.store import FeatureStore
     from avpipe.pipeline.types import FeatureSet
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from avpipe.models.config import TrainConfig
+
+from avpipe.cli import parse_args
 from avpipe.models.registry import MODELS
-from avpipe.pipeline.cli import parse_args
-from avpipe.pipeline.config import ResultsConfig
-from avpipe.pipeline.params import load_params
+from avpipe.pipeline.config import ResultsConfig, load_params
+from avpipe.pipeline.config.train import TrainConfig
 from avpipe.pipeline.results import headline_train_metrics, thin, write_prediction_plots
 from avpipe.pipeline.runner import RunReport
 from avpipe.stages.extract import exit_code
@@ -171,6 +171,7 @@ def test_extraction_does_not_replace_a_feature_shard_of_another_dataset(tmp_path
     """The labels shard says which dataset a video id now belongs to; a feature shard of that id written
     from another dataset becomes a failure, not a silent overwrite (unless store.replace_other_dataset)."""
     import numpy as np
+
     from avpipe.pipeline.config import StoreConfig
     from avpipe.pipeline.extract import ExtractionJob, pending_tasks
     from avpipe.pipeline.extractors.audio import LogMelConfig

@@ -15,12 +15,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+
 from avpipe.pipeline import store as store_module
 from avpipe.pipeline.errors import MediaError, StoreError
 from avpipe.pipeline.fingerprint import library_versions, media_fingerprint, params_hash, params_json
 from avpipe.pipeline.store import FeatureStore, ShardStatus, shard_name, video_id_from_shard_name
 from avpipe.pipeline.types import FeatureSet, MaskValue
-
 from tests.media_factory import make_video
 
 REPO = Path(__file__).resolve().parents[1]

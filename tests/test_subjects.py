@@ -8,9 +8,10 @@ import itertools
 import logging
 
 import pytest
-from avpipe.models.config import FoldConfig
+
 from avpipe.models.folds import make_folds
 from avpipe.pipeline.adapters import create_adapter
+from avpipe.pipeline.config.train import FoldConfig
 from avpipe.pipeline.errors import LabelError
 from avpipe.pipeline.manifest import ManifestRow, Split
 

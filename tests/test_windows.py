@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from avpipe.models.config import Task
+
 from avpipe.models.data import VideoData
 from avpipe.models.table import PAD_ROW, FrameTable, WindowBatches
 from avpipe.models.windows import PAD, average_windows, cut_windows, window_rows, window_starts
+from avpipe.pipeline.config.train import Task
 from avpipe.pipeline.labels import UNLABELED_VA, FrameLabels
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
 from avpipe.pipeline.adapters import register_adapter
 from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
 from avpipe.pipeline.errors import LabelError

@@ -24,12 +24,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
 from avpipe.pipeline.adapters import register_adapter
 from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
+from avpipe.pipeline.config.dataset import DEFAULT_VIDEO_EXTENSIONS
+from avpipe.pipeline.config.labels import LabelConfig
 from avpipe.pipeline.errors import ConfigError, LabelError
-from avpipe.pipeline.label_config import LabelConfig
 from avpipe.pipeline.labels import KeyKind, LabelTrack, RawLabels, TaskKind, parse_float
-from avpipe.pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
+from avpipe.pipeline.manifest import Failure, FailureStage, Split
 
 log = logging.getLogger(__name__)
 

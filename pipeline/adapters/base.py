@@ -12,16 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from avpipe.pipeline.label_config import LabelConfig
+from avpipe.pipeline.config.dataset import DEFAULT_VIDEO_EXTENSIONS, normalize_extensions
+from avpipe.pipeline.config.labels import LabelConfig
 from avpipe.pipeline.labels import LabelTask, RawLabels
-from avpipe.pipeline.manifest import (
-    DEFAULT_VIDEO_EXTENSIONS,
-    Failure,
-    FailureStage,
-    Split,
-    SubjectPosition,
-    normalize_extensions,
-)
+from avpipe.pipeline.manifest import Failure, FailureStage, Split, SubjectPosition
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from avpipe.pipeline.adapters.base import Candidate
 from avpipe.pipeline.errors import ConfigError, LabelError
 from avpipe.pipeline.labels import UNLABELED_EXPRESSION, KeyKind, LabelTrack, RawLabels, TaskKind

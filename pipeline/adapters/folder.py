@@ -32,10 +32,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
 from avpipe.pipeline.adapters import register_adapter
 from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
+from avpipe.pipeline.config.dataset import DEFAULT_VIDEO_EXTENSIONS
+from avpipe.pipeline.config.labels import RATER_SEPARATOR, LabelConfig
 from avpipe.pipeline.errors import LabelError
-from avpipe.pipeline.label_config import RATER_SEPARATOR, LabelConfig
 from avpipe.pipeline.labels import (
     UNLABELED_AU,
     UNLABELED_EXPRESSION,
@@ -50,7 +52,7 @@ from avpipe.pipeline.labels import (
     parse_float,
     parse_int,
 )
-from avpipe.pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Split, printable
+from avpipe.pipeline.manifest import Split, printable
 from avpipe.pipeline.raters import gold_standard
 
 log = logging.getLogger(__name__)

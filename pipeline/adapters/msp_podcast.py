@@ -32,10 +32,11 @@ from pathlib import Path
 from avpipe.pipeline.adapters import register_adapter
 from avpipe.pipeline.adapters.base import Candidate, DatasetAdapter, Scan
 from avpipe.pipeline.adapters.clip_labels import ClipTask, clip_label_tracks, encode_clip_labels
+from avpipe.pipeline.config.dataset import DEFAULT_VIDEO_EXTENSIONS
+from avpipe.pipeline.config.labels import LabelConfig
 from avpipe.pipeline.errors import ConfigError, LabelError
-from avpipe.pipeline.label_config import LabelConfig
 from avpipe.pipeline.labels import EXPRESSION_NAMES, RawLabels, TaskKind, parse_float
-from avpipe.pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
+from avpipe.pipeline.manifest import Failure, FailureStage, Split
 
 log = logging.getLogger(__name__)
 

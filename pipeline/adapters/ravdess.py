@@ -39,10 +39,11 @@ from avpipe.pipeline.adapters.clip_labels import (
     speaker_split_table,
     warn_unknown_speakers,
 )
+from avpipe.pipeline.config.dataset import DEFAULT_VIDEO_EXTENSIONS
+from avpipe.pipeline.config.labels import LabelConfig
 from avpipe.pipeline.errors import ConfigError
-from avpipe.pipeline.label_config import LabelConfig
 from avpipe.pipeline.labels import EXPRESSION_NAMES, RawLabels, TaskKind
-from avpipe.pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
+from avpipe.pipeline.manifest import Failure, FailureStage, Split
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from avpipe.pipeline.demo.config import DemoConfig
+from avpipe.pipeline.config.demo import DemoConfig
 
 __all__ = ["DemoConfig", "build_demo_dataset"]
 

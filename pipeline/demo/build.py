@@ -10,8 +10,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+from avpipe.pipeline.config.demo import DemoConfig, Split
 from avpipe.pipeline.demo.clips import ClipPlan, SubjectPlan, Task, plan_clip, two_person_clip_number
-from avpipe.pipeline.demo.config import DemoConfig, Split
 from avpipe.pipeline.demo.encode import Mp4Writer
 from avpipe.pipeline.demo.face_animation import FaceState, apply_lighting, render_face
 from avpipe.pipeline.demo.face_sources import FaceSource, FaceSourceName, load_face_source
@@ -20,7 +22,6 @@ from avpipe.pipeline.demo.labels import action_units, au_text, expr_text, expres
 from avpipe.pipeline.demo.speech import per_frame_mean, synthesize_voice, turn_taking
 from avpipe.pipeline.demo.streams import Purpose, random_stream
 from avpipe.pipeline.errors import ConfigError
-from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 

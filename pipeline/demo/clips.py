@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
-from avpipe.pipeline.demo.config import DemoConfig, Split
+
+from avpipe.pipeline.config.demo import DemoConfig, Split
 from avpipe.pipeline.demo.face_animation import FaceMotion, Lighting, plan_lighting, plan_motion
 from avpipe.pipeline.demo.face_sources import FaceSourceName
 from avpipe.pipeline.demo.labels import unlabeled_stretch, valence_arousal_curve

@@ -15,6 +15,7 @@ from types import TracebackType
 
 import numpy as np
 import soundfile
+
 from avpipe.pipeline.errors import MediaError
 from avpipe.pipeline.tools import ffmpeg_binary
 

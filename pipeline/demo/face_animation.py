@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from avpipe.pipeline.demo.curves import smooth_noise
 
 MAP_DECIMATION = 4  # the maps are smooth: compute them on a 1/4 grid and upsample

@@ -20,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
+
 from avpipe.pipeline.demo.face_animation import ExpressionStyle
 from avpipe.pipeline.errors import MediaError
 

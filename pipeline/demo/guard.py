@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from avpipe.pipeline.demo.config import DemoConfig
+from avpipe.pipeline.config.demo import DemoConfig
 from avpipe.pipeline.errors import ConfigError
 
 MANIFEST_NAME = "demo.json"

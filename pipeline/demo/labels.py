@@ -8,6 +8,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 import numpy as np
+
 from avpipe.pipeline.demo.curves import spanning_curve
 
 AU_NAMES = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU15", "AU23", "AU24", "AU25", "AU26")

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from avpipe.pipeline.demo.curves import smooth_noise
 from scipy.signal import lfilter
+
+from avpipe.pipeline.demo.curves import smooth_noise
 
 F0_LOW_HZ = 100.0  # arousal -1
 F0_HIGH_HZ = 260.0  # arousal +1

@@ -1,6 +1,6 @@
-"""Face embeddings: one FACES extractor per CNN backbone of ``avpipe.models.backbones``.
+"""Face embeddings: one FACES extractor per CNN backbone of ``avpipe.pipeline.extractors.backbones``.
 
-Each extractor reads the aligned crops ``crops_<crop_size>`` of the faces shard and writes, on the
+Each extractor reads the warped crops ``crops_<crop_size>`` of the faces shard and writes, on the
 face timeline, ``features`` (T, D) float32 embeddings and, for backbones with an expression head,
 ``logits`` (T, C) float32 (class names: the ``logit_names`` attribute, a list). Frames without a
 face (mask 0) are not run through the network: their rows are zeros and their mask stays 0; the
@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from avpipe.models.backbones.catalog import (
+
+from avpipe.pipeline.errors import ConfigError, ExtractorError
+from avpipe.pipeline.extractors.backbones.catalog import (
     FER_LABELS,
     IR50_DEFAULT,
     IRESNET_DEFAULTS,
@@ -29,7 +31,6 @@ from avpipe.models.backbones.catalog import (
     fer_weights,
     user_weights,
 )
-from avpipe.pipeline.errors import ConfigError, ExtractorError
 from avpipe.pipeline.registry import Extractor, InputKind, register_extractor
 from avpipe.pipeline.types import FaceCrops, FeatureSet, MaskValue, Timeline, VideoContext
 
@@ -44,7 +45,7 @@ class EmbeddingConfig:
 
     extractor_name: ClassVar[str] = "embedding"
 
-    crop_size: int = 112  # which aligned crops of the faces shard to read: crops_<crop_size>
+    crop_size: int = 112  # which warped crops of the faces shard to read: crops_<crop_size>
     batch_size: int = 64  # crops per forward pass
     checkpoint: str | None = None  # weights file; None = the backbone's default location
     fp16: bool = True  # half precision on CUDA devices (CPU always runs float32)
@@ -108,7 +109,7 @@ class IResNet100Config(EmbeddingConfig):
 
 @dataclass
 class TimmConfig(EmbeddingConfig):
-    """``extractors.timm``: any timm architecture with local weights (models/backbones/timm_backbone.py)."""
+    """``extractors.timm``: any timm architecture with local weights (backbones/timm_backbone.py)."""
 
     extractor_name: ClassVar[str] = "timm"
 
@@ -138,7 +139,7 @@ class TimmConfig(EmbeddingConfig):
 
 @dataclass
 class HfVisionConfig(EmbeddingConfig):
-    """``extractors.hf-vision``: a HF vision encoder from local disk (models/backbones/hf_vision.py)."""
+    """``extractors.hf-vision``: a HF vision encoder from local disk (extractors/backbones/hf_vision.py)."""
 
     extractor_name: ClassVar[str] = "hf-vision"
 
@@ -189,7 +190,7 @@ class EmbeddingExtractor(Extractor):
         self.weights_path()
 
     def setup(self, device: str) -> None:
-        from avpipe.models.backbones.registry import create_backbone
+        from avpipe.pipeline.extractors.backbones.registry import create_backbone
 
         self.use_model(create_backbone(self.name, **self.config.backbone_kwargs()), device)
 
@@ -345,7 +346,7 @@ class ConfiguredBackboneExtractor(EmbeddingExtractor):
         return tuple(self._model.logit_names)
 
     def _build(self) -> Any:
-        from avpipe.models.backbones.registry import create_backbone
+        from avpipe.pipeline.extractors.backbones.registry import create_backbone
 
         return create_backbone(self.name, **self.config.backbone_kwargs())
 
@@ -360,7 +361,7 @@ class TimmExtractor(ConfiguredBackboneExtractor):
     description = "any timm model with local weights: pooled embedding (+ head logits)"
 
     def weights_path(self) -> Path:
-        from avpipe.models.backbones.catalog import timm_weights
+        from avpipe.pipeline.extractors.backbones.catalog import timm_weights
 
         return timm_weights(self.config.checkpoint)
 

@@ -14,6 +14,7 @@ from math import gcd
 from typing import Any
 
 import numpy as np
+
 from avpipe.pipeline.align import AlignMethod, Coverage, align_to_frames
 from avpipe.pipeline.errors import ConfigError, MediaError
 from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from avpipe.pipeline.errors import ExtractorError
 from avpipe.pipeline.hf_local import resolve_local_model
 

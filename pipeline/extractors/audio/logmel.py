@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from avpipe.pipeline.align import AlignMethod, window_centres
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.extractors.audio import spectral

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from avpipe.pipeline.align import AlignMethod
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.extractors.audio import spectral

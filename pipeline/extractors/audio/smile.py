@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from avpipe.pipeline.errors import ExtractorError
 
 log = logging.getLogger(__name__)

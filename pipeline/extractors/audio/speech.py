@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from avpipe.pipeline.align import AlignMethod
 from avpipe.pipeline.errors import ConfigError, ExtractorError
 from avpipe.pipeline.extractors.audio.common import NativeFeatures, features_on_timeline, prepare_track

@@ -23,8 +23,14 @@ class Selection(enum.StrEnum):
 class CropMode(enum.StrEnum):
     """How a crop is cut from the full-resolution frame."""
 
-    ALIGNED = "aligned"  # similarity transform of the 5 landmarks onto a canonical template
+    WARPED = "warped"  # similarity transform of the 5 landmarks onto a canonical template
     BOX = "box"  # the detector's box plus a margin, resized (facenet-pytorch ``extract_face`` parity)
+
+    @classmethod
+    def _missing_(cls, value: object) -> CropMode | None:
+        # "aligned" was this mode's name until "align" came to mean one thing in avpipe (a sequence put
+        # onto the video frame clock); params files that still say it mean the same warp.
+        return cls.WARPED if value == "aligned" else None
 
 
 class MissingPolicy(enum.StrEnum):
@@ -39,7 +45,7 @@ class FacesConfig:
     """Face detection, tracking and alignment (docs/FACES.md explains every field)."""
 
     sizes: list[int] = field(default_factory=lambda: [112, 48])  # output crops, one array per size
-    crop_mode: CropMode = CropMode.ALIGNED
+    crop_mode: CropMode = CropMode.WARPED
     box_margin: float = 0.0  # box mode: margin as a fraction of the crop size (facenet margin / image_size)
     selection: Selection = Selection.LARGEST  # overridden by left/right when the video names its subject
     missing: MissingPolicy = MissingPolicy.BLACK

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+
 from avpipe.pipeline.extractors.faces.nets import load_mtcnn
 from avpipe.pipeline.extractors.faces.nms import batched_nms
 

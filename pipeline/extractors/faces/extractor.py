@@ -1,4 +1,4 @@
-"""The registered ``faces`` extractor: frames in, aligned crops and face metadata out (docs/FACES.md).
+"""The registered ``faces`` extractor: frames in, warped crops and face metadata out (docs/FACES.md).
 
 Stored arrays per video (one row per timeline frame):
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from avpipe.pipeline.errors import ExtractorError, MediaError
 from avpipe.pipeline.extractors.faces.config import CropMode, FacesConfig, MissingPolicy
 from avpipe.pipeline.extractors.faces.weights import missing_mtcnn_weights
@@ -38,7 +39,7 @@ class FacesExtractor(Extractor):
     input_kind = InputKind.FRAMES
     config_class = FacesConfig
     description = (
-        "MTCNN face detection + tracking; 5-point aligned crops (crops_<size>), boxes, landmarks, prob"
+        "MTCNN face detection + tracking; 5-point warped crops (crops_<size>), boxes, landmarks, prob"
     )
 
     def __init__(self, config: FacesConfig | None = None) -> None:
@@ -157,8 +158,8 @@ class FacesExtractor(Extractor):
 
     def describe(self, context: VideoContext, stats: SearchStats | None = None) -> dict[str, Any]:
         """The shard's attributes; with ``stats``, the searches' counts so far (``search_<name>``)."""
-        from avpipe.pipeline.extractors.faces.align import template
         from avpipe.pipeline.extractors.faces.select import rule_for_video
+        from avpipe.pipeline.extractors.faces.warp import template
 
         cfg = self.config
         attrs: dict[str, Any] = {
@@ -168,7 +169,7 @@ class FacesExtractor(Extractor):
             "missing_policy": cfg.missing.value,
             "detector": "mtcnn (facenet-pytorch weights)",
         }
-        if cfg.crop_mode is CropMode.ALIGNED:
+        if cfg.crop_mode is CropMode.WARPED:
             attrs["template"] = template(cfg.largest_size).round(4).tolist()
         else:
             attrs["box_margin"] = cfg.box_margin
@@ -274,11 +275,11 @@ class FaceRows:
             self.mask[row] = MaskValue.HELD  # prob stays 0: nothing was detected on this frame
 
     def _crops(self, image: np.ndarray, observation: Observation) -> dict[int, np.ndarray]:
-        from avpipe.pipeline.extractors.faces.align import aligned_crops, box_crops
+        from avpipe.pipeline.extractors.faces.warp import box_crops, warped_crops
 
         if self.config.crop_mode is CropMode.BOX:
             return box_crops(image, observation.box, self.config.sizes, self.config.box_margin)
-        return aligned_crops(image, observation.landmarks, self.config.sizes)
+        return warped_crops(image, observation.landmarks, self.config.sizes)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {f"crops_{size}": crops for size, crops in self.crops.items()}

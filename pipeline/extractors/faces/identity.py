@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
+
 from avpipe.pipeline.extractors.faces.config import FacesConfig, Selection
 from avpipe.pipeline.extractors.faces.detect import Faces
 from avpipe.pipeline.extractors.faces.select import box_area, select_face

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from avpipe.pipeline.extractors.faces.detect import MtcnnCascade, Pyramid, Search
 from avpipe.pipeline.extractors.faces.identity import Choice, Identity, TrackState, appearance
 from avpipe.pipeline.extractors.faces.observation import MISSING, Observation, SearchStats

@@ -13,9 +13,10 @@ import pickle
 from pathlib import Path
 
 import torch
+from torch import nn
+
 from avpipe.pipeline.errors import ExtractorError
 from avpipe.pipeline.extractors.faces.weights import MTCNN_WEIGHT_FILES, NOT_INSTALLED, mtcnn_weights_folder
-from torch import nn
 
 # (name, in, out, kernel) of each conv, each followed by a PReLU; a pool after the conv when given as
 # (kernel, stride). The fully connected layer after the flatten (R/O-net) follows the convs.

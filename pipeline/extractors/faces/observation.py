@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
+
 from avpipe.pipeline.extractors.faces.detect import Faces
 from avpipe.pipeline.types import MaskValue
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from avpipe.pipeline import atomic
 from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.store import FeatureStore

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from avpipe.pipeline.extractors.faces.config import Selection
 from avpipe.pipeline.extractors.faces.detect import Faces
 

@@ -19,6 +19,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, fields
 
 import numpy as np
+
 from avpipe.pipeline.extractors.faces.config import FacesConfig, Selection
 from avpipe.pipeline.extractors.faces.detect import MtcnnCascade, Pyramid, Search
 from avpipe.pipeline.extractors.faces.identity import Identity, TrackState

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from avpipe.pipeline.adapters import Candidate, DatasetAdapter, Scan
 from avpipe.pipeline.adapters.clip_labels import ClipTask, clip_label_tracks, encode_clip_labels
+from avpipe.pipeline.config.dataset import DEFAULT_VIDEO_EXTENSIONS
+from avpipe.pipeline.config.labels import LabelConfig
 from avpipe.pipeline.errors import ConfigError
-from avpipe.pipeline.label_config import LabelConfig
 from avpipe.pipeline.labels import RawLabels, TaskKind
-from avpipe.pipeline.manifest import DEFAULT_VIDEO_EXTENSIONS, Failure, FailureStage, Split
+from avpipe.pipeline.manifest import Failure, FailureStage, Split
 
 COLUMNS = ("file", "speaker", "split", "emotion")
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
+
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.registry import Extractor, InputKind
 from avpipe.pipeline.types import FeatureSet, MaskValue

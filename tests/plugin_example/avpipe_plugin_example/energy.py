@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 import numpy as np
+
 from avpipe.pipeline.align import AlignMethod, Coverage, align_to_frames, window_centres
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.registry import Extractor, InputKind

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F  # noqa: N812
+
 from avpipe.models.losses import TargetKind, TaskLoss
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import UNLABELED_VA

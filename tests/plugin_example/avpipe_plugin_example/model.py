@@ -3,10 +3,11 @@
 from dataclasses import dataclass
 
 import torch
-from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
-from avpipe.models.config import Modality
-from avpipe.pipeline.errors import ConfigError
 from torch import nn
+
+from avpipe.models.base import ModelContext, SequenceModel, TaskHeads, concat_inputs
+from avpipe.pipeline.config.train import Modality
+from avpipe.pipeline.errors import ConfigError
 
 
 @dataclass

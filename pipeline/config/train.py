@@ -1,6 +1,6 @@
 """The ``train`` section of params.yaml: a dataclass tree, plus presets that fill it.
 
-Torch-free on purpose: ``avpipe.pipeline.params`` imports this module whenever params.yaml is validated.
+Torch-free on purpose: ``avpipe.pipeline.config`` imports this module whenever params.yaml is validated.
 
 ``train.preset`` names ``presets/<name>.yaml`` (next to params.yaml). ``resolve_train_section`` merges the
 explicit ``train.*`` keys over the preset's values, so ``dvc exp run -S train.preset=jca`` switches the whole
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from avpipe.pipeline.errors import ConfigError
 
 PRESETS_DIR = "presets"

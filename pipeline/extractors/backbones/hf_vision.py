@@ -16,11 +16,12 @@ from enum import StrEnum
 from typing import Any
 
 import torch
-from avpipe.models.backbones.preprocess import normalize, to_float_nchw
-from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
-from avpipe.pipeline.errors import ExtractorError
-from avpipe.pipeline.hf_local import resolve_local_model
 from torch.nn import functional
+
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.extractors.backbones.preprocess import normalize, to_float_nchw
+from avpipe.pipeline.extractors.backbones.registry import Backbone, BackboneOutput, register_backbone
+from avpipe.pipeline.hf_local import resolve_local_model
 
 log = logging.getLogger(__name__)
 

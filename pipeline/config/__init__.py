@@ -1,4 +1,12 @@
-"""The whole params.yaml schema: one dataclass per section, loaded and validated once."""
+"""The whole params.yaml schema, one module per section, loaded and validated once.
+
+This package mirrors params.yaml: ``Params`` (here) holds one dataclass per top-level section, each in
+the module of that name (``dataset`` -> ``config/dataset.py`` with its ``labels`` in ``config/labels.py``,
+``store``, ``runner``, ``audio``, ``embed``, ``demo``, ``manifest``, ``train``, ``results``).
+``extractors.<name>`` sections are validated against the config class each registered extractor declares
+next to its code (extractors are plug-ins, so their configs live with them). ``load_params(path,
+overrides)`` is the only reader of params.yaml; ``build.py`` has the generic dataclass filling.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +15,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avpipe.models.config import TrainConfig, resolve_train_section
-from avpipe.pipeline.config import (
+from avpipe.pipeline.config.audio import AudioStageConfig
+from avpipe.pipeline.config.build import (
     DEFAULT_PARAMS,
-    AudioStageConfig,
-    EmbedStageConfig,
-    ResultsConfig,
-    RunnerConfig,
-    StoreConfig,
     apply_overrides,
     build_dataclass,
+    parse_override,
     read_params,
 )
-from avpipe.pipeline.demo.config import DemoConfig
+from avpipe.pipeline.config.dataset import DatasetConfig
+from avpipe.pipeline.config.demo import DemoConfig
+from avpipe.pipeline.config.embed import EmbedStageConfig
+from avpipe.pipeline.config.labels import LabelConfig
+from avpipe.pipeline.config.manifest import ManifestConfig
+from avpipe.pipeline.config.results import ResultsConfig
+from avpipe.pipeline.config.runner import RunnerConfig
+from avpipe.pipeline.config.store import Compression, StoreConfig
+from avpipe.pipeline.config.train import TrainConfig, resolve_train_section
 from avpipe.pipeline.errors import ConfigError, ExtractorError
-from avpipe.pipeline.manifest import DatasetConfig, ManifestConfig
 from avpipe.pipeline.registry import ExtractorRegistry, default_registry
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "AudioStageConfig",
+    "Compression",
+    "DatasetConfig",
+    "DemoConfig",
+    "EmbedStageConfig",
+    "LabelConfig",
+    "ManifestConfig",
+    "Params",
+    "ResultsConfig",
+    "RunnerConfig",
+    "StoreConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "build_dataclass",
+    "drop_unset",
+    "load_params",
+    "parse_override",
+    "read_params",
+]
 
 
 @dataclass

@@ -1,10 +1,11 @@
-"""Face crops from the full-resolution frame: 5-point similarity alignment, or a plain box crop.
+"""Face crops from the full-resolution frame: a 5-point similarity warp, or a plain box crop.
 
-Aligned crops map MTCNN's five landmarks (left eye, right eye, nose, mouth corners; "left" as seen
-in the image) onto the canonical 112x112 template used by ArcFace-style face models, scaled to each
-output size. The crop of the largest size is warped once, supersampled then area-reduced so that a
-big face is not aliased; smaller sizes are area reductions of it (their template is the same one,
-scaled, so this is the same transform).
+Warped crops (``crop_mode: warped``, the "aligned face" of the face-recognition literature; in avpipe
+"align" means putting a sequence onto the video frame clock) map MTCNN's five landmarks (left eye, right
+eye, nose, mouth corners; "left" as seen in the image) onto the canonical 112x112 template used by
+ArcFace-style face models, scaled to each output size. The crop of the largest size is warped once,
+supersampled then area-reduced so that a big face is not aliased; smaller sizes are area reductions of it
+(their template is the same one, scaled, so this is the same transform).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def aligned_crops(frame: np.ndarray, landmarks: np.ndarray, sizes: list[int]) -> dict[int, np.ndarray]:
+def warped_crops(frame: np.ndarray, landmarks: np.ndarray, sizes: list[int]) -> dict[int, np.ndarray]:
     """One aligned RGB uint8 crop per size, warped from ``frame`` (RGB uint8, full resolution)."""
     largest = max(sizes)
     matrix = similarity_transform(landmarks, template(largest))

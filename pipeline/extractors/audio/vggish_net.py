@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
 from avpipe.pipeline.checkpoints import CheckpointError, load_weights
 from avpipe.pipeline.errors import ExtractorError
 from avpipe.pipeline.extractors.audio import spectral
-from avpipe.pipeline.extractors.vggish import VggishMode
-from torch import nn
+from avpipe.pipeline.extractors.audio.vggish import VggishMode
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,11 @@ import logging
 from pathlib import Path
 
 import torch
-from avpipe.models.backbones.catalog import FacenetWeights, facenet_weights
-from avpipe.models.backbones.checkpoint import load_checkpoint
-from avpipe.models.backbones.preprocess import resize, to_float_nchw
-from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
+
+from avpipe.pipeline.extractors.backbones.catalog import FacenetWeights, facenet_weights
+from avpipe.pipeline.extractors.backbones.checkpoint import load_checkpoint
+from avpipe.pipeline.extractors.backbones.preprocess import resize, to_float_nchw
+from avpipe.pipeline.extractors.backbones.registry import Backbone, BackboneOutput, register_backbone
 
 log = logging.getLogger(__name__)
 

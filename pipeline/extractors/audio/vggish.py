@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+
 from avpipe.pipeline.align import AlignMethod
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.extractors.audio.common import NativeFeatures, features_on_timeline, prepare_track
@@ -93,14 +94,14 @@ class VggishExtractor(Extractor):
 
     def preflight(self) -> None:
         """Stop before any video if the weights are missing or are not a VGGish state-dict."""
-        from avpipe.pipeline.extractors import vggish_net
+        from avpipe.pipeline.extractors.audio import vggish_net
 
         vggish_net.load_vggish(self.config.checkpoint)
         if self.config.pca_params is not None:
             vggish_net.load_pca(self.config.pca_params, self.config.quantize)
 
     def setup(self, device: str) -> None:
-        from avpipe.pipeline.extractors import vggish_net
+        from avpipe.pipeline.extractors.audio import vggish_net
 
         cfg: VggishConfig = self.config
         # preflight (on the driver) already warned about random weights: one warning per run, not per worker
@@ -110,8 +111,7 @@ class VggishExtractor(Extractor):
         log.info("VGGish loaded from %s on %s (mode %s)", cfg.checkpoint, device, VggishMode(cfg.mode).value)
 
     def extract(self, source: AudioTrack | None, timeline: Timeline, context: VideoContext) -> FeatureSet:
-        from avpipe.pipeline.extractors import vggish_net
-        from avpipe.pipeline.extractors.audio import spectral
+        from avpipe.pipeline.extractors.audio import spectral, vggish_net
 
         cfg: VggishConfig = self.config
         track = prepare_track(source, VGGISH_SAMPLE_RATE, context)
@@ -135,7 +135,7 @@ class VggishExtractor(Extractor):
         self, track: AudioTrack, timeline: Timeline, n_frames: int
     ) -> tuple[np.ndarray, np.ndarray, AlignMethod]:
         """Patch start rows, the container-clock time each patch stands for, and how to align them."""
-        from avpipe.pipeline.extractors import vggish_net
+        from avpipe.pipeline.extractors.audio import vggish_net
 
         cfg: VggishConfig = self.config
         if cfg.hop is None:

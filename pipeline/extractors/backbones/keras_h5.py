@@ -16,9 +16,10 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from avpipe.pipeline.errors import ExtractorError
 from torch import nn
 from torch.nn import functional
+
+from avpipe.pipeline.errors import ExtractorError
 
 
 def keras_same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:

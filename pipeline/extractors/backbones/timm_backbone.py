@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from avpipe.models.backbones.checkpoint import load_state, read_state_dict
-from avpipe.models.backbones.preprocess import normalize, to_float_nchw
-from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
-from avpipe.pipeline.errors import ExtractorError
 from torch.nn import functional
+
+from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.extractors.backbones.checkpoint import load_state, read_state_dict
+from avpipe.pipeline.extractors.backbones.preprocess import normalize, to_float_nchw
+from avpipe.pipeline.extractors.backbones.registry import Backbone, BackboneOutput, register_backbone
 
 log = logging.getLogger(__name__)
 

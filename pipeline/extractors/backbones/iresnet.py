@@ -13,10 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from avpipe.models.backbones.checkpoint import load_checkpoint
-from avpipe.models.backbones.preprocess import normalize, resize, to_float_nchw
-from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
 from torch import nn
+
+from avpipe.pipeline.extractors.backbones.checkpoint import load_checkpoint
+from avpipe.pipeline.extractors.backbones.preprocess import normalize, resize, to_float_nchw
+from avpipe.pipeline.extractors.backbones.registry import Backbone, BackboneOutput, register_backbone
 
 DEPTHS = {"iresnet50": (3, 4, 14, 3), "iresnet100": (3, 13, 30, 3)}
 IRESNET_INPUT = 112
@@ -80,7 +81,7 @@ class IResNetBackbone(Backbone):
 
 
 def _build(name: str, checkpoint: str | Path | None, random_init: bool) -> IResNetBackbone:
-    from avpipe.models.backbones.catalog import IRESNET_DEFAULTS, user_weights
+    from avpipe.pipeline.extractors.backbones.catalog import IRESNET_DEFAULTS, user_weights
 
     model = IResNetBackbone(DEPTHS[name])
     if not random_init:

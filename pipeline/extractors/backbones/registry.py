@@ -14,19 +14,20 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
-from avpipe.pipeline.errors import ExtractorError
 from torch import nn
+
+from avpipe.pipeline.errors import ExtractorError
 
 BackboneFactory = Callable[..., "Backbone"]
 
 # Modules whose import registers the built-in backbones (imported on first lookup).
 BUILTIN_MODULES = (
-    "avpipe.models.backbones.fer_minixception",
-    "avpipe.models.backbones.inception_resnet_v1",
-    "avpipe.models.backbones.resnet",
-    "avpipe.models.backbones.iresnet",
-    "avpipe.models.backbones.timm_backbone",
-    "avpipe.models.backbones.hf_vision",
+    "avpipe.pipeline.extractors.backbones.fer_minixception",
+    "avpipe.pipeline.extractors.backbones.inception_resnet_v1",
+    "avpipe.pipeline.extractors.backbones.resnet",
+    "avpipe.pipeline.extractors.backbones.iresnet",
+    "avpipe.pipeline.extractors.backbones.timm_backbone",
+    "avpipe.pipeline.extractors.backbones.hf_vision",
 )
 
 # Filled by the decorator at import time of the modules above; never mutated otherwise (like timm's

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 
 import yaml
-from avpipe.pipeline import __version__
+
+from avpipe import __version__
 from avpipe.pipeline.errors import AvpipeError
 from avpipe.pipeline.logs import configure_logging
 
@@ -133,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    from avpipe.pipeline.params import load_params
+    from avpipe.pipeline.config import load_params
+    from avpipe.pipeline.config.build import to_plain
 
     if args.command == "extractors":
         return list_extractors()
@@ -257,22 +259,6 @@ def write_table(rows: list[list[str]]) -> None:
     for row in rows:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         sys.stdout.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
-
-
-def to_plain(obj: object) -> object:
-    """Dataclasses and enums -> plain YAML-able values."""
-    import dataclasses
-    import enum
-
-    if dataclasses.is_dataclass(obj):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [to_plain(v) for v in obj]
-    return obj
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ import logging
 from pathlib import Path
 
 import torch
-from avpipe.models.backbones.catalog import IR50_DEFAULT, RESNET50_DEFAULT, user_weights
-from avpipe.models.backbones.checkpoint import load_checkpoint
-from avpipe.models.backbones.preprocess import normalize, resize, to_float_nchw
-from avpipe.models.backbones.registry import Backbone, BackboneOutput, register_backbone
 from torch import nn
+
+from avpipe.pipeline.extractors.backbones.catalog import IR50_DEFAULT, RESNET50_DEFAULT, user_weights
+from avpipe.pipeline.extractors.backbones.checkpoint import load_checkpoint
+from avpipe.pipeline.extractors.backbones.preprocess import normalize, resize, to_float_nchw
+from avpipe.pipeline.extractors.backbones.registry import Backbone, BackboneOutput, register_backbone
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from avpipe.pipeline.errors import ExtractorError
 from torch import nn
+
+from avpipe.pipeline.errors import ExtractorError
 
 log = logging.getLogger(__name__)
 
