@@ -220,7 +220,7 @@ def list_extractors() -> int:
             continue
         try:
             dim = str(row.item().feature_dim)
-        except AvpipeError:
+        except Exception:  # a plug-in's default config that does not build must not stop the listing
             dim = "?"
         rows.append([row.name, row.item.input_kind.value, dim, row.origin, described])
     write_table(rows)

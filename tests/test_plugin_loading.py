@@ -224,3 +224,18 @@ def test_adapter_and_loss_names_in_params_say_why_they_are_refused(site: Path, t
         build_task_losses([Task.EXPR], LossConfig(expr="ccc"))
     with pytest.raises(ConfigError, match=r"'train.loss.options.hubr'.*no such loss"):
         build_task_losses([Task.VA], LossConfig(options={"hubr": {}}))
+
+
+def test_an_extractor_whose_default_config_fails_is_listed_with_an_unknown_width(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = VALID_CLASSES["extractors"].replace('"mfcc"', '"needs-a-path"')
+    source = source.replace(
+        "            pass\n",
+        "            def __post_init__(self):\n                raise ValueError('set path')\n",
+    )
+    module = write_module(site, "valid", source)
+    write_distribution(site, DIST, {PluginGroup.EXTRACTORS.value: {"needs-a-path": f"{module}:Thing"}})
+    assert cli_main(["extractors", "list"]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines["needs-a-path"][:3] == ["needs-a-path", "audio", "?"] and lines["mfcc"][2] == "39"
