@@ -30,8 +30,8 @@ class LateGRUModel(SequenceModel):
     def __init__(self, context: ModelContext, config: LateGRUConfig) -> None:
         super().__init__(context)
         # the inputs of each modality present (sizes come from the store), in a fixed order
-        self.streams = {m: context.of_modality(m) for m in (Modality.VISUAL, Modality.AUDIO)}
-        self.streams = {m: specs for m, specs in self.streams.items() if specs}
+        present = [m for m in (Modality.VISUAL, Modality.AUDIO) if context.of_modality(m)]
+        self.streams = {m: context.of_modality(m) for m in present}
         self.grus = nn.ModuleDict(
             {
                 m.value: nn.GRU(sum(s.dim for s in specs), config.hidden, batch_first=True)
