@@ -17,7 +17,6 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, ClassVar
 
 import torch
@@ -26,7 +25,7 @@ import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 from avpipe.pipeline.config.build import build_dataclass
 from avpipe.pipeline.config.train import CCCReduction, LossConfig, Moments, MSEReduction, Task, TrainConfig
 from avpipe.pipeline.errors import ConfigError
-from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
+from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, TaskKind
 from avpipe.pipeline.plugins import BUILTIN_ORIGIN, PluginGroup, PluginRegistry
 
 EPS = 1e-8
@@ -128,26 +127,12 @@ def action_unit_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 # --------------------------------------------------------------------------- the loss registry
 
 
-class TargetKind(StrEnum):
-    """What a task's targets are, and so which losses can train it (``TaskLoss.targets``).
-
-    Targets reach a loss as stored in the labels shard, padded window positions included:
-
-    - ``continuous``: (B, T, C) float, ``UNLABELED_VA`` (-5) in every dimension where unlabelled (va);
-    - ``categorical``: (B, T) integer class index, ``UNLABELED_EXPRESSION`` (-1) where unlabelled (expr);
-    - ``multilabel``: (B, T, K) of 0 / 1, ``UNLABELED_AU`` (-1) where unlabelled (au).
-    """
-
-    CONTINUOUS = "continuous"
-    CATEGORICAL = "categorical"
-    MULTILABEL = "multilabel"
-
-
-TASK_TARGETS = {
-    Task.VA: TargetKind.CONTINUOUS,
-    Task.EXPR: TargetKind.CATEGORICAL,
-    Task.AU: TargetKind.MULTILABEL,
-}
+# The kind of each built-in task's targets, which says which losses can train it (``TaskLoss.targets``).
+# Targets reach a loss as stored in the labels shard, padded window positions included:
+# - continuous: (B, T, C) float, UNLABELED_VA (-5) where unlabelled (va: C = 2);
+# - categorical: (B, T) integer class index, UNLABELED_EXPRESSION (-1) where unlabelled (expr);
+# - multilabel: (B, T, K) of 0 / 1, UNLABELED_AU (-1) where unlabelled (au: K = 12).
+TASK_KINDS = {Task.VA: TaskKind.CONTINUOUS, Task.EXPR: TaskKind.CATEGORICAL, Task.AU: TaskKind.MULTILABEL}
 
 
 @dataclass
@@ -158,7 +143,7 @@ class NoOptions:
 class TaskLoss(ABC):
     """Base class of a task's loss: ``loss(output, target)`` -> a scalar tensor with a gradient path.
 
-    Subclasses set ``name``, ``targets`` (the target kinds they can train), ``description`` and, for
+    Subclasses set ``name``, ``targets`` (the ``TaskKind``s they can train), ``description`` and, for
     options of their own, ``config_class`` (a dataclass filled from ``train.loss.options.<name>``).
     ``section`` is the whole ``train.loss`` section (the built-in CCC and MSE losses read their settings
     there). A batch without any labelled entry must give a zero that still has a gradient path
@@ -166,7 +151,7 @@ class TaskLoss(ABC):
     """
 
     name: ClassVar[str]
-    targets: ClassVar[tuple[TargetKind, ...]]
+    targets: ClassVar[tuple[TaskKind, ...]]
     config_class: ClassVar[type] = NoOptions
     description: ClassVar[str] = ""
 
@@ -176,12 +161,12 @@ class TaskLoss(ABC):
 
     @abstractmethod
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The loss of one task's model outputs against its targets (``TargetKind`` says their shapes)."""
+        """The loss of one task's model outputs against its targets (``TaskKind`` says their shapes)."""
 
 
 class CCCLoss(TaskLoss):
     name = "ccc"
-    targets = (TargetKind.CONTINUOUS,)
+    targets = (TaskKind.CONTINUOUS,)
     description = "1 - CCC per dimension over labelled frames (train.loss.ccc, variance, covariance)"
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -191,7 +176,7 @@ class CCCLoss(TaskLoss):
 
 class MSELoss(TaskLoss):
     name = "mse"
-    targets = (TargetKind.CONTINUOUS,)
+    targets = (TaskKind.CONTINUOUS,)
     description = "mean squared error over labelled frames (train.loss.mse: labelled | all_positions)"
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -200,7 +185,7 @@ class MSELoss(TaskLoss):
 
 class CrossEntropyLoss(TaskLoss):
     name = "cross_entropy"
-    targets = (TargetKind.CATEGORICAL,)
+    targets = (TaskKind.CATEGORICAL,)
     description = "cross-entropy over the frames with a class label"
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -209,7 +194,7 @@ class CrossEntropyLoss(TaskLoss):
 
 class BCELoss(TaskLoss):
     name = "bce"
-    targets = (TargetKind.MULTILABEL,)
+    targets = (TaskKind.MULTILABEL,)
     description = "binary cross-entropy over the labelled (frame, label) entries"
 
     def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -226,8 +211,8 @@ def check_loss_class(cls: Any) -> None:
     if not getattr(cls, "name", ""):
         raise TypeError(f"loss class {cls.__qualname__} must set the class attribute 'name'")
     targets = getattr(cls, "targets", ())
-    if not targets or not all(isinstance(t, TargetKind) for t in targets):
-        raise TypeError(f"loss {cls.name!r}: targets must be a non-empty tuple of TargetKind values")
+    if not targets or not all(isinstance(t, TaskKind) for t in targets):
+        raise TypeError(f"loss {cls.name!r}: targets must be a non-empty tuple of TaskKind values")
     if not dataclasses.is_dataclass(cls.config_class):
         raise TypeError(f"loss {cls.name!r}: config_class must be a dataclass")
 
@@ -250,10 +235,11 @@ def loss_registry() -> PluginRegistry[type[TaskLoss]]:
 def build_task_losses(
     tasks: Sequence[Task], section: LossConfig, registry: PluginRegistry[type[TaskLoss]] | None = None
 ) -> dict[Task, TaskLoss]:
-    """Each task's loss object, from ``train.loss.<task>`` and ``train.loss.options``.
+    """Each task's loss object: the loss ``train.loss`` names for the task's kind (``va`` for continuous
+    tasks, ``categorical``, ``multilabel``), with its ``train.loss.options``.
 
     ConfigError naming the key (and, for a plug-in, its distribution) when a name is unknown or refused,
-    a loss cannot train the task's targets, or its options are wrong.
+    a loss cannot train that kind of task, or its options are wrong.
     """
     registry = registry or loss_registry()
     for name in section.options:
@@ -261,34 +247,35 @@ def build_task_losses(
             raise ConfigError(
                 f"train.loss.options.{name}", f"no such loss; losses: {', '.join(registry.names())}"
             )
-    losses = {}
+    built: dict[TaskKind, TaskLoss] = {}
     for task in tasks:
-        task = Task(task)
-        key, name = f"train.loss.{task.value}", section.loss_name(task)
-        try:
-            cls = registry.get(name)
-        except ConfigError as err:
-            raise ConfigError(key, err.problem) from None
-        where = (
-            f"loss {name!r} from {registry.origins[name]}" if registry.is_plugin(name) else f"loss {name!r}"
+        kind = TASK_KINDS[Task(task)]
+        if kind not in built:
+            built[kind] = _build_loss(registry, section, kind)
+    return {Task(task): built[TASK_KINDS[Task(task)]] for task in tasks}
+
+
+def _build_loss(registry: PluginRegistry[type[TaskLoss]], section: LossConfig, kind: TaskKind) -> TaskLoss:
+    key, name = f"train.loss.{section.loss_key(kind)}", section.loss_name(kind)
+    try:
+        cls = registry.get(name)
+    except ConfigError as err:
+        raise ConfigError(key, err.problem) from None
+    where = f"loss {name!r} from {registry.origins[name]}" if registry.is_plugin(name) else f"loss {name!r}"
+    if kind not in cls.targets:
+        trains = ", ".join(t.value for t in cls.targets)
+        raise ConfigError(key, f"{where} trains {trains} tasks, not {kind.value} ones")
+    try:
+        config = build_dataclass(
+            cls.config_class, section.options.get(name), prefix=f"train.loss.options.{name}"
         )
-        target = TASK_TARGETS[task]
-        if target not in cls.targets:
-            trains = ", ".join(t.value for t in cls.targets)
-            raise ConfigError(
-                key, f"{where} trains {trains} targets; task {task.value} has {target.value} ones"
-            )
-        options = section.options.get(name)
-        try:
-            config = build_dataclass(cls.config_class, options, prefix=f"train.loss.options.{name}")
-            losses[task] = cls(config, section)
-        except ConfigError as err:
-            if not registry.is_plugin(name):
-                raise
-            raise ConfigError(err.key, f"{err.problem} ({where})") from err
-        except Exception as err:
-            raise ConfigError(key, f"{where} failed to build: {type(err).__name__}: {err}") from err
-    return losses
+        return cls(config, section)
+    except ConfigError as err:
+        if not registry.is_plugin(name):
+            raise
+        raise ConfigError(err.key, f"{err.problem} ({where})") from err
+    except Exception as err:
+        raise ConfigError(key, f"{where} failed to build: {type(err).__name__}: {err}") from err
 
 
 def validate_losses(config: TrainConfig) -> None:

@@ -316,7 +316,7 @@ def test_plugin_config_errors_name_the_plugin_and_its_distribution(plugin_site, 
             "train.loss.options.huber.delta",
             "huber",
         ),
-        ({"tasks": ["expr"], "loss": {"expr": "huber"}}, "train.loss.expr", "huber"),
+        ({"tasks": ["expr"], "loss": {"categorical": "huber"}}, "train.loss.categorical", "huber"),
     ]
     for i, (train, key, name) in enumerate(cases):
         out = tmp_path / f"case{i}"

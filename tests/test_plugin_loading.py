@@ -76,11 +76,12 @@ VALID_CLASSES = {
                 raise AssertionError("never run")
         """,
     "losses": """
-        from avpipe.models.losses import TargetKind, TaskLoss
+        from avpipe.models.losses import TaskLoss
+        from avpipe.pipeline.labels import TaskKind
 
         class Thing(TaskLoss):
             name = "ccc"
-            targets = (TargetKind.CONTINUOUS,)
+            targets = (TaskKind.CONTINUOUS,)
 
             def __call__(self, output, target):
                 raise AssertionError("never run")
@@ -220,8 +221,10 @@ def test_adapter_and_loss_names_in_params_say_why_they_are_refused(site: Path, t
     assert DatasetConfig(adapter="folder", root=str(tmp_path)).adapter == "folder"
     with pytest.raises(ConfigError, match=r"'train.loss.va'.*loss plug-in 'boom' is refused.*libfoo"):
         build_task_losses([Task.VA], LossConfig(va="boom"))
-    with pytest.raises(ConfigError, match=r"'train.loss.expr'.*loss 'ccc' trains continuous targets"):
-        build_task_losses([Task.EXPR], LossConfig(expr="ccc"))
+    with pytest.raises(
+        ConfigError, match=r"'train.loss.categorical'.*'ccc' trains continuous tasks, not categ"
+    ):
+        build_task_losses([Task.EXPR], LossConfig(categorical="ccc"))
     with pytest.raises(ConfigError, match=r"'train.loss.options.hubr'.*no such loss"):
         build_task_losses([Task.VA], LossConfig(options={"hubr": {}}))
 

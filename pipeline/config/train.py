@@ -68,6 +68,10 @@ class VALoss(StrEnum):
     MSE = "mse"  # AIM3-RUC ABAW4 (models/loss.py MSELoss on valence and arousal)
 
 
+# kind of task (avpipe.pipeline.labels.TaskKind's values) -> the train.loss key naming its loss
+LOSS_OF_KIND = {"continuous": "va", "categorical": "categorical", "multilabel": "multilabel"}
+
+
 class CCCReduction(StrEnum):
     """Over which frames the CCC loss computes its moments."""
 
@@ -234,17 +238,18 @@ class FoldConfig:
 
 @dataclass
 class LossConfig:
-    """Per-task loss weights (multi-task training) and the loss of each task.
+    """Per-task loss weights (multi-task training) and the loss of each kind of task.
 
-    ``va``, ``expr`` and ``au`` name a loss of ``avpipe losses list`` (built-in or a plug-in of the
-    ``avpipe.losses`` entry-point group); ``options.<loss>`` holds a plug-in loss's own settings. The names
-    are checked against the registry when training starts (``avpipe.models.losses.validate_losses``).
+    ``va`` (continuous tasks), ``categorical`` (expression) and ``multilabel`` (action units) name a loss
+    of ``avpipe losses list``: a built-in one or a plug-in of the ``avpipe.losses`` entry-point group;
+    ``options.<loss>`` holds a plug-in loss's own settings. The names are checked against the registry
+    when training starts (``avpipe.models.losses.validate_losses``).
     """
 
     weights: dict[str, float] = field(default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0})
-    va: str = VALoss.CCC.value  # ccc | mse | a plug-in loss for continuous targets
-    expr: str = "cross_entropy"  # cross_entropy | a plug-in loss for categorical targets
-    au: str = "bce"  # bce | a plug-in loss for multi-label targets
+    va: str = VALoss.CCC.value  # ccc | mse | a plug-in loss: the loss of continuous tasks
+    categorical: str = "cross_entropy"  # cross_entropy | a plug-in loss: the loss of categorical tasks
+    multilabel: str = "bce"  # bce | a plug-in loss: the loss of multi-label tasks
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # loss name -> its config keys
     ccc: CCCReduction = CCCReduction.POOLED  # the CCC loss over the batch, or per window
     variance: Moments = Moments.POPULATION  # the CCC loss's variances
@@ -256,16 +261,20 @@ class LossConfig:
             if name not in {t.value for t in Task}:
                 raise ConfigError(f"train.loss.weights.{name}", f"unknown task; tasks: {_task_names()}")
             _non_negative(f"train.loss.weights.{name}", weight)
-        for task in Task:
-            if not isinstance(self.loss_name(task), str) or not self.loss_name(task):
-                raise ConfigError(f"train.loss.{task.value}", "must name a loss (see `avpipe losses list`)")
+        for key in LOSS_OF_KIND.values():
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ConfigError(f"train.loss.{key}", "must name a loss (see `avpipe losses list`)")
 
     def weight(self, task: Task) -> float:
         return float(self.weights.get(task.value, 1.0))
 
-    def loss_name(self, task: Task) -> str:
-        """The registry name of ``task``'s loss."""
-        return str(getattr(self, Task(task).value))
+    def loss_key(self, kind: str) -> str:
+        """The key naming the loss of tasks of ``kind`` (a TaskKind value: ``continuous`` -> ``va``)."""
+        return LOSS_OF_KIND[str(kind)]
+
+    def loss_name(self, kind: str) -> str:
+        """The registry name of the loss of tasks of ``kind``."""
+        return str(getattr(self, self.loss_key(kind)))
 
 
 @dataclass

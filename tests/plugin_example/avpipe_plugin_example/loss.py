@@ -5,9 +5,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from avpipe.models.losses import TargetKind, TaskLoss
+from avpipe.models.losses import TaskLoss
 from avpipe.pipeline.errors import ConfigError
-from avpipe.pipeline.labels import UNLABELED_VA
+from avpipe.pipeline.labels import UNLABELED_VA, TaskKind
 
 
 @dataclass
@@ -21,7 +21,7 @@ class HuberConfig:  # filled from `train.loss.options.huber` in params.yaml
 
 class HuberLoss(TaskLoss):
     name = "huber"
-    targets = (TargetKind.CONTINUOUS,)
+    targets = (TaskKind.CONTINUOUS,)  # it trains continuous tasks (va)
     config_class = HuberConfig
     description = "Huber loss over the labelled frames (example plug-in)"
 
