@@ -18,5 +18,6 @@ bench: setup
 	.venv/bin/python bench/faces.py --quick
 	.venv/bin/python bench/audio.py
 	.venv/bin/python bench/embed.py
+	.venv/bin/python bench/dataset.py
 	.venv/bin/python bench/train.py
 	.venv/bin/python bench/scale.py

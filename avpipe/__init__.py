@@ -4,13 +4,24 @@ The repository keeps its three folders at the top (``pipeline/`` the core librar
 trainers, ``stages/`` the DVC stage shells); installed, they are the sub-packages ``avpipe.pipeline``,
 ``avpipe.models`` and ``avpipe.stages``, so a research repository with folders of its own called
 ``pipeline`` or ``models`` imports avpipe without a clash.
+
+``avpipe.extract(path, ["faces", "logmel", "egemaps"])`` extracts one media file's features in memory
+(docs/API.md); it is imported on first use, so ``import avpipe`` stays light (no torch, no pandas).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 __version__ = "0.1.0"
+
+# Public names served lazily: attribute -> the module that defines it.
+_LAZY = {
+    "extract": "avpipe.pipeline.extract_file",
+    "ExtractedFeatures": "avpipe.pipeline.extract_file",
+}
+__all__ = ["__version__", *_LAZY]
 
 
 def _serve_source_tree() -> None:
@@ -23,3 +34,14 @@ def _serve_source_tree() -> None:
 
 
 _serve_source_tree()
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'avpipe' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

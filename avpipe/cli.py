@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -45,13 +47,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="build only when dataset.root is demo.root; else leave a marker there (what dvc.yaml runs)",
     )
     command("manifest", "probe the dataset, write the manifest, failures and per-frame labels")
-    command("faces", "detect, track and align faces; crops into the store; QA contact sheets")
+    command("faces", "detect and track faces; landmark-warped crops into the store; QA contact sheets")
     p = command("audio", "one audio feature (logmel, mfcc, egemaps, vggish) for every manifest video")
     p.add_argument("name", help="an audio extractor listed in audio.extractors")
     p = command("embed", "face embeddings of one backbone from the face crops")
     p.add_argument("name", help="a face-embedding extractor listed in embed.backbones")
     p = command("extract", "run any registered extractor (e.g. a plug-in) over the manifest")
     p.add_argument("name", help="extractor name, see `avpipe extractors list`")
+    p = command(
+        "extract-file",
+        "extract features of one media file, without DVC or a store, into a table file (docs/API.md)",
+    )
+    p.add_argument("video", help="the media file")
+    p.add_argument(
+        "--features",
+        default="faces,logmel,egemaps",
+        help="comma-separated extractor names (default: faces,logmel,egemaps)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output file: .parquet, .csv or .npy (one row per frame, named columns) or .npz (every array, "
+        "face crops included)",
+    )
+    p.add_argument("--video-id", default=None, help="the id the extractors see (default: the file name stem)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+    p = command("export", "write the store's features as parquet, csv, npy or npz files (docs/API.md)")
+    p.add_argument("out", help="output folder")
+    p.add_argument(
+        "--format",
+        choices=["parquet", "csv", "npy", "npz"],
+        default="parquet",
+        help="parquet/csv: <out>/<feature>.<format>, one table with a video_id column; npy/npz: "
+        "<out>/<feature>/<video>.<format> per video (default: parquet)",
+    )
+    p.add_argument("--features", default=None, help="comma-separated features (default: all in the store)")
+    p.add_argument(
+        "--video", action="append", dest="videos", metavar="ID", help="only this video (repeatable)"
+    )
+    p.add_argument("--store", default=None, help="the store's folder (default: store.root of the params)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse)")
     p = command("extractors", "inspect the extractor registry")
     p.add_argument("action", choices=["list"], help="list: every extractor with its input and origin")
     for kind, what in LISTED_KINDS.items():
@@ -143,6 +178,8 @@ def dispatch(args: argparse.Namespace) -> int:
         return list_registry(args.command)
     if args.command == "convert-checkpoint":
         return convert_checkpoint(args.source, args.target, args.trust_pickle)
+    if args.command in ("extract-file", "export"):
+        return extract_or_export(args)
     params = load_params(args.params, args.overrides)
     if args.command == "config":
         sys.stdout.write(yaml.safe_dump(to_plain(params), sort_keys=False))
@@ -192,6 +229,53 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return predict.run(params, out=args.out, split=args.split)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def params_or_defaults(args: argparse.Namespace) -> Any:
+    """The params file; for the library commands, the built-in defaults when the default params.yaml
+    is not in the working folder (``avpipe extract-file`` works anywhere)."""
+    from avpipe.pipeline.config import DEFAULT_PARAMS, load_params, params_from_dict
+
+    if args.params == DEFAULT_PARAMS and not Path(DEFAULT_PARAMS).is_file():
+        log.info("no %s in %s: built-in parameter defaults", DEFAULT_PARAMS, Path.cwd())
+        return params_from_dict({}, args.overrides)
+    return load_params(args.params, args.overrides)
+
+
+def extract_or_export(args: argparse.Namespace) -> int:
+    """``avpipe extract-file`` and ``avpipe export``."""
+    from avpipe.pipeline import export
+
+    params = params_or_defaults(args)
+    if args.command == "export":
+        from avpipe.pipeline.store import FeatureStore
+
+        store = FeatureStore(args.store or params.store.root)
+        report = export.export_store(
+            store, args.out, args.format, split_names(args.features), args.videos, overwrite=args.overwrite
+        )
+        log.info("%s", report.summary())
+        return 0
+    from avpipe.pipeline.extract_file import extract
+
+    out = Path(args.out)
+    export.file_format(out)
+    export.check_free([out], args.overwrite)  # before minutes of extraction, not after
+    result = extract(args.video, split_names(args.features), params=params, video_id=args.video_id)
+    export.write_extracted(result, out, overwrite=args.overwrite)
+    rows = {name: len(features) for name, features in result.feature_sets.items()}
+    log.info("wrote %s: %s", out, ", ".join(f"{name} {n} rows" for name, n in rows.items()))
+    return 0
+
+
+def split_names(text: str | None) -> list[str] | None:
+    """``"faces, logmel"`` -> ``["faces", "logmel"]``; None stays None."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise AvpipeError(f"no feature names in {text!r}")
+    return names
 
 
 def convert_checkpoint(source: str, target: str, trust_pickle: bool) -> int:

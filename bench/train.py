@@ -29,6 +29,8 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +42,10 @@ from avpipe.models.losses import MultiTaskLoss
 from avpipe.models.registry import create_model
 from avpipe.models.stats import compute_stats
 from avpipe.models.table import FrameTable, WindowBatches
+from avpipe.models.tasks import TaskSpec, data_tasks, resolve_tasks
 from avpipe.models.trainer import build_optimizer
 from avpipe.pipeline.config import build_dataclass
-from avpipe.pipeline.config.train import Task, TrainConfig, resolve_train_section
+from avpipe.pipeline.config.train import TrainConfig, resolve_train_section
 from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import FeatureSet, MaskValue, Timeline
@@ -95,14 +98,31 @@ def preset_config(name: str) -> TrainConfig:
     return build_dataclass(TrainConfig, resolve_train_section({"preset": name}, REPO), "train")
 
 
-def loader_rate(table: FrameTable, config: TrainConfig, video_ids: list[str], min_seconds: float) -> float:
+@dataclass
+class Targets:
+    """The trained tasks of a config and their per-row targets, as the train stage resolves and builds
+    them (models/experiment.py: data_tasks + resolve_tasks over the videos' labels, then
+    FrameTable.task_targets)."""
+
+    tasks: list[TaskSpec]
+    arrays: dict[str, np.ndarray]
+
+
+def trainer_targets(config: TrainConfig, table: FrameTable, labels: Mapping[str, FrameLabels]) -> Targets:
+    catalogue = data_tasks(labels.items())
+    tasks = resolve_tasks(config.tasks, catalogue, "the bench store")
+    return Targets(tasks, table.task_targets(tasks, labels))
+
+
+def loader_rate(
+    table: FrameTable, config: TrainConfig, targets: Targets, video_ids: list[str], min_seconds: float
+) -> float:
     """Windows/s of shuffled batch gathering over every window of ``video_ids``."""
     keys = [spec.key for spec in config.feature_specs]
     inputs = compute_stats(table, video_ids).apply(table)
     inputs = {key: inputs[key] for key in keys}
     windows, _ = table.windows(video_ids, WINDOW, HOP)
-    targets = {task: table.labels[task] for task in config.tasks}
-    batches = WindowBatches(inputs, targets, windows, BATCH, shuffle=True)
+    batches = WindowBatches(inputs, targets.arrays, windows, BATCH, shuffle=True)
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < min_seconds:
         for batch in batches:
@@ -113,28 +133,30 @@ def loader_rate(table: FrameTable, config: TrainConfig, video_ids: list[str], mi
 def step_rate(
     config: TrainConfig,
     table: FrameTable,
+    targets: Targets,
     video_ids: list[str],
     inputs_spec: list,
     device: torch.device,
     steps: int,
     standardised: dict | None = None,
 ) -> float:
-    """Windows/s of full training steps of the config's model at batch 32, window 300."""
+    """Windows/s of full training steps of the config's model at batch 32 (fewer when there are fewer
+    windows), window 300."""
     model = create_model(
         config.model.name,
         inputs=inputs_spec,
-        tasks=config.tasks,
+        tasks=targets.tasks,
         window=WINDOW,
         separate_va=config.model.separate_va,
         **config.model.config,
     ).to(device)
     optimizer = build_optimizer(model, config)
-    loss_fn = MultiTaskLoss(list(config.tasks), config.loss)
+    loss_fn = MultiTaskLoss(targets.tasks, config.loss)
     windows, _ = table.windows(video_ids, WINDOW, HOP)
     source = standardised if standardised is not None else table.features
     inputs = {spec.key: source[spec.key] for spec in inputs_spec}
-    batches = WindowBatches(inputs, {t: table.labels[t] for t in config.tasks}, windows, BATCH, shuffle=True)
-    batch = batches.gather(np.arange(BATCH)).to(device)
+    batches = WindowBatches(inputs, targets.arrays, windows, BATCH, shuffle=True)
+    batch = batches.gather(np.arange(min(BATCH, windows.shape[0]))).to(device)
 
     def one_step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -148,7 +170,7 @@ def step_rate(
     for _ in range(steps):
         one_step()
     _synchronize(device)
-    return steps * BATCH / (time.perf_counter() - started)
+    return steps * batch.valid.shape[0] / (time.perf_counter() - started)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -166,9 +188,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def synthetic_videos(n_videos: int, n_frames: int, seed: int = 0):
-    """VideoData with random features and labels, one at a time (nothing kept): a block of random rows
-    generated once is rolled per video, because content does not matter to throughput."""
+def synthetic_videos(n_videos: int, n_frames: int, kept: dict[str, FrameLabels], seed: int = 0):
+    """VideoData with random features and labels, one at a time (only the labels kept, in ``kept``, as
+    the train stage keeps them): a block of random rows generated once is rolled per video, because
+    content does not matter to throughput."""
     from avpipe.models.data import VideoData
 
     rng = np.random.default_rng(seed)
@@ -180,9 +203,9 @@ def synthetic_videos(n_videos: int, n_frames: int, seed: int = 0):
         labels.valence_arousal[:] = rng.uniform(-1, 1, (n_frames, 2))
         features = {key: np.roll(block, i * 97, axis=0) for key, block in blocks.items()}
         valid = {key: np.ones(n_frames, dtype=bool) for key in blocks}
-        yield VideoData(
-            f"aw{i:04d}", np.arange(n_frames) / 30.0, np.arange(n_frames), features, valid, labels
-        )
+        video_id = f"aw{i:04d}"
+        kept[video_id] = labels
+        yield VideoData(video_id, np.arange(n_frames) / 30.0, np.arange(n_frames), features, valid, labels)
 
 
 def affwild2(args: argparse.Namespace) -> dict[str, object]:
@@ -198,18 +221,19 @@ def affwild2(args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, object] = {"frames": n_rows, "values_per_frame": dim, "rss_start_mb": peak_rss_mb()}
     with tempfile.TemporaryDirectory(dir=args.cache_dir) as tmp:
         started = time.perf_counter()
+        labels: dict[str, FrameLabels] = {}
         table = FrameTable(
-            synthetic_videos(n_videos, args.frames), keys, dtype=np.float16, cache_dir=Path(tmp)
+            synthetic_videos(n_videos, args.frames, labels), keys, dtype=np.float16, cache_dir=Path(tmp)
         )
         results["table_build_s"] = time.perf_counter() - started
         results["table_on_disk_gb"] = sum(f.stat().st_size for f in Path(tmp).iterdir()) / 1e9
         started = time.perf_counter()
         stats = compute_stats(table, ids)
         results["stats_s"] = time.perf_counter() - started
+        config = preset_config("wavlm-jca")
+        targets = trainer_targets(config, table, labels)
         windows, _ = table.windows(ids, WINDOW, HOP)
-        batches = WindowBatches(
-            stats.view(table), {Task.VA: table.labels[Task.VA]}, windows, BATCH, shuffle=True
-        )
+        batches = WindowBatches(stats.view(table), targets.arrays, windows, BATCH, shuffle=True)
         count, started = 0, time.perf_counter()
         for batch in batches:
             count += batch.valid.shape[0]
@@ -217,13 +241,12 @@ def affwild2(args: argparse.Namespace) -> dict[str, object]:
                 break
         loader = count / (time.perf_counter() - started)
         results["loader_windows_per_s"] = loader
-        config = preset_config("wavlm-jca")
         specs = [
             InputSpec(key="timm", dim=768, modality=Modality.VISUAL),
             InputSpec(key="hf-speech", dim=1024, modality=Modality.AUDIO),
         ]
         device = torch.device("cpu") if args.device == "auto" else device_for(args.device)
-        step = step_rate(config, table, ids[:4], specs, device, args.steps, stats.view(table))
+        step = step_rate(config, table, targets, ids[:4], specs, device, args.steps, stats.view(table))
         results["wavlm_jca_step_windows_per_s"] = step
         results["loader_over_step"] = loader / step
         results["peak_rss_mb"] = peak_rss_mb()
@@ -298,6 +321,7 @@ def main() -> None:
         load_seconds = time.perf_counter() - started
         inputs_spec = {spec.key: spec for spec in resolve_inputs(store, unique, ids[0])}
         table = FrameTable(videos, list(inputs_spec))
+        labels = {video.video_id: video.labels for video in videos}
     n_frames = args.videos * args.frames
     results["store_load_frames_per_s"] = n_frames / load_seconds
     log.info(
@@ -307,7 +331,7 @@ def main() -> None:
         len(unique),
         n_frames / load_seconds,
     )
-    loader = loader_rate(table, lfan, ids, args.loader_seconds)
+    loader = loader_rate(table, lfan, trainer_targets(lfan, table, labels), ids, args.loader_seconds)
     results["loader_windows_per_s"] = loader
     log.info("loader (abaw2-lfan inputs): %.0f windows/s", loader)
     for device in devices:
@@ -315,14 +339,15 @@ def main() -> None:
         for name in PRESETS:
             config = preset_config(name)
             specs = [inputs_spec[spec.key] for spec in config.feature_specs]
-            rates[name] = step_rate(config, table, ids, specs, device, args.steps)
+            targets = trainer_targets(config, table, labels)
+            rates[name] = step_rate(config, table, targets, ids, specs, device, args.steps)
             log.info("[%s] %s training step: %.1f windows/s", device.type, name, rates[name])
         # the paper variant's model and loss (presets/abaw2-lfan.yaml) on the demo variant's inputs
         section = {"preset": "abaw2-lfan", "variant": "paper", "features": lfan.features, "window": WINDOW}
         paper = build_dataclass(TrainConfig, resolve_train_section(section, REPO), "train")
         specs = [inputs_spec[spec.key] for spec in paper.feature_specs]
         rates["abaw2-lfan (paper sizes)"] = step_rate(
-            paper, table, ids, specs, device, max(1, args.steps // 2)
+            paper, table, trainer_targets(paper, table, labels), ids, specs, device, max(1, args.steps // 2)
         )
         log.info(
             "[%s] abaw2-lfan with paper sizes: %.1f windows/s", device.type, rates["abaw2-lfan (paper sizes)"]

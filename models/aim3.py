@@ -4,7 +4,8 @@ registry name ``aim3``; code: github.com/AIM3-RUC/ABAW4 models/mtl_transformer_m
 - inputs concatenated, a Linear to ``hidden`` (the encoder's ``affine``), sinusoidal positions added
   (networks/transformer.py:18-37,132-141: position 0 gets a zero vector), ``shared_layers`` transformer
   layers (post-norm, ReLU; :116-117);
-- one branch per output: ``v``, ``a`` (valence, arousal), ``expr``, ``au``. A branch adds the positions
+- one branch per output: ``v``, ``a`` (valence, arousal), ``expr``, ``au`` (and one per task a dataset
+  declares, avpipe.models.tasks). A branch adds the positions
   again, runs ``task_layers`` transformer layers of its own width with ``width // 64`` heads
   (mtl_transformer_model.py:127-139), then an FC head: Dropout, [Linear, ReLU, Dropout] per
   ``head_layers`` size, Linear to the output (networks/regressor.py:5-33, classifier.py:70-99);
@@ -134,7 +135,10 @@ class AIM3Model(SequenceModel):
         super().__init__(context)
         if context.window > MAX_POSITIONS:
             raise ConfigError("train.window", f"aim3 has {MAX_POSITIONS} positions, got {context.window}")
-        names = [b for task in context.tasks for b in (("v", "a") if task is Task.VA else (task.value,))]
+        names = [
+            b for task in context.tasks for b in (("v", "a") if task.key == Task.VA.value else (task.key,))
+        ]
+        outputs = {task.key: task.n_outputs for task in context.tasks} | {"v": 1, "a": 1}
         missing = [b for b in config.feedback_sources + config.feedback_targets if b not in names]
         if missing:
             raise ConfigError(
@@ -156,7 +160,7 @@ class AIM3Model(SequenceModel):
             {
                 b: Branch(
                     config.hidden + (feedback if b in config.feedback_targets else 0),
-                    BRANCH_OUTPUTS[b],
+                    outputs[b],
                     config,
                 )
                 for b in names
@@ -180,7 +184,7 @@ class AIM3Model(SequenceModel):
                     [shared, *(features[s].detach() for s in self.config.feedback_sources)], -1
                 )
             outputs[b], features[b] = self.branches[b](source, padding)
-        result = {name: outputs[name] for name in ("expr", "au") if name in outputs}
+        result = {name: values for name, values in outputs.items() if name not in ("v", "a")}
         if "v" in outputs:
             va = torch.cat([outputs["v"], outputs["a"]], dim=-1)
             result[Task.VA.value] = torch.tanh(va) if self.config.va_tanh else va

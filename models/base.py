@@ -1,8 +1,10 @@
 """What every sequence model shares: its inputs' description, the task heads, the forward contract.
 
 A model maps a batch of windows ``{input key: (B, T, D)}`` (plus ``valid`` (B, T): False at padded
-positions) to ``{task: (B, T, C)}``: ``va`` values in [-1, 1] (tanh), ``expr`` logits over 8 classes,
-``au`` logits of 12 units. Input sizes come from the store through ``ModelContext``, never from code.
+positions) to ``{task key: (B, T, C)}``: ``va`` values in [-1, 1] (tanh), ``expr`` logits over 8 classes,
+``au`` logits of 12 units; a declared task (avpipe.models.tasks) one linear value per dimension, or
+logits over its classes. Input sizes come from the store and the tasks' output sizes from the labels,
+through ``ModelContext``, never from code.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from avpipe.models.tasks import TaskSpec, as_specs
 from avpipe.pipeline.config.train import Modality, Task
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import AU_NAMES, EXPRESSION_NAMES, VA_NAMES
 
-TASK_OUTPUTS = {Task.VA: len(VA_NAMES), Task.EXPR: len(EXPRESSION_NAMES), Task.AU: len(AU_NAMES)}
+TASK_OUTPUTS = {Task.VA: len(VA_NAMES), Task.EXPR: len(EXPRESSION_NAMES), Task.AU: len(AU_NAMES)}  # built-in
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,11 @@ class ModelContext:
     """What a model is built for: its inputs, the tasks it predicts, the window length it sees."""
 
     inputs: tuple[InputSpec, ...]
-    tasks: tuple[Task, ...]
+    tasks: tuple[TaskSpec, ...]
     window: int
+
+    def task_keys(self) -> tuple[str, ...]:
+        return tuple(task.key for task in self.tasks)
 
     def of_modality(self, modality: Modality) -> list[InputSpec]:
         return [spec for spec in self.inputs if spec.modality is modality]
@@ -86,12 +92,16 @@ class TaskHeads(nn.Module):
     is False (the ABAW2 and JCA regressors are linear: the merge clips to [-1, 1] afterwards)."""
 
     def __init__(
-        self, in_dim: int, tasks: Sequence[Task], dropout: float = 0.0, va_tanh: bool = True
+        self,
+        in_dim: int,
+        tasks: Sequence[Task] | Sequence[TaskSpec],
+        dropout: float = 0.0,
+        va_tanh: bool = True,
     ) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.va_tanh = va_tanh
-        self.heads = nn.ModuleDict({task.value: nn.Linear(in_dim, TASK_OUTPUTS[task]) for task in tasks})
+        self.heads = nn.ModuleDict({task.key: nn.Linear(in_dim, task.n_outputs) for task in as_specs(tasks)})
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.dropout(features)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,9 @@ import torch
 from avpipe.models.base import InputSpec, SequenceModel
 from avpipe.models.registry import create_model
 from avpipe.models.stats import FeatureStats
-from avpipe.pipeline.config.train import FeatureSpec, Modality, Task, TrainConfig
+from avpipe.models.tasks import TaskSpec, as_specs
+from avpipe.pipeline import atomic
+from avpipe.pipeline.config.train import FeatureSpec, Modality, TrainConfig
 from avpipe.pipeline.errors import StoreError
 
 CHECKPOINT_FORMAT = "avpipe-train-checkpoint"
@@ -32,7 +33,7 @@ class LoadedModel:
     stats: FeatureStats
     features: list[FeatureSpec]
     inputs: list[InputSpec]
-    tasks: list[Task]
+    tasks: list[TaskSpec]
     window: int
     hop: int
     fold: int
@@ -61,7 +62,8 @@ def save_checkpoint(
             {"extractor": s.extractor, "array": s.array, "modality": s.modality.value}
             for s in config.feature_specs
         ],
-        "tasks": [task.value for task in config.tasks],
+        "tasks": [task.key for task in model.context.tasks],
+        "task_specs": [task.to_dict() for task in model.context.tasks],  # outputs named by the data
         "window": config.window,
         "hop": config.hop,
         "fold": fold,
@@ -69,10 +71,8 @@ def save_checkpoint(
         "stats": {name: torch.from_numpy(values) for name, values in stats.to_arrays().items()},
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp:  # a unique temp name: two trainers never share one
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -86,7 +86,10 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> LoadedMod
     if int(payload.get("version", 0)) > CHECKPOINT_VERSION:
         raise StoreError(f"{path}: checkpoint version {payload['version']} is newer than this avpipe reads")
     inputs = [InputSpec.from_dict(item) for item in payload["inputs"]]
-    tasks = [Task(name) for name in payload["tasks"]]
+    if "task_specs" in payload:
+        tasks = [TaskSpec.from_dict(item) for item in payload["task_specs"]]
+    else:  # written before declared tasks: built-in tasks only
+        tasks = as_specs(payload["tasks"])
     model = create_model(
         payload["model_name"],
         inputs=inputs,

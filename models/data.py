@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from avpipe.models.base import InputSpec
 from avpipe.pipeline.config.train import FeatureSpec, Modality
 from avpipe.pipeline.errors import AvpipeError, ConfigError, ExtractorError, StoreError
-from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
+from avpipe.pipeline.labels import LABELS_EXTRACTOR, UNLABELED_AU, UNLABELED_EXPRESSION, FrameLabels
 from avpipe.pipeline.registry import ExtractorRegistry, InputKind, default_registry
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.types import MaskValue
@@ -205,7 +205,15 @@ def match_frames(source: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np
 
 
 def read_labels(store: FeatureStore, video_id: str, frame_index: np.ndarray) -> FrameLabels:
-    """The video's labels at ``frame_index`` (unlabeled where the labels shard has no such frame)."""
+    """The video's labels at ``frame_index`` (unlabeled where the labels shard has no such frame), every
+    declared dimension, categorical and multi-label task included."""
+    return read_labels_found(store, video_id, frame_index)[0]
+
+
+def read_labels_found(
+    store: FeatureStore, video_id: str, frame_index: np.ndarray
+) -> tuple[FrameLabels, np.ndarray]:
+    """``read_labels``, and (T,) bool: which frames of ``frame_index`` have a row in the labels shard."""
     stored = store.read(LABELS_EXTRACTOR, video_id)
     for name in ("valence_arousal", "expression", "action_units"):
         if name not in stored.arrays:
@@ -216,4 +224,17 @@ def read_labels(store: FeatureStore, video_id: str, frame_index: np.ndarray) -> 
     aligned.valence_arousal[found] = labels.valence_arousal[rows[found]]
     aligned.expression[found] = labels.expression[rows[found]]
     aligned.action_units[found] = labels.action_units[rows[found]]
-    return aligned
+    for group, fill in (
+        ("dimensions", np.nan),
+        ("categories", UNLABELED_EXPRESSION),
+        ("multilabels", UNLABELED_AU),
+        ("raters", np.nan),
+    ):
+        for name, values in getattr(labels, group).items():
+            out = np.full((len(frame_index), *values.shape[1:]), fill, dtype=values.dtype)
+            out[found] = values[rows[found]]
+            getattr(aligned, group)[name] = out
+    aligned.category_names = dict(labels.category_names)
+    aligned.multilabel_names = dict(labels.multilabel_names)
+    aligned.rater_names = dict(labels.rater_names)
+    return aligned, found

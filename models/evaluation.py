@@ -31,6 +31,7 @@ from avpipe.models.experiment import LOG_FILE, PREDICTIONS_FILE, fold_dir, read_
 from avpipe.models.inference import load_predictions
 from avpipe.models.merge import merge_folds
 from avpipe.models.metrics import task_metrics
+from avpipe.models.tasks import TaskSpec
 from avpipe.models.trainer import split_metrics
 from avpipe.pipeline.config.train import MergeMethod, TrainConfig
 from avpipe.pipeline.errors import StoreError
@@ -71,14 +72,20 @@ def run_evaluation(config: TrainConfig, store: FeatureStore, rows: Sequence[Mani
         if _has_labels(store, v)
     }
     outputs = {v: _task_outputs(p) for v, p in {**oof, **test}.items()}
-    metrics = _aggregate(outputs, labels, fold_videos, split_of, list(test))
-    per_video = {v: _clean(task_metrics(outputs[v], labels[v])) for v in outputs if v in labels}
+    tasks = summary_tasks(summary)
+    metrics = _aggregate(outputs, labels, fold_videos, split_of, list(test), tasks)
+    per_video = {v: _clean(task_metrics(outputs[v], labels[v], tasks)) for v in outputs if v in labels}
     write_json(out / METRICS_FILE, _clean(metrics))
     write_json(out / PER_VIDEO_FILE, per_video)
     _write_learning_curves(config, out / PLOTS_DIR / LEARNING_DIR, sorted(fold_videos))
     plotted = _plot_videos(oof, labels, fold_videos, split_of)
     _write_video_plots(out / PLOTS_DIR / VIDEOS_DIR, {v: oof[v] for v in plotted}, labels)
     return metrics
+
+
+def summary_tasks(summary: Mapping[str, Any]) -> list[TaskSpec] | None:
+    """The trained tasks as summary.json records them (None for a summary written before it did)."""
+    return [TaskSpec.from_dict(item) for item in summary["tasks"]] if "tasks" in summary else None
 
 
 def _fold_predictions(config: TrainConfig, fold: int) -> dict[str, dict[str, np.ndarray]]:
@@ -107,12 +114,13 @@ def _aggregate(
     fold_videos: Mapping[int, list[str]],
     split_of: Mapping[str, Split],
     test_ids: list[str],
+    tasks: list[TaskSpec] | None = None,
 ) -> dict[str, Any]:
     def over(video_ids: list[str]) -> dict[str, float] | None:
         labeled = [v for v in video_ids if v in labels]
         if not labeled:
             return None
-        return {**split_metrics(outputs, labels, labeled), "n_videos": len(labeled)}
+        return {**split_metrics(outputs, labels, labeled, tasks), "n_videos": len(labeled)}
 
     everything = [v for videos in fold_videos.values() for v in videos]
     result: dict[str, Any] = {

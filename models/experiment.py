@@ -10,7 +10,8 @@ Output layout (``train.output_dir``)::
                                 predictions of that task (or dimension) come from it
     fold_<i>/log.csv            per-epoch losses, learning rate and validation metrics
     fold_<i>/predictions.npz    per-frame predictions of fold i's validation videos and of the test videos
-    summary.json                config, inputs, per-fold best epoch and score, skipped videos, timings
+    summary.json                config, inputs, tasks (key, kind, the data's dimension or class names,
+                                labelled frames), per-fold best epoch and score, skipped videos, timings
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ from avpipe.models.registry import validate_model_config
 from avpipe.models.selection import selection_criteria
 from avpipe.models.stats import stats_key
 from avpipe.models.table import FrameTable
+from avpipe.models.tasks import data_tasks, resolve_tasks
 from avpipe.models.trainer import FoldTrainer
 from avpipe.models.unlabeled import delete_unlabelled
 from avpipe.pipeline.config.train import TrainConfig, UnlabeledFrames
-from avpipe.pipeline.errors import StoreError
+from avpipe.pipeline.errors import AvpipeError, StoreError
+from avpipe.pipeline.labels import LABELS_EXTRACTOR, FrameLabels
 from avpipe.pipeline.manifest import ManifestRow
 from avpipe.pipeline.store import FeatureStore
 
@@ -71,13 +74,28 @@ def read_summary(output_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[ManifestRow]) -> dict[str, Any]:
-    """Train every fold of ``config.folds.folds_to_run()``; return (and write) the summary."""
+def run_training(
+    config: TrainConfig, store: FeatureStore, rows: Sequence[ManifestRow], dataset: str | None = None
+) -> dict[str, Any]:
+    """Train every fold of ``config.folds.folds_to_run()``; return (and write) the summary.
+
+    The tasks are ``train.tasks`` resolved against the labels of the train/validation videos (null: every
+    task they carry); ``dataset`` names the data in the error for a task they lack.
+    """
     started = time.perf_counter()
     validate_model_config(config.model.name, config.model.config)  # fail before loading any data
     validate_losses(config)
     out = Path(config.output_dir)
     plan = make_folds(list(rows), config.folds)
+    catalogue = data_tasks(_pool_labels(store, plan.pool))
+    tasks = resolve_tasks(config.tasks, catalogue, dataset or f"the store {store.root}")
+    log.info(
+        "training tasks: %s",
+        ", ".join(
+            f"{t.key} ({catalogue.frames[t.key]} labelled frames, {catalogue.partial[t.key]} partially)"
+            for t in tasks
+        ),
+    )
     _remove_previous_run(out)
     write_json(out / FOLDS_FILE, plan.to_dict())
     specs = config.feature_specs
@@ -88,7 +106,7 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
         store, specs, plan.pool, mask_audio_by_speech=config.mask_audio_by_speech, skipped=skipped
     )
     if config.unlabeled is UnlabeledFrames.DELETE:
-        pool_stream = _delete_unlabelled(pool_stream, config, skipped, deleted)
+        pool_stream = _delete_unlabelled(pool_stream, [t.key for t in tasks], skipped, deleted)
     test_stream = iter_videos(
         store,
         specs,
@@ -116,7 +134,7 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     if config.threads:
         torch.set_num_threads(config.threads)
     device = device_for(config.device)
-    trainer = FoldTrainer(config, inputs, table, labels, device)
+    trainer = FoldTrainer(config, inputs, table, labels, device, tasks)
     test_ids = [v for v in plan.test if v in labels]
     load_seconds = time.perf_counter() - started
     log.info(
@@ -133,6 +151,16 @@ def run_training(config: TrainConfig, store: FeatureStore, rows: Sequence[Manife
     summary = {
         "config": config_summary(config),
         "inputs": [spec.to_dict() for spec in inputs],
+        # the trained tasks as the data declares them, with their labelled train/validation frames and
+        # those labelled for some of the task's dimensions or classes only
+        "tasks": [
+            {
+                **t.to_dict(),
+                "labelled_frames": catalogue.frames[t.key],
+                "partially_labelled_frames": catalogue.partial[t.key],
+            }
+            for t in tasks
+        ],
         "device": str(device),
         "folds": folds,
         "test": test_ids,
@@ -156,19 +184,29 @@ def _table_cache(config: TrainConfig) -> Path | None:
     return Path(config.table_cache) if config.table_cache else None
 
 
+def _pool_labels(store: FeatureStore, video_ids: Sequence[str]) -> Iterator[tuple[str, FrameLabels]]:
+    """The stored labels of the train/validation videos that have a labels shard (what tasks they carry)."""
+    for video_id in video_ids:
+        if store.shard_path(LABELS_EXTRACTOR, video_id).exists():
+            try:
+                yield video_id, FrameLabels.from_feature_set(store.read(LABELS_EXTRACTOR, video_id))
+            except (AvpipeError, KeyError) as err:  # the feature loading skips and reports the video
+                log.warning("labels of %s unreadable: %s", video_id, err)
+
+
 def _delete_unlabelled(
-    pool: Iterator[VideoData], config: TrainConfig, skipped: dict[str, str], deleted: list[int]
+    pool: Iterator[VideoData], tasks: list[str], skipped: dict[str, str], deleted: list[int]
 ) -> Iterator[VideoData]:
     """``train.unlabeled: delete``: the pool without unlabelled frames; videos left empty are skipped."""
     n_videos = 0
     for video in pool:
-        cut, removed = delete_unlabelled(video, config.tasks)
+        cut, removed = delete_unlabelled(video, tasks)
         deleted[0] += removed
         n_videos += 1
         if len(cut):
             yield cut
         else:
-            skipped[video.video_id] = f"no frame labelled for {[t.value for t in config.tasks]}"
+            skipped[video.video_id] = f"no frame labelled for {tasks}"
     log.info("train.unlabeled = delete: removed %d unlabelled frames from %d videos", deleted[0], n_videos)
 
 
@@ -198,7 +236,7 @@ def _train_one(
         raise StoreError(f"fold {fold}: no readable {'training' if not train_ids else 'validation'} video")
     key = stats_key(store, config.feature_specs, inputs, train_ids)
     if config.unlabeled is UnlabeledFrames.DELETE:  # other frames, other statistics
-        key += "-delete-" + "-".join(task.value for task in config.tasks)
+        key += "-delete-" + "-".join(task.key.replace(":", "_") for task in trainer.tasks)
     stats, standardised = standardise(config, trainer.table, train_ids, [val_ids, test_ids], key)
     directory = fold_dir(config.output_dir, fold)
     result = trainer.train_fold(fold, standardised, train_ids, val_ids, log_path=directory / LOG_FILE)
@@ -206,7 +244,7 @@ def _train_one(
     meta = {"best_epoch": result.best_epoch, "best_score": result.best_score, "train_videos": train_ids}
     save_checkpoint(directory / CHECKPOINT_FILE, result.model, config, inputs, stats, fold, meta)
     task_epochs = {}
-    criteria = {c.name: c for c in selection_criteria(list(config.tasks), config.model.separate_va)}
+    criteria = {c.name: c for c in selection_criteria(trainer.tasks, config.model.separate_va)}
     for name, (epoch, score, state) in result.task_best.items():
         criterion = criteria[name]
         model = trainer.build_model().to(trainer.device)

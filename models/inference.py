@@ -3,18 +3,21 @@ on-disk format of per-video predictions (``predictions.npz``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from avpipe.models.base import SequenceModel
 from avpipe.models.table import PAD_ROW, FrameTable, WindowBatches
+from avpipe.models.tasks import BUILTIN, TaskSpec
 from avpipe.models.windows import PAD, average_windows
-from avpipe.pipeline.config.train import Task
+from avpipe.pipeline import atomic
+from avpipe.pipeline.labels import TaskKind
 
-# task -> per-frame outputs: va values (T, 2), expr probabilities (T, 8), au probabilities (T, 12)
+# task key -> per-frame outputs: va values (T, 2), expr probabilities (T, 8), au probabilities (T, 12),
+# a declared dimension (T, 1), a declared categorical or multi-label task (T, n_classes) probabilities
 VideoPrediction = dict[str, np.ndarray]
 
 
@@ -25,13 +28,18 @@ def device_for(name: str) -> torch.device:
     return torch.device(name)
 
 
-def to_probabilities(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Model outputs as reported: VA as is, expression softmax, AU sigmoid."""
+def to_probabilities(
+    outputs: Mapping[str, torch.Tensor], tasks: Sequence[TaskSpec] | None = None
+) -> dict[str, torch.Tensor]:
+    """Model outputs as reported: continuous values as they are, categorical tasks (expression) softmax,
+    multi-label tasks (AUs) sigmoid. ``tasks`` give the kinds (default: the built-in tasks')."""
+    kinds = {task.key: task.kind for task in (tasks if tasks is not None else BUILTIN.values())}
     converted = {}
     for task, values in outputs.items():
-        if task == Task.EXPR.value:
+        kind = kinds.get(task, TaskKind.CONTINUOUS)
+        if kind is TaskKind.CATEGORICAL:
             converted[task] = torch.softmax(values, dim=-1)
-        elif task == Task.AU.value:
+        elif kind is TaskKind.MULTILABEL:
             converted[task] = torch.sigmoid(values)
         else:
             converted[task] = values
@@ -58,7 +66,8 @@ def predict_videos(
     outputs: dict[str, list[np.ndarray]] = {}
     for batch in WindowBatches(inputs, {}, windows, batch_size):
         batch = batch.to(device)
-        for task, values in to_probabilities(model(batch.inputs, batch.valid)).items():
+        tasks = model.context.tasks if isinstance(model, SequenceModel) else None
+        for task, values in to_probabilities(model(batch.inputs, batch.valid), tasks).items():
             outputs.setdefault(task, []).append(values.float().cpu().numpy())
     model.train(was_training)
     stacked = {task: np.concatenate(parts) for task, parts in outputs.items()}
@@ -90,10 +99,8 @@ def save_predictions(
         arrays[f"{position}/time"] = np.asarray(time, dtype=np.float64)
         for task, values in prediction.items():
             arrays[f"{position}/{task}"] = values
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic.replacing(path) as tmp, tmp.open("wb") as handle:  # a handle: numpy adds no ".npz"
+        np.savez_compressed(handle, **arrays)
 
 
 def load_predictions(path: Path) -> dict[str, dict[str, np.ndarray]]:

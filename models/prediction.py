@@ -2,14 +2,16 @@
 
 Columns: ``frame_index, time`` (the feature timeline), then per trained task ``valence, arousal``;
 ``expression`` (class index), ``expression_name`` and ``p_<class>`` probabilities; ``<AU>`` (0/1 at
-probability 0.5) and ``p_<AU>``. Valence/arousal of the folds are merged by CCC centering.
+probability 0.5) and ``p_<AU>``. A task the dataset declares: a dimension ``<name>``; a categorical task
+``<name>`` (class index), ``<name>_name`` and ``p_<name>_<class>``; a multi-label task ``<name>_<class>``
+(0/1) and ``p_<name>_<class>``, with the dataset's class names. Valence/arousal of the folds are merged by
+CCC centering, every other output is the folds' mean.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,9 +32,11 @@ from avpipe.models.inference import device_for, predict_videos
 from avpipe.models.merge import merge_folds
 from avpipe.models.metrics import AU_THRESHOLD
 from avpipe.models.table import FrameTable
+from avpipe.models.tasks import TaskSpec, as_specs
+from avpipe.pipeline import atomic
 from avpipe.pipeline.config.train import Task, TrainConfig
 from avpipe.pipeline.errors import ConfigError, StoreError
-from avpipe.pipeline.labels import AU_NAMES, EXPRESSION_NAMES, VA_NAMES
+from avpipe.pipeline.labels import VA_NAMES, TaskKind
 from avpipe.pipeline.manifest import ManifestRow, Split
 from avpipe.pipeline.store import FeatureStore, shard_name
 
@@ -137,27 +141,33 @@ def write_prediction_csv(
     frame_index: np.ndarray,
     time: np.ndarray,
     prediction: Mapping[str, np.ndarray],
-    tasks: Sequence[Task],
+    tasks: Sequence[Task] | Sequence[TaskSpec],
 ) -> None:
     header = ["frame_index", "time"]
     columns: list[list[str]] = [[str(int(i)) for i in frame_index], [f"{t:.4f}" for t in time]]
-    if Task.VA in tasks:
-        header += list(VA_NAMES)
-        columns += [[f"{v:.4f}" for v in prediction["va"][:, d]] for d in range(len(VA_NAMES))]
-    if Task.EXPR in tasks:
-        probabilities = prediction["expr"]
-        classes = np.argmax(probabilities, axis=1)
-        header += ["expression", "expression_name", *(f"p_{name}" for name in EXPRESSION_NAMES)]
-        columns += [[str(int(c)) for c in classes], [EXPRESSION_NAMES[c] for c in classes]]
-        columns += [[f"{p:.4f}" for p in probabilities[:, c]] for c in range(len(EXPRESSION_NAMES))]
-    if Task.AU in tasks:
-        probabilities = prediction["au"]
-        header += [*AU_NAMES, *(f"p_{name}" for name in AU_NAMES)]
-        columns += [[str(int(p >= AU_THRESHOLD)) for p in probabilities[:, u]] for u in range(len(AU_NAMES))]
-        columns += [[f"{p:.4f}" for p in probabilities[:, u]] for u in range(len(AU_NAMES))]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as handle:
+    for task in as_specs(tasks):
+        names, cols = _task_columns(task, prediction[task.key])
+        header += names
+        columns += cols
+    with atomic.replacing(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(zip(*columns, strict=True))
-    os.replace(tmp, path)
+
+
+def _task_columns(task: TaskSpec, values: np.ndarray) -> tuple[list[str], list[list[str]]]:
+    """The CSV columns of one task's per-frame outputs (module docstring)."""
+    if task.kind is TaskKind.CONTINUOUS:
+        names = list(VA_NAMES) if task.key == Task.VA.value else [task.name]
+        return names, [[f"{v:.4f}" for v in values[:, d]] for d in range(len(names))]
+    if task.kind is TaskKind.CATEGORICAL:
+        classes = np.argmax(values, axis=1)
+        prefix = "expression" if task.key == Task.EXPR.value else task.name
+        p_prefix = "p_" if task.key == Task.EXPR.value else f"p_{task.name}_"
+        names = [prefix, f"{prefix}_name", *(f"{p_prefix}{label}" for label in task.names)]
+        cols = [[str(int(c)) for c in classes], [task.names[c] for c in classes]]
+        return names, cols + [[f"{p:.4f}" for p in values[:, c]] for c in range(task.n_outputs)]
+    prefix = "" if task.key == Task.AU.value else f"{task.name}_"
+    names = [*(f"{prefix}{label}" for label in task.names), *(f"p_{prefix}{label}" for label in task.names)]
+    flags = [[str(int(p >= AU_THRESHOLD)) for p in values[:, u]] for u in range(task.n_outputs)]
+    return names, flags + [[f"{p:.4f}" for p in values[:, u]] for u in range(task.n_outputs)]

@@ -21,6 +21,7 @@ from avpipe.models.jca import JCAModel
 from avpipe.models.lfan import LFANModel
 from avpipe.models.recurrent import RNNModel
 from avpipe.models.separate import PerDimensionVA
+from avpipe.models.tasks import TaskSpec, as_specs
 from avpipe.models.tcn import TCNModel
 from avpipe.models.transformer import TransformerModel
 from avpipe.pipeline.config import build_dataclass
@@ -90,7 +91,7 @@ def create_model(
     name: str,
     *,
     inputs: Sequence[InputSpec],
-    tasks: Sequence[Task],
+    tasks: Sequence[Task] | Sequence[TaskSpec],
     window: int,
     separate_va: bool = False,
     **config: Any,
@@ -99,14 +100,14 @@ def create_model(
     ``separate_va``: one such model per valence/arousal dimension (``avpipe.models.separate``)."""
     if not inputs:
         raise ConfigError("train.features", "a model needs at least one input")
-    context = ModelContext(inputs=tuple(inputs), tasks=tuple(Task(t) for t in tasks), window=int(window))
+    context = ModelContext(inputs=tuple(inputs), tasks=tuple(as_specs(tasks)), window=int(window))
     registry = model_registry()
     cls = registry.get(name)
     settings = _settings(registry, name, config)
     build = _plugin_builder(cls, registry.origins[name]) if registry.is_plugin(name) else cls
     if not separate_va:
         return build(context, settings)
-    if context.tasks != (Task.VA,):
+    if context.task_keys() != (Task.VA.value,):
         raise ConfigError("train.model.separate_va", f"needs tasks [va] alone, got {list(tasks)}")
     return PerDimensionVA(context, lambda: build(context, settings))
 

@@ -1,13 +1,14 @@
 """Choosing the best epoch of a fold on its validation videos, without ever keeping an untrained model.
 
 Each trained task contributes one score (valence/arousal: the CCC mean, expression: macro F1, action
-units: mean F1). A task whose score is missing or NaN (no labelled validation frame) is an error naming
-the task and the fold; with ``train.selection.missing_score: drop`` it is dropped from selection with a
-warning instead. Selection ``sum`` keeps the epoch with the best sum of the scores (the ABAW MTL score);
-``per_task`` also keeps each criterion's own best epoch (AIM3-RUC ABAW4). The criteria are the tasks, but
-with ``model.separate_va`` valence and arousal are two (their CCCs), as the ABAW2 and JCA code select
-each emotion's model on its own. Only trained epochs (>= 1) are candidates: the untrained model's score
-(epoch 0) is the baseline the result is compared with.
+units: mean F1; a declared dimension its CCC, a declared categorical task its macro F1, a multi-label
+task its mean F1: ``TaskSpec.score_metric``). A task whose score is missing or NaN (no labelled
+validation frame) is an error naming the task and the fold; with ``train.selection.missing_score:
+drop`` it is dropped from selection with a warning instead. Selection ``sum`` keeps the epoch with the
+best sum of the scores (the ABAW MTL score); ``per_task`` also keeps each criterion's own best epoch
+(AIM3-RUC ABAW4). The criteria are the tasks, but with ``model.separate_va`` valence and arousal are two
+(their CCCs), as the ABAW2 and JCA code select each emotion's model on its own. Only trained epochs
+(>= 1) are candidates: the untrained model's score (epoch 0) is the baseline the result is compared with.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from avpipe.models.metrics import TASK_FRAMES, TASK_SCORE
+from avpipe.models.tasks import VA, TaskSpec, as_specs
 from avpipe.pipeline.config.train import MissingScore, Task
 from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import VA_NAMES
@@ -49,18 +50,20 @@ class Criterion:
     """One quantity a best epoch is chosen on: a task's score, or one VA dimension's CCC."""
 
     name: str  # also the name of its checkpoint with per-task selection: model_<name>.pt
-    task: Task
+    task: TaskSpec
     metric: str
     dim: int | None = None  # the VA dimension it selects (separate_va), None for the whole task
 
 
-def selection_criteria(tasks: list[Task], separate_va: bool = False) -> list[Criterion]:
+def selection_criteria(tasks: list[Task] | list[TaskSpec], separate_va: bool = False) -> list[Criterion]:
     criteria = []
-    for task in tasks:
-        if task is Task.VA and separate_va:
+    for task in as_specs(tasks):
+        if task.key == VA and separate_va:
             criteria += [Criterion(name, task, f"ccc_{name}", d) for d, name in enumerate(VA_NAMES)]
         else:
-            criteria.append(Criterion(task.value, task, TASK_SCORE[task.value]))
+            criteria.append(
+                Criterion(task.name if task.builtin else task.key.replace(":", "-"), task, task.score_metric)
+            )
     return criteria
 
 
@@ -69,10 +72,13 @@ class TaskScorer:
     """Validation scores of one fold's selection criteria, checked for NaN / missing values."""
 
     fold: int
-    tasks: list[Task]
+    tasks: list[Task] | list[TaskSpec]
     missing: MissingScore
     separate_va: bool = False
-    dropped: list[Task] = field(default_factory=list)
+    dropped: list[TaskSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tasks = as_specs(self.tasks)
 
     def scores(self, metrics: Mapping[str, float], epoch: int) -> dict[str, float]:
         """``{criterion: score}`` of the tasks still selected on; ConfigError (or a drop) for a NaN."""
@@ -93,11 +99,11 @@ class TaskScorer:
             )
         return result
 
-    def _missing(self, task: Task, metrics: Mapping[str, float], epoch: int) -> None:
-        frames = metrics.get(TASK_FRAMES[task.value])
+    def _missing(self, task: TaskSpec, metrics: Mapping[str, float], epoch: int) -> None:
+        frames = metrics.get(task.frames_metric)
         why = (
             f"fold {self.fold}: task {task.value!r} has no validation score at epoch {epoch} "
-            f"({TASK_SCORE[task.value]} is {metrics.get(TASK_SCORE[task.value], 'missing')}; "
+            f"({task.score_metric} is {metrics.get(task.score_metric, 'missing')}; "
             f"{frames if frames is not None else 'no'} labelled validation frames)"
         )
         if self.missing is MissingScore.ERROR:

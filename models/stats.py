@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,11 @@ import numpy as np
 
 from avpipe.models.base import InputSpec
 from avpipe.models.table import FrameTable
+from avpipe.pipeline import atomic
 from avpipe.pipeline.config.train import FeatureSpec
+from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.store import FeatureStore
+from avpipe.pipeline.types import MaskValue
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +113,8 @@ class FeatureStats:
         return cls(mean=mean, std=std)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, **self.to_arrays())
-        os.replace(tmp, path)
+        with atomic.replacing(path) as tmp, tmp.open("wb") as handle:  # a handle: numpy adds no ".npz"
+            np.savez(handle, **self.to_arrays())
 
     @classmethod
     def load(cls, path: Path) -> FeatureStats:
@@ -148,6 +148,51 @@ def compute_stats(table: FrameTable, video_ids: Sequence[str]) -> FeatureStats:
         deviation = np.sqrt(m2 / count)
         std[key] = np.where(deviation < MIN_STD, 1.0, deviation).astype(np.float32)
     return FeatureStats(mean=mean, std=std)
+
+
+def fit_store_stats(
+    store: FeatureStore, specs: Sequence[FeatureSpec], video_ids: Sequence[str]
+) -> FeatureStats:
+    """Mean and (population) std of each feature column over the valid frames of ``video_ids``, read from
+    the store one video at a time: the statistics of ``compute_stats`` without a table in memory.
+
+    A frame is valid for a feature when its mask is not MISSING and all its values are finite
+    (``valid_frames``). Give the training videos only: the result standardises every other video too.
+    """
+    moments: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+    for video_id in video_ids:
+        for spec in specs:
+            stored = store.read(spec.extractor, video_id, [spec.array])
+            values = np.asarray(stored.arrays[spec.array]).reshape(len(stored), -1)
+            keep = valid_frames(stored.mask, values)
+            count, mean, m2 = moments.get(spec.key, (0, np.zeros(values.shape[1]), np.zeros(values.shape[1])))
+            if mean.shape[0] != values.shape[1]:
+                raise StoreError(
+                    f"{store.shard_path(spec.extractor, video_id)}: {spec.key!r} has {values.shape[1]} "
+                    f"values per frame, the videos before it {mean.shape[0]}"
+                )
+            if keep.any():
+                count, mean, m2 = merge_moments(count, mean, m2, values[keep].astype(np.float64))
+            moments[spec.key] = (count, mean, m2)
+    mean_of, std_of = {}, {}
+    for spec in specs:
+        count, mean, m2 = moments.get(spec.key, (0, np.zeros(0), np.zeros(0)))
+        if count == 0:
+            log.warning(
+                "feature %s has no valid frame in the %d videos: left unscaled", spec.key, len(video_ids)
+            )
+            mean_of[spec.key] = np.zeros_like(mean, dtype=np.float32)
+            std_of[spec.key] = np.ones_like(mean, dtype=np.float32)
+            continue
+        deviation = np.sqrt(m2 / count)
+        mean_of[spec.key] = mean.astype(np.float32)
+        std_of[spec.key] = np.where(deviation < MIN_STD, 1.0, deviation).astype(np.float32)
+    return FeatureStats(mean=mean_of, std=std_of)
+
+
+def valid_frames(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(T,) bool: the frames whose mask is not MISSING and whose values (T, D) are all finite."""
+    return (np.asarray(mask) != MaskValue.MISSING) & np.all(np.isfinite(values), axis=1)
 
 
 def row_blocks(n_rows: int, dim: int) -> list[tuple[int, int]]:

@@ -16,9 +16,10 @@ import torch
 
 from avpipe.models.data import VideoData
 from avpipe.models.rowfile import RowFile
+from avpipe.models.tasks import TaskSpec, target_dtype, target_shape, task_targets, unlabeled_fill
 from avpipe.models.windows import PAD, window_rows
 from avpipe.pipeline.config.train import Task
-from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA
+from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, FrameLabels
 
 PAD_ROW = 0
 
@@ -142,6 +143,22 @@ class FrameTable:
             return np.zeros((0, length), dtype=np.int64), np.zeros(0, dtype=np.int64)
         return np.concatenate(blocks), np.concatenate(owners)
 
+    def task_targets(
+        self, tasks: Sequence[TaskSpec], labels: Mapping[str, FrameLabels]
+    ) -> dict[str, np.ndarray]:
+        """Each task's targets on every table row (avpipe.models.tasks.task_targets; the padding row and
+        a video without labels are unlabelled), keyed by task key."""
+        result = {}
+        for spec in tasks:
+            values = np.full(
+                (self.n_rows, *target_shape(spec)), unlabeled_fill(spec), dtype=target_dtype(spec)
+            )
+            for video_id, span in self.spans.items():
+                if video_id in labels:
+                    values[span.start : span.start + span.length] = task_targets(spec, labels[video_id])
+            result[spec.key] = values
+        return result
+
     def labeled_windows(self, windows: np.ndarray, tasks: Sequence[Task]) -> np.ndarray:
         """Bool per window: it has at least one frame labeled for one of ``tasks``."""
         labeled = np.zeros(self.n_rows, dtype=bool)
@@ -156,7 +173,7 @@ class FrameTable:
 @dataclass
 class Batch:
     inputs: dict[str, torch.Tensor]  # key -> (B, L, D)
-    targets: dict[str, torch.Tensor]  # task -> (B, L, C) or (B, L)
+    targets: dict[str, torch.Tensor]  # task key -> (B, L, C) or (B, L)
     valid: torch.Tensor  # (B, L) bool, False at padded positions
     index: np.ndarray  # positions of these windows in the iterated window matrix
 
@@ -175,7 +192,7 @@ class WindowBatches:
     def __init__(
         self,
         inputs: Mapping[str, np.ndarray],
-        targets: Mapping[Task, np.ndarray],
+        targets: Mapping[Task, np.ndarray] | Mapping[str, np.ndarray],
         windows: np.ndarray,
         batch_size: int,
         shuffle: bool = False,
@@ -202,7 +219,10 @@ class WindowBatches:
         rows = self.windows[index]
         return Batch(
             inputs={key: torch.from_numpy(values[rows]) for key, values in self.inputs.items()},
-            targets={task.value: torch.from_numpy(values[rows]) for task, values in self.targets.items()},
+            targets={
+                str(getattr(task, "value", task)): torch.from_numpy(values[rows])
+                for task, values in self.targets.items()
+            },
             valid=torch.from_numpy(rows != PAD_ROW),
             index=index,
         )

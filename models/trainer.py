@@ -19,16 +19,29 @@ import torch
 from avpipe.models.base import InputSpec, SequenceModel
 from avpipe.models.inference import VideoPrediction, predict_videos
 from avpipe.models.losses import MultiTaskLoss
-from avpipe.models.metrics import task_metrics
+from avpipe.models.metrics import metrics_of_targets
 from avpipe.models.registry import create_model
 from avpipe.models.selection import Best, TaskScorer, restore_state, selection_criteria, warn_if_untrained
 from avpipe.models.table import FrameTable, WindowBatches
+from avpipe.models.tasks import BUILTIN, TaskSpec, as_specs, labeled_frames, task_targets
 from avpipe.pipeline.config.train import OptimizerName, Scheduler, Selection, Shuffle, TrainConfig
-from avpipe.pipeline.labels import FrameLabels
+from avpipe.pipeline.labels import FrameLabels, TaskKind
 
 log = logging.getLogger(__name__)
 
 LOG_METRICS = ("ccc_valence", "ccc_arousal", "ccc_mean", "f1_expr", "f1_au", "score")
+
+
+def log_metrics(tasks: Sequence[TaskSpec]) -> tuple[str, ...]:
+    """The validation metrics of the per-epoch log: the built-in ones, and each declared task's score
+    (and accuracy, for a categorical task)."""
+    extra = []
+    for task in tasks:
+        if not task.builtin:
+            extra.append(task.score_metric)
+            if task.kind is TaskKind.CATEGORICAL:
+                extra.append(f"accuracy_{task.name}")
+    return (*LOG_METRICS[:-1], *extra, LOG_METRICS[-1])
 
 
 @dataclass
@@ -88,11 +101,18 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> An
 
 
 def concat_labels(labels: Mapping[str, FrameLabels], video_ids: Sequence[str]) -> FrameLabels:
+    """The built-in tasks' labels of ``video_ids`` end to end (``concat_targets`` has any task's)."""
     return FrameLabels(
         valence_arousal=np.concatenate([labels[v].valence_arousal for v in video_ids]),
         expression=np.concatenate([labels[v].expression for v in video_ids]),
         action_units=np.concatenate([labels[v].action_units for v in video_ids]),
     )
+
+
+def concat_targets(
+    labels: Mapping[str, FrameLabels], video_ids: Sequence[str], tasks: Sequence[TaskSpec]
+) -> dict[str, np.ndarray]:
+    return {spec.key: np.concatenate([task_targets(spec, labels[v]) for v in video_ids]) for spec in tasks}
 
 
 def concat_predictions(
@@ -103,10 +123,15 @@ def concat_predictions(
 
 
 def split_metrics(
-    predictions: Mapping[str, VideoPrediction], labels: Mapping[str, FrameLabels], video_ids: Sequence[str]
+    predictions: Mapping[str, VideoPrediction],
+    labels: Mapping[str, FrameLabels],
+    video_ids: Sequence[str],
+    tasks: Sequence[TaskSpec] | None = None,
 ) -> dict[str, float]:
-    """Metrics over all frames of ``video_ids`` together."""
-    return task_metrics(concat_predictions(predictions, video_ids), concat_labels(labels, video_ids))
+    """Metrics over all frames of ``video_ids`` together (``tasks`` default: the built-in ones predicted)."""
+    predicted = concat_predictions(predictions, video_ids)
+    specs = list(tasks) if tasks is not None else as_specs(k for k in predicted if k in BUILTIN)
+    return metrics_of_targets(predicted, concat_targets(labels, video_ids, specs), specs)
 
 
 class FoldTrainer:
@@ -119,19 +144,25 @@ class FoldTrainer:
         table: FrameTable,
         labels: Mapping[str, FrameLabels],
         device: torch.device,
+        tasks: Sequence[TaskSpec] | None = None,
     ) -> None:
+        """``tasks``: the resolved tasks (avpipe.models.tasks.resolve_tasks); default: ``train.tasks``,
+        which must then name built-in tasks only."""
         self.config = config
         self.inputs = list(inputs)
         self.table = table
         self.labels = labels
         self.device = device
-        self.loss = MultiTaskLoss(list(config.tasks), config.loss)
+        self.tasks = list(tasks) if tasks is not None else as_specs(config.tasks or ["va"])
+        self.loss = MultiTaskLoss(self.tasks, config.loss)
+        self.targets = table.task_targets(self.tasks, labels)
+        self.log_metrics = log_metrics(self.tasks)
 
     def build_model(self) -> SequenceModel:
         return create_model(
             self.config.model.name,
             inputs=self.inputs,
-            tasks=self.config.tasks,
+            tasks=self.tasks,
             window=self.config.window,
             separate_va=self.config.model.separate_va,
             **self.config.model.config,
@@ -150,10 +181,14 @@ class FoldTrainer:
         seed_everything(cfg.seed + fold)
         started = time.perf_counter()
         windows, _ = self.table.windows(train_ids, cfg.window, cfg.hop)
-        windows = windows[self.table.labeled_windows(windows, cfg.tasks)]
+        labeled = np.zeros(self.table.n_rows, dtype=bool)
+        for spec in self.tasks:
+            labeled |= labeled_frames(spec, self.targets[spec.key])
+        windows = windows[np.any(labeled[windows], axis=1)]
+        keys = [spec.key for spec in self.tasks]
         if windows.shape[0] == 0:
-            raise ValueError(f"fold {fold}: the training videos have no labeled frame for {list(cfg.tasks)}")
-        targets = {task: self.table.labels[task] for task in cfg.tasks}
+            raise ValueError(f"fold {fold}: the training videos have no labeled frame for {keys}")
+        targets = self.targets
         every_epoch = cfg.shuffle is Shuffle.EVERY_EPOCH
         if not every_epoch:  # one order for the whole fold
             windows = windows[np.random.default_rng(cfg.seed + fold).permutation(windows.shape[0])]
@@ -164,13 +199,13 @@ class FoldTrainer:
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg)
         separate_va = cfg.model.separate_va
-        scorer = TaskScorer(fold, list(cfg.tasks), cfg.selection.missing_score, separate_va)
+        scorer = TaskScorer(fold, self.tasks, cfg.selection.missing_score, separate_va)
         baseline_metrics = self.validate(model, inputs, val_ids)
         baseline = sum(scorer.scores(baseline_metrics, epoch=0).values())  # fails before any epoch is spent
         history: list[dict[str, float]] = [self._row(0, optimizer, {}, baseline_metrics, baseline, 0.0)]
         best = Best()
         per_task = cfg.selection.mode is Selection.PER_TASK
-        criteria = selection_criteria(list(cfg.tasks), separate_va) if per_task else []
+        criteria = selection_criteria(self.tasks, separate_va) if per_task else []
         task_best = {criterion.name: Best() for criterion in criteria}
         dims = {criterion.name: criterion.dim for criterion in criteria}
         stale = 0
@@ -232,8 +267,8 @@ class FoldTrainer:
             task_best={name: (b.epoch, b.score, b.state) for name, b in task_best.items() if b.state},
         )
 
-    @staticmethod
     def _row(
+        self,
         epoch: int,
         optimizer: torch.optim.Optimizer,
         losses: Mapping[str, float],
@@ -242,7 +277,7 @@ class FoldTrainer:
         seconds: float,
     ) -> dict[str, float]:
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **losses}
-        row.update({f"val_{k}": metrics[k] for k in LOG_METRICS if k in metrics})
+        row.update({f"val_{k}": metrics[k] for k in self.log_metrics if k in metrics})
         row["val_selection_score"] = score
         row["seconds"] = seconds
         return row
@@ -278,7 +313,7 @@ class FoldTrainer:
     def validate(
         self, model: SequenceModel, inputs: Mapping[str, np.ndarray], video_ids: Sequence[str]
     ) -> dict[str, float]:
-        return split_metrics(self.predict(model, inputs, video_ids), self.labels, video_ids)
+        return split_metrics(self.predict(model, inputs, video_ids), self.labels, video_ids, self.tasks)
 
 
 def write_history(path: Path, history: Sequence[Mapping[str, Any]]) -> None:

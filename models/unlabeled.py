@@ -9,36 +9,39 @@ out of the losses and metrics. Test videos are never cut: every frame of theirs 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from avpipe.models.data import VideoData
+from avpipe.models.tasks import frames_with_any_label
 from avpipe.pipeline.config.train import Task
-from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, FrameLabels
+from avpipe.pipeline.labels import FrameLabels
 
 
-def labelled_frames(labels: FrameLabels, tasks: Sequence[Task]) -> np.ndarray:
-    """(T,) True where the frame has a label for at least one of ``tasks``."""
-    keep = np.zeros(len(labels), dtype=bool)
-    if Task.VA in tasks:
-        keep |= np.all(labels.valence_arousal != UNLABELED_VA, axis=1)
-    if Task.EXPR in tasks:
-        keep |= labels.expression != UNLABELED_EXPRESSION
-    if Task.AU in tasks:
-        keep |= np.any(labels.action_units != UNLABELED_AU, axis=1)
-    return keep
+def labelled_frames(labels: FrameLabels, tasks: Sequence[Task | str] | None) -> np.ndarray:
+    """(T,) True where the frame has a label for at least one of ``tasks`` (task keys; None: any task the
+    labels carry, what ``train.tasks`` null trains). A frame with valence alone counts for ``va``."""
+    keys = None if tasks is None else [str(getattr(task, "value", task)) for task in tasks]
+    return frames_with_any_label(labels, keys)
 
 
-def delete_unlabelled(video: VideoData, tasks: Sequence[Task]) -> tuple[VideoData, int]:
+def delete_unlabelled(video: VideoData, tasks: Sequence[Task | str] | None) -> tuple[VideoData, int]:
     """The video without its frames unlabelled for every task in ``tasks``, and how many were removed."""
     keep = labelled_frames(video.labels, tasks)
     removed = int(keep.size - np.count_nonzero(keep))
     if removed == 0:
         return video, 0
-    labels = FrameLabels(
-        valence_arousal=video.labels.valence_arousal[keep],
-        expression=video.labels.expression[keep],
-        action_units=video.labels.action_units[keep],
+    labels = video.labels
+    cut_labels = replace(
+        labels,
+        valence_arousal=labels.valence_arousal[keep],
+        expression=labels.expression[keep],
+        action_units=labels.action_units[keep],
+        dimensions={name: values[keep] for name, values in labels.dimensions.items()},
+        categories={name: values[keep] for name, values in labels.categories.items()},
+        multilabels={name: values[keep] for name, values in labels.multilabels.items()},
+        raters={name: values[keep] for name, values in labels.raters.items()},
     )
     cut = VideoData(
         video_id=video.video_id,
@@ -46,6 +49,6 @@ def delete_unlabelled(video: VideoData, tasks: Sequence[Task]) -> tuple[VideoDat
         frame_index=video.frame_index[keep],
         features={key: values[keep] for key, values in video.features.items()},
         valid={key: values[keep] for key, values in video.valid.items()},
-        labels=labels,
+        labels=cut_labels,
     )
     return cut, removed

@@ -1,7 +1,9 @@
 """Cutting sequences into fixed-length windows and averaging overlapping window predictions per frame.
 
-ABAW2 convention: windows of ``length`` frames every ``hop`` frames, the last window aligned to the end of
-the video (so no frame is left out), a video shorter than one window zero-padded at its end.
+ABAW2 convention (``window_starts``, the trainers'): windows of ``length`` frames every ``hop`` frames, the
+last window aligned to the end of the video (so no frame is left out), a video shorter than one window
+zero-padded at its end. ``padded_window_starts`` keeps every window on the ``hop`` grid instead: the last
+one runs past the end of the video and is padded (``avpipe.models.dataset``'s default).
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ def window_starts(n_frames: int, length: int, hop: int) -> np.ndarray:
     starts = np.arange(0, n_frames - length + 1, hop, dtype=np.int64)
     last = n_frames - length
     return starts if starts[-1] == last else np.append(starts, last)
+
+
+def padded_window_starts(n_frames: int, length: int, hop: int) -> np.ndarray:
+    """Start frames ``0, hop, 2 hop, ...`` up to the first window reaching the last frame (which is
+    padded when it runs past it); every frame is covered when ``hop <= length``."""
+    if length < 1 or hop < 1:
+        raise ValueError(f"window length and hop must be >= 1, got {length} and {hop}")
+    if n_frames <= 0:
+        return np.zeros(0, dtype=np.int64)
+    n_windows = 1 + max(0, -(-(n_frames - length) // hop))  # ceil((n - length) / hop) more after 0
+    starts = np.arange(n_windows, dtype=np.int64) * hop
+    return starts[starts < n_frames]  # hop > length: no window that starts past the end
 
 
 def window_rows(n_frames: int, length: int, hop: int) -> np.ndarray:

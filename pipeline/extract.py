@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -267,37 +267,11 @@ def process_video(
     """Decode the input, run the extractor, write the shard atomically. Usable without Dask.
     ``sync_folder=False``: the caller fsyncs the store folder after several videos. ``pack`` (a
     ``PackWriter``): the video goes into that multi-video shard, whose ``commit`` gives its entry."""
-    from avpipe.pipeline.media import probe
-    from avpipe.pipeline.timeline import decode_audio, iter_frames, media_timeline, video_timeline
-
     started, cpu_started = time.perf_counter(), process_cpu_seconds()
     store = open_store(job.store)
-    path = video["media_path"]
-    kind = type(extractor).input_kind
-    if kind is InputKind.FACES:
-        crops = read_face_crops(store, video["video_id"], getattr(job.config, "crop_size", 112))
-        info, timeline, source = None, crops.timeline, crops
-    elif kind is InputKind.FRAMES:
-        info = probe(path)  # the display rotation iter_frames applies, read as the manifest read it
-        check_frame_size(info, path, job.max_pixels)
-        timeline = video_timeline(path, fps=job.fps, info=info)
-        source = iter_frames(path, fps=job.fps, info=info)
-    else:
-        # No probe here: PyAV finds the streams itself (files without video only with audio_fps,
-        # whose grid needs the probe's audio span).
-        info = None
-        timeline = media_timeline(path, fps=job.fps, audio_fps=job.audio_fps)
-        source = decode_audio(path, sample_rate=job.config.sample_rate)
-    context = VideoContext(
-        video_id=video["video_id"],
-        media_path=path,
-        info=info,
-        subject_position=video.get("subject_position"),
-    )
-    counts = {"rows": 0, "valid": 0}
-    upsampled = audio_upsampled(source, path)
-    produced = extractor.extract_blocks(source, timeline, context)
-    blocks = checked_blocks(produced, timeline, job.extractor, counts)
+    computed = video_features(extractor, job, video, lambda vid, size: read_face_crops(store, vid, size))
+    timeline, blocks, counts = computed.timeline, computed.blocks, computed.counts
+    upsampled = computed.upsampled_audio
     meta = {
         "extractor_version": type(extractor).version,
         "params_hash": job.params_hash,
@@ -322,6 +296,59 @@ def process_video(
         "cpu_seconds": process_cpu_seconds() - cpu_started,
         "upsampled_audio": int(upsampled),
     }
+
+
+@dataclass
+class VideoFeatures:
+    """One extractor's output for one video before it is stored: ``blocks`` yields the rows (checked
+    against ``timeline`` and counted into ``counts`` as they pass), ``upsampled_audio`` whether
+    decoding raised the audio's sample rate."""
+
+    timeline: Timeline
+    blocks: Iterator[FeatureSet]
+    counts: dict[str, int]
+    upsampled_audio: bool
+
+
+def video_features(
+    extractor: Extractor,
+    job: ExtractionJob,
+    video: dict[str, Any],
+    face_crops: Callable[[str, int], FaceCrops],
+) -> VideoFeatures:
+    """Decode ``video``'s input for ``extractor`` and start it: the one code path of the stages
+    (``process_video``) and of ``avpipe.extract``. ``face_crops(video_id, crop_size)`` gives the
+    aligned crops a FACES extractor reads (from the store in the stages)."""
+    from avpipe.pipeline.media import probe
+    from avpipe.pipeline.timeline import decode_audio, iter_frames, media_timeline, video_timeline
+
+    path = video["media_path"]
+    kind = type(extractor).input_kind
+    if kind is InputKind.FACES:
+        crops = face_crops(video["video_id"], getattr(job.config, "crop_size", 112))
+        info, timeline, source = None, crops.timeline, crops
+    elif kind is InputKind.FRAMES:
+        info = probe(path)  # the display rotation iter_frames applies, read as the manifest read it
+        check_frame_size(info, path, job.max_pixels)
+        timeline = video_timeline(path, fps=job.fps, info=info)
+        source = iter_frames(path, fps=job.fps, info=info)
+    else:
+        # No probe here: PyAV finds the streams itself (files without video only with audio_fps,
+        # whose grid needs the probe's audio span).
+        info = None
+        timeline = media_timeline(path, fps=job.fps, audio_fps=job.audio_fps)
+        source = decode_audio(path, sample_rate=job.config.sample_rate)
+    context = VideoContext(
+        video_id=video["video_id"],
+        media_path=path,
+        info=info,
+        subject_position=video.get("subject_position"),
+    )
+    counts = {"rows": 0, "valid": 0}
+    upsampled = audio_upsampled(source, path)
+    produced = extractor.extract_blocks(source, timeline, context)
+    blocks = checked_blocks(produced, timeline, job.extractor, counts)
+    return VideoFeatures(timeline=timeline, blocks=blocks, counts=counts, upsampled_audio=upsampled)
 
 
 def audio_upsampled(source: Any, path: str) -> bool:

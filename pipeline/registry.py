@@ -17,7 +17,7 @@ import dataclasses
 import importlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -68,6 +68,15 @@ class Extractor(ABC):
     @property
     def frame_shift(self) -> float | None:
         """Native hop in seconds before alignment to video frames; None means one value per frame."""
+        return None
+
+    @classmethod
+    def column_names(
+        cls, array: str, row_shape: tuple[int, ...], attrs: Mapping[str, Any]
+    ) -> list[str] | None:
+        """Table column names of ``array`` (one per value of a row, C order) in ``avpipe.extract``'s
+        DataFrames and ``avpipe export``; None: the default rule (``<name>_names`` attributes, else
+        numbered columns, docs/API.md)."""
         return None
 
     def preflight(self) -> None:  # noqa: B027 - optional hook, most extractors need nothing

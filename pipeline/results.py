@@ -13,7 +13,7 @@ import csv
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +67,20 @@ def write_stage_metrics(results: ResultsConfig, stage: str, metrics: Mapping[str
     return path
 
 
-def headline_train_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+def headline_train_metrics(
+    metrics: Mapping[str, Any], declared: Sequence[str] = ()
+) -> dict[str, dict[str, float]]:
     """Per split of the evaluate stage's metrics: the headline measures it has, rounded to 4 digits,
-    under their short names (``validation.ccc_valence`` -> ``val.ccc_v``)."""
+    under their short names (``validation.ccc_valence`` -> ``val.ccc_v``); ``declared``: the measures of
+    the tasks a dataset declares (``f1_emotion``, ``accuracy_emotion``, ``ccc_dominance``), named as
+    they are."""
+    names = {**HEADLINE_METRICS, **{name: name for name in declared if name not in HEADLINE_METRICS}}
     headline = {}
     for split, short_split in SPLITS.items():
         values = metrics.get(split) or {}
         kept = {
             short: round(float(values[name]), 4)
-            for name, short in HEADLINE_METRICS.items()
+            for name, short in names.items()
             if values.get(name) is not None
         }
         if kept:

@@ -485,6 +485,59 @@ class IndexedStatus:
 # The store
 
 
+class ShardReader:
+    """One video's group in an open, verified shard (``FeatureStore.open_reader``): row ranges of its
+    arrays without reopening the file. It holds an h5py handle: never pickle it or use it across a fork."""
+
+    def __init__(self, path: Path, h5: h5py.File, group: h5py.Group) -> None:
+        self.path = path
+        self._h5 = h5
+        self._group = group
+        self.arrays = [name for name in _dataset_names(group) if name not in TIMELINE_DATASETS]
+        self.n_rows = int(group["time"].shape[0])
+        self._datasets: dict[str, tuple[h5py.Dataset, str | None]] = {}  # looked up once each
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of one array (``time``, ``frame_index`` and ``mask`` included)."""
+        found = self._datasets.get(name)
+        if found is None:
+            if name not in TIMELINE_DATASETS:
+                FeatureStore._check_names(self.path, [name], self.arrays)
+            dset = self._group[name]
+            found = self._datasets[name] = (dset, dset.attrs.get("numpy_dtype"))
+        if not (0 <= int(start) <= int(stop) <= self.n_rows):
+            raise StoreError(f"{self.path}: rows {start}:{stop} are outside 0:{self.n_rows}")
+        dset, numpy_dtype = found
+        try:
+            raw = dset[int(start) : int(stop)]
+        except OSError as err:  # checksum mismatch or unreadable chunk
+            raise StoreError(f"{self.path}: corrupt shard: cannot read array {name!r}: {err}") from err
+        return _restore(np.asarray(raw), numpy_dtype)
+
+    def read_range(self, names: Sequence[str] = (), start: int = 0, stop: int | None = None) -> FeatureSet:
+        """Rows ``start:stop`` (to the last row when None) of the timeline and of the arrays ``names``."""
+        FeatureStore._check_names(self.path, list(names), self.arrays)
+        stop = self.n_rows if stop is None else int(stop)
+        return FeatureSet(
+            time=self.read_rows("time", start, stop),
+            frame_index=self.read_rows("frame_index", start, stop),
+            mask=self.read_rows("mask", start, stop),
+            arrays={name: self.read_rows(name, start, stop) for name in names},
+        )
+
+    def close(self) -> None:
+        self._h5.close()
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError(f"{self.path}: a ShardReader holds an open HDF5 file and cannot be pickled")
+
+
 class FeatureStore:
     """Per-video HDF5 shards of every extractor under ``root`` (docs/FORMAT.md).
 
@@ -1222,6 +1275,40 @@ class FeatureStore:
             if not (0 <= int(start) <= int(stop) <= n_rows):
                 raise StoreError(f"{path}: rows {start}:{stop} of {name!r} are outside 0:{n_rows}")
             return _read_dataset(path, group, name, slice(int(start), int(stop)))
+
+    def read_range(
+        self,
+        extractor: str,
+        video_id: str,
+        names: Sequence[str] = (),
+        start: int = 0,
+        stop: int | None = None,
+    ) -> FeatureSet:
+        """Rows ``start:stop`` (to the last row when ``stop`` is None) of the timeline and of the arrays
+        in ``names``, read in one opening of the shard; only the chunks holding them are read."""
+        with self.open_reader(extractor, video_id) as reader:
+            return reader.read_range(names, start, stop)
+
+    def open_reader(self, extractor: str, video_id: str) -> ShardReader:
+        """The video's shard opened and verified once for many ``read_range`` calls (close it, or use it
+        as a context manager). An h5py handle must not cross a fork: open readers in the process that
+        reads, as avpipe.models.dataset does in each DataLoader worker."""
+        path = self._locate(extractor, video_id)
+        if not path.exists():
+            raise StoreError(f"{path}: no shard for video {video_id!r} of extractor {extractor!r}")
+        try:
+            h5 = h5py.File(path, "r", locking=False)
+        except OSError as err:
+            raise StoreError(f"{path}: corrupt shard: cannot be opened as HDF5 ({err})") from err
+        try:
+            problem = _shard_problem(h5, extractor, video_id)
+        except BaseException:
+            h5.close()
+            raise
+        if problem is not None:
+            h5.close()
+            raise StoreError(f"{path}: corrupt shard: {problem}")
+        return ShardReader(path, h5, h5[group_name(video_id)])
 
     def attrs(self, extractor: str, video_id: str) -> dict[str, Any]:
         """Every attribute of a video's shard: the store's metadata (``library_versions`` as a dict)

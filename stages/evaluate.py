@@ -2,7 +2,8 @@
 
 Everything goes to ``train.eval_dir`` (``metrics.json`` with per-fold numbers, ``per_video.json``, plot
 CSVs of every validation frame). For DVC experiments, small copies go to ``results.dir``:
-``metrics/train.json`` (per split: CCC valence/arousal/mean, F1s, MTL score), ``plots/learning/`` (one
+``metrics/train.json`` (per split: CCC valence/arousal/mean, F1s, MTL score; a declared task's score, and
+accuracy for a categorical one), ``plots/learning/`` (one
 learning curve per fold) and ``plots/videos/<video>_<dimension>.csv`` (annotated vs predicted, thinned
 to ``results.plot_points`` frames; how many curves were thinned is logged and in the stage report).
 """
@@ -13,7 +14,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from avpipe.models.evaluation import LEARNING_DIR, PLOTS_DIR, VIDEOS_DIR, run_evaluation
+from avpipe.models.evaluation import LEARNING_DIR, PLOTS_DIR, VIDEOS_DIR, run_evaluation, summary_tasks
+from avpipe.models.experiment import read_summary
 from avpipe.pipeline.manifest import read_manifest
 from avpipe.pipeline.results import (
     TRAIN_METRICS,
@@ -38,7 +40,10 @@ def run(params: Params) -> int:
     metrics = run_evaluation(
         params.train, FeatureStore(params.store.root), read_manifest(params.manifest.path)
     )
-    headline = headline_train_metrics(metrics)
+    tasks = summary_tasks(read_summary(params.train.output_dir)) or []
+    headline = headline_train_metrics(
+        metrics, [m for t in tasks if not t.builtin for m in t.headline_metrics]
+    )
     for split, values in headline.items():
         log.info("%s: %s", split, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
     write_stage_metrics(params.results, TRAIN_METRICS.removesuffix(".json"), headline)

@@ -19,12 +19,14 @@ log = logging.getLogger(__name__)
 def run(params: Params) -> int:
     """The ``avpipe train`` command."""
     store = FeatureStore(params.store.root)
-    summary = run_training(params.train, store, read_manifest(params.manifest.path))
+    dataset = f"dataset {params.dataset.adapter!r} at {params.dataset.root}"
+    summary = run_training(params.train, store, read_manifest(params.manifest.path), dataset)
     moved = summary["moved_to_validation"]
     if moved["count"]:
         log.warning(
             "%d training videos validated in fold 0 with their subject (summary.json)", moved["count"]
         )
+    log.info("tasks: %s", ", ".join(task["key"] for task in summary["tasks"]))
     for fold in summary["folds"]:
         if not fold["beat_untrained"]:
             log.warning("fold %d: no trained epoch beat the untrained model (summary.json)", fold["fold"])

@@ -1,9 +1,12 @@
 """The docs say what the code does: runnable command blocks run, and every params key they name exists.
 
 A fenced block whose info string is ``bash runnable`` is run line by line from the repository root (with
-the venv's bin first on PATH) and must exit 0. Every inline-code dotted name that starts with a params
-section (``train.epochs``, ``extractors.vggish.checkpoint``, ``--set runner.n_workers=4``) must be a key
-of that section's config class.
+the venv's bin first on PATH) and must exit 0. A ``python runnable`` block is run whole by this Python in
+a temporary folder holding what a user has after the pipeline ran: a small feature store in
+``data/features`` (features that encode the labels, tests/test_train.py) and ``data/manifest.csv``.
+Every inline-code dotted name that starts with a params section (``train.epochs``,
+``extractors.vggish.checkpoint``, ``--set runner.n_workers=4``) must be a key of that section's config
+class.
 """
 
 from __future__ import annotations
@@ -17,16 +20,20 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from avpipe.models.registry import MODELS
 from avpipe.pipeline.config import Params
+from avpipe.pipeline.manifest import ManifestRow, Split, write_manifest
 from avpipe.pipeline.registry import default_registry
+from avpipe.pipeline.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SECTIONS = {f.name for f in dataclasses.fields(Params)}
 RUNNABLE = re.compile(r"^```bash runnable\n(.*?)^```", re.M | re.S)
+PYTHON_RUNNABLE = re.compile(r"^```python runnable\n(.*?)^```", re.M | re.S)
 INLINE = re.compile(r"`([^`\n]+)`")
 KEY = re.compile(r"(?<![\w./-])((?:" + "|".join(sorted(SECTIONS)) + r")(?:\.[A-Za-z0-9_<>-]+)+)")
 
@@ -59,6 +66,45 @@ def test_runnable_command_blocks_run(doc: str, command: str) -> None:
 
 def test_docs_have_runnable_blocks() -> None:
     assert len(runnable_commands()) >= 4
+    assert runnable_python_blocks()
+
+
+def runnable_python_blocks() -> list[tuple[str, str]]:
+    return [(doc.name, block) for doc in DOCS for block in PYTHON_RUNNABLE.findall(doc.read_text("utf-8"))]
+
+
+@pytest.fixture(scope="module")
+def pipeline_outputs(tmp_path_factory) -> Path:
+    """``data/features`` and ``data/manifest.csv``: 6 training, 2 validation and 1 test video."""
+    from tests.test_train import write_video  # faces carry valence, voices arousal
+
+    root = tmp_path_factory.mktemp("doc_data")
+    store = FeatureStore(root / "data" / "features")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, split in enumerate([Split.TRAIN] * 6 + [Split.VALIDATION] * 2 + [Split.TEST]):
+        video_id, n = f"clip{i:02d}", int(rng.integers(60, 120))
+        write_video(store, video_id, n, rng)
+        row = ManifestRow(video_id=video_id, media_path=f"/data/{video_id}.mp4", split=split, n_frames=n)
+        rows.append(row)
+    write_manifest(rows, root / "data" / "manifest.csv")
+    return root
+
+
+@pytest.mark.parametrize(("doc", "block"), runnable_python_blocks())
+def test_runnable_python_blocks_run(doc: str, block: str, pipeline_outputs: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run(
+        [sys.executable, "-c", block],
+        cwd=pipeline_outputs,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, (
+        f"{doc}: block exited {done.returncode}:\n{block}\n{done.stdout}\n{done.stderr}"
+    )
 
 
 def _field_hint(cls: type, name: str) -> Any:

@@ -402,9 +402,9 @@ def test_prefetch_passes_errors_and_stops_early() -> None:
 
 
 def test_shard_round_trip_and_contact_sheet(tmp_path, carphone_faces, gap_faces) -> None:
+    from avpipe.pipeline.extractors.faces.qa import sheet_name, write_qa
     from avpipe.pipeline.manifest import ManifestRow
     from avpipe.pipeline.runner import RunReport
-    from avpipe.stages.faces import sheet_name, write_qa
 
     store = FeatureStore(tmp_path / "features", compression=StoreConfig().compression.value)
     for video_id, faces in (("carphone", carphone_faces), ("gap", gap_faces)):

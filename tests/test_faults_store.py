@@ -229,7 +229,7 @@ def face_shard(tmp_path: Path) -> tuple[FeatureStore, list[ManifestRow]]:
 
 
 def test_concurrent_qa_writers_never_collide(face_shard, tmp_path: Path) -> None:
-    from avpipe.stages.faces import write_qa
+    from avpipe.pipeline.extractors.faces.qa import write_qa
 
     store, rows = face_shard
     errors: list[BaseException] = []
@@ -252,7 +252,7 @@ def test_concurrent_qa_writers_never_collide(face_shard, tmp_path: Path) -> None
 
 def test_full_disk_costs_a_qa_sheet_not_the_stage(face_shard, tmp_path: Path) -> None:
     from avpipe.pipeline import atomic
-    from avpipe.stages.faces import write_qa
+    from avpipe.pipeline.extractors.faces.qa import write_qa
 
     store, rows = face_shard
     with small_disk(tmp_path / "disk", "16k") as disk:

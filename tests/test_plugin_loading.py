@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from avpipe.cli import main as cli_main
-from avpipe.models.losses import build_task_losses, loss_registry
+from avpipe.models.losses import build_kind_losses, loss_registry
 from avpipe.models.registry import model_class, model_registry
 from avpipe.pipeline.adapters import adapter_registry
 from avpipe.pipeline.config.dataset import DatasetConfig
-from avpipe.pipeline.config.train import LossConfig, Task
+from avpipe.pipeline.config.train import LossConfig
 from avpipe.pipeline.errors import AvpipeError, ConfigError, ExtractorError
 from avpipe.pipeline.plugins import BUILTIN_ORIGIN, PluginGroup
 from avpipe.pipeline.registry import default_registry
@@ -83,7 +83,7 @@ VALID_CLASSES = {
             name = "ccc"
             targets = (TaskKind.CONTINUOUS,)
 
-            def __call__(self, output, target):
+            def __call__(self, output, target, labelled):
                 raise AssertionError("never run")
         """,
 }
@@ -220,13 +220,13 @@ def test_adapter_and_loss_names_in_params_say_why_they_are_refused(site: Path, t
         DatasetConfig(adapter="boom", root=str(tmp_path))
     assert DatasetConfig(adapter="folder", root=str(tmp_path)).adapter == "folder"
     with pytest.raises(ConfigError, match=r"'train.loss.va'.*loss plug-in 'boom' is refused.*libfoo"):
-        build_task_losses([Task.VA], LossConfig(va="boom"))
+        build_kind_losses(LossConfig(va="boom"))
     with pytest.raises(
         ConfigError, match=r"'train.loss.categorical'.*'ccc' trains continuous tasks, not categ"
     ):
-        build_task_losses([Task.EXPR], LossConfig(categorical="ccc"))
+        build_kind_losses(LossConfig(categorical="ccc"))
     with pytest.raises(ConfigError, match=r"'train.loss.options.hubr'.*no such loss"):
-        build_task_losses([Task.VA], LossConfig(options={"hubr": {}}))
+        build_kind_losses(LossConfig(options={"hubr": {}}))
 
 
 def test_an_extractor_whose_default_config_fails_is_listed_with_an_unknown_width(

@@ -87,8 +87,19 @@ def load_params(
     registry: ExtractorRegistry | None = None,
 ) -> Params:
     """Read params.yaml, apply ``--set key=value`` overrides, validate everything."""
-    data = apply_overrides(read_params(path), overrides)
-    base_dir = Path(path).resolve().parent
+    return params_from_dict(read_params(path), overrides, Path(path).resolve().parent, registry)
+
+
+def params_from_dict(
+    data: dict[str, Any],
+    overrides: Sequence[str] = (),
+    base_dir: str | Path = ".",
+    registry: ExtractorRegistry | None = None,
+) -> Params:
+    """``load_params`` for sections already read (``{}``: the built-in defaults); paths in ``train``
+    are relative to ``base_dir``."""
+    data = apply_overrides(data, overrides)
+    base_dir = Path(base_dir).resolve()
     if "train" in data:
         data["train"] = resolve_train_section(drop_unset(data["train"]), base_dir)
     raw_extractors = data.pop("extractors", None) or {}

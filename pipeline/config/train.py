@@ -34,11 +34,33 @@ VARIANTS = ("demo", "paper")
 
 
 class Task(StrEnum):
-    """What a model predicts; the label arrays of the ``labels`` extractor."""
+    """The three Aff-Wild2 / ABAW tasks the presets train; a dataset's own tasks are named
+    ``dimension:<name>``, ``category:<name>`` or ``multilabel:<name>`` (avpipe.models.tasks)."""
 
     VA = "va"  # valence, arousal: regression in [-1, 1]
     EXPR = "expr"  # 8-class expression
     AU = "au"  # 12 binary action units
+
+
+# A task a dataset declares: <kind>:<name>, the labels shard's array name with ":" for "." (kind -> shard
+# prefix; avpipe.models.tasks resolves such a key against the labels).
+TASK_KIND_PREFIXES = ("dimension", "category", "multilabel")
+TASK_SEPARATOR = ":"
+
+
+def check_task_key(key: Any, where: str) -> str:
+    """``key`` if it names a task (``va``, ``expr``, ``au``, ``dimension:<name>``, ``category:<name>``,
+    ``multilabel:<name>``); ConfigError at ``where`` otherwise."""
+    if isinstance(key, str) and key in {t.value for t in Task}:
+        return key
+    prefix, separator, name = key.partition(TASK_SEPARATOR) if isinstance(key, str) else ("", "", "")
+    if not separator or prefix not in TASK_KIND_PREFIXES or not name or TASK_SEPARATOR in name or "." in name:
+        raise ConfigError(
+            where,
+            f"unknown task {key!r}; tasks: va, expr, au, or a task the dataset declares as "
+            "dimension:<name>, category:<name> or multilabel:<name> (docs/TRAINING.md)",
+        )
+    return key
 
 
 class Modality(StrEnum):
@@ -240,8 +262,9 @@ class FoldConfig:
 class LossConfig:
     """Per-task loss weights (multi-task training) and the loss of each kind of task.
 
-    ``va`` (continuous tasks), ``categorical`` (expression) and ``multilabel`` (action units) name a loss
-    of ``avpipe losses list``: a built-in one or a plug-in of the ``avpipe.losses`` entry-point group;
+    ``va`` (continuous tasks: valence/arousal, declared dimensions), ``categorical`` (expression, declared
+    categories) and ``multilabel`` (action units, declared multi-label tasks) name a loss of
+    ``avpipe losses list``: a built-in one or a plug-in of the ``avpipe.losses`` entry-point group;
     ``options.<loss>`` holds a plug-in loss's own settings. The names are checked against the registry
     when training starts (``avpipe.models.losses.validate_losses``).
     """
@@ -258,15 +281,15 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         for name, weight in self.weights.items():
-            if name not in {t.value for t in Task}:
-                raise ConfigError(f"train.loss.weights.{name}", f"unknown task; tasks: {_task_names()}")
+            check_task_key(name, f"train.loss.weights.{name}")
             _non_negative(f"train.loss.weights.{name}", weight)
         for key in LOSS_OF_KIND.values():
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise ConfigError(f"train.loss.{key}", "must name a loss (see `avpipe losses list`)")
 
-    def weight(self, task: Task) -> float:
-        return float(self.weights.get(task.value, 1.0))
+    def weight(self, task: Any) -> float:
+        """The weight of a task (a Task, TaskSpec or key); 1 when not given."""
+        return float(self.weights.get(str(getattr(task, "value", task)), 1.0))
 
     def loss_key(self, kind: str) -> str:
         """The key naming the loss of tasks of ``kind`` (a TaskKind value: ``continuous`` -> ``va``)."""
@@ -294,7 +317,9 @@ class TrainConfig:
     features: list[FeatureSpec | str] = field(
         default_factory=lambda: ["fer-minixception", "mfcc", "egemaps", "logmel"]
     )
-    tasks: list[Task] = field(default_factory=lambda: [Task.VA])
+    # task keys (avpipe.models.tasks): va | expr | au | dimension:<name> | category:<name> |
+    # multilabel:<name>; None: every task the training videos' labels carry
+    tasks: list[str] | None = None
     window: int = 300
     hop: int = 200
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -335,10 +360,17 @@ class TrainConfig:
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
             raise ConfigError("train.features", f"{duplicates[0]!r} is listed twice")
-        if not self.tasks:
-            raise ConfigError("train.tasks", f"must list at least one task of {_task_names()}")
-        if len(set(self.tasks)) != len(self.tasks):
-            raise ConfigError("train.tasks", "lists a task twice")
+        if self.tasks is not None:
+            if not self.tasks:
+                raise ConfigError(
+                    "train.tasks", f"must list at least one task of {_task_names()} (or be null: the data's)"
+                )
+            self.tasks = [
+                check_task_key(str(getattr(t, "value", t)), f"train.tasks[{i}]")
+                for i, t in enumerate(self.tasks)
+            ]
+            if len(set(self.tasks)) != len(self.tasks):
+                raise ConfigError("train.tasks", "lists a task twice")
         _at_least("train.window", self.window, 1)
         _at_least("train.hop", self.hop, 1)
         if self.hop > self.window:
@@ -363,7 +395,7 @@ class TrainConfig:
                 raise ConfigError(f"train.{key}", "must be a non-empty path")
         if not self.model.name:
             raise ConfigError("train.model.name", "must name a model")
-        if self.model.separate_va and self.tasks != [Task.VA]:
+        if self.model.separate_va and self.tasks != [Task.VA.value]:
             raise ConfigError("train.model.separate_va", f"needs tasks [va] alone, got {self.tasks}")
         if self.variant not in VARIANTS:
             raise ConfigError("train.variant", f"must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
@@ -474,7 +506,7 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 
 
 def _task_names() -> str:
-    return ", ".join(t.value for t in Task)
+    return ", ".join(t.value for t in Task) + ", dimension:<name>, category:<name>, multilabel:<name>"
 
 
 def _at_least(key: str, value: int, low: int) -> None:

@@ -13,7 +13,7 @@ Stored arrays per video (one row per timeline frame):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from avpipe.pipeline.extractors.faces.observation import Observation, SearchStats
 
 log = logging.getLogger(__name__)
+
+BOX_COLUMNS = ("box_x1", "box_y1", "box_x2", "box_y2")
+# MTCNN's five points, in its order ("left" as seen in the picture): detect.Faces.landmarks
+LANDMARK_POINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
 @register_extractor
@@ -49,6 +53,17 @@ class FacesExtractor(Extractor):
     @property
     def feature_dim(self) -> int:
         return 0
+
+    @classmethod
+    def column_names(
+        cls, array: str, row_shape: tuple[int, ...], attrs: Mapping[str, Any]
+    ) -> list[str] | None:
+        """``box_x1`` .. ``box_y2`` and ``landmark_<point>_x|y`` (MTCNN's point order) in tables."""
+        if array == "boxes" and row_shape == (4,):
+            return list(BOX_COLUMNS)
+        if array == "landmarks" and row_shape == (len(LANDMARK_POINTS), 2):
+            return [f"landmark_{point}_{axis}" for point in LANDMARK_POINTS for axis in ("x", "y")]
+        return None
 
     def preflight(self) -> None:
         """Check facenet-pytorch and its MTCNN weights are installed, without importing torch: the

@@ -7,7 +7,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from avpipe.models.losses import TaskLoss
 from avpipe.pipeline.errors import ConfigError
-from avpipe.pipeline.labels import UNLABELED_VA, TaskKind
+from avpipe.pipeline.labels import TaskKind
 
 
 @dataclass
@@ -21,12 +21,12 @@ class HuberConfig:  # filled from `train.loss.options.huber` in params.yaml
 
 class HuberLoss(TaskLoss):
     name = "huber"
-    targets = (TaskKind.CONTINUOUS,)  # it trains continuous tasks (va)
+    targets = (TaskKind.CONTINUOUS,)  # it trains continuous tasks (va, declared dimensions)
     config_class = HuberConfig
-    description = "Huber loss over the labelled frames (example plug-in)"
+    description = "Huber loss over the labelled values (example plug-in)"
 
-    def __call__(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        labelled = torch.all(target != UNLABELED_VA, dim=-1)  # (B, T): padding is unlabelled too
+    def __call__(self, output: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        # output, target (B, T, C); labelled (B, T, C) bool: False where unlabelled and at padding
         if not bool(labelled.any()):
             return output.sum() * 0.0  # no label in the batch: zero, with a gradient path
         return F.huber_loss(output[labelled], target[labelled], delta=self.config.delta)
