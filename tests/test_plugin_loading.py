@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from avpipe.cli import main as cli_main
-from avpipe.models.losses import build_kind_losses, loss_registry
+from avpipe.models.losses import MultiTaskLoss, TaskLoss, build_kind_losses, loss_registry
 from avpipe.models.registry import model_class, model_registry
+from avpipe.models.tasks import TaskSpec
 from avpipe.pipeline.adapters import adapter_registry
 from avpipe.pipeline.config.dataset import DatasetConfig
-from avpipe.pipeline.config.train import LossConfig
+from avpipe.pipeline.config.train import LossConfig, Task
 from avpipe.pipeline.errors import AvpipeError, ConfigError, ExtractorError
+from avpipe.pipeline.labels import TaskKind
 from avpipe.pipeline.plugins import BUILTIN_ORIGIN, PluginGroup
 from avpipe.pipeline.registry import default_registry
 
@@ -242,3 +245,45 @@ def test_an_extractor_whose_default_config_fails_is_listed_with_an_unknown_width
     assert cli_main(["extractors", "list"]) == 0
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert lines["needs-a-path"][:3] == ["needs-a-path", "audio", "?"] and lines["mfcc"][2] == "39"
+
+
+def test_a_loss_receives_targets_and_the_label_mask_of_every_task_kind() -> None:
+    """The TaskLoss contract (docs/EXTENDING.md): unlabelled entries are False in ``labelled`` whatever the
+    kind's marker (va -5, a declared dimension NaN, classes and flags -1), continuous targets hold no
+    marker, and each kind's task gets the loss ``train.loss`` names for that kind."""
+    import torch
+
+    calls: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+
+    class Recording(TaskLoss):
+        name = "recording"
+        targets = tuple(TaskKind)
+
+        def __call__(self, output, target, labelled):
+            calls.append((self.name, target.clone(), labelled.clone()))
+            return output.sum() * 0.0
+
+    registry = loss_registry()
+    registry.add(Recording, "test")
+    dominance = TaskSpec("dimension:dominance", TaskKind.CONTINUOUS, ("dominance",))
+    colour = TaskSpec("category:colour", TaskKind.CATEGORICAL, ("red", "green"))
+    config = LossConfig(va="recording", categorical="recording")  # multi-label: the built-in bce
+    loss = MultiTaskLoss([Task.VA, dominance, colour, Task.AU], config, registry)
+    va = torch.tensor([[[0.5, -5.0], [-5.0, -5.0], [0.1, 0.2]]])  # arousal of frame 0 unlabelled
+    dim = torch.tensor([[[0.3], [float("nan")], [-5.0]]])  # -5 is a dominance value here, NaN is not
+    classes = torch.tensor([[1, -1, 0]])
+    au = torch.zeros(1, 3, 12)
+    outputs = {
+        "va": torch.zeros(1, 3, 2),
+        dominance.key: torch.zeros(1, 3, 1),
+        colour.key: torch.zeros(1, 3, 2),
+    }
+    outputs["au"] = torch.zeros(1, 3, 12)
+    loss(outputs, {"va": va, dominance.key: dim, colour.key: classes, "au": au})
+    assert [name for name, _, _ in calls] == ["recording"] * 3  # au went to bce
+    (_, va_target, va_mask), (_, dim_target, dim_mask), (_, class_target, class_mask) = calls
+    assert va_mask.tolist() == [[[True, False], [False, False], [True, True]]]
+    assert torch.allclose(va_target, torch.tensor([[[0.5, 0.0], [0.0, 0.0], [0.1, 0.2]]]))
+    assert dim_mask.tolist() == [[[True], [False], [True]]]
+    assert torch.equal(dim_target, torch.tensor([[[0.3], [0.0], [-5.0]]]))
+    assert class_mask.tolist() == [[True, False, True]] and class_target.tolist() == [[1, -1, 0]]
