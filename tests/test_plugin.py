@@ -375,6 +375,11 @@ def test_plugin_adapter_builds_the_manifest_and_the_labels(plugin_site, tmp_path
     assert labels["a1"].categories["emotion"].tolist() == [1] * 5  # happy on every frame
     assert labels["b1"].categories["emotion"].tolist() == [2] * 5
     assert "emotion" not in labels["a2"].categories or (labels["a2"].categories["emotion"] == -1).all()
+    # An option the adapter does not take: an error naming the adapter and its distribution.
+    params["dataset"]["options"]["clases"] = ["neutral"]
+    write_params(tmp_path / "bad.yaml", params)
+    message = avpipe(plugin_site, tmp_path, "-p", "bad.yaml", "manifest", returncode=2)
+    assert "adapter 'clip-table' from avpipe-plugin-example 0.1.0" in message and "clases" in message, message
 
 
 # --------------------------------------------------------------------------- audio extractor plug-in
