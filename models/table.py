@@ -16,27 +16,19 @@ import torch
 
 from avpipe.models.data import VideoData
 from avpipe.models.rowfile import RowFile
-from avpipe.models.tasks import TaskSpec, target_dtype, target_shape, task_targets, unlabeled_fill
+from avpipe.models.tasks import (
+    TaskSpec,
+    labeled_frames,
+    target_dtype,
+    target_shape,
+    task_targets,
+    unlabeled_fill,
+)
 from avpipe.models.windows import PAD, window_rows
 from avpipe.pipeline.config.train import Task
-from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, FrameLabels
+from avpipe.pipeline.labels import FrameLabels
 
 PAD_ROW = 0
-
-
-# task -> (FrameLabels attribute, value of an unlabeled frame, dtype)
-LABEL_LAYOUT = {
-    Task.VA: ("valence_arousal", UNLABELED_VA, np.float32),
-    Task.EXPR: ("expression", UNLABELED_EXPRESSION, np.int64),
-    Task.AU: ("action_units", UNLABELED_AU, np.float32),
-}
-LABEL_ARRAYS = tuple(name for name, _, _ in LABEL_LAYOUT.values())
-
-
-def _stack_labels(parts: list[np.ndarray], fill: float, dtype: type) -> np.ndarray:
-    """Padding row (unlabeled) then every video's labels."""
-    shape = parts[0].shape[1:] if parts else (2,)
-    return np.concatenate([np.full((1, *shape), fill, dtype=dtype), *[np.asarray(p, dtype) for p in parts]])
 
 
 def _safe(key: str) -> str:
@@ -55,7 +47,7 @@ class FrameTable:
     ``videos`` is consumed once, video by video, so it may be a generator reading the store: only one
     video's features are held besides the table. ``dtype`` float16 halves the table (the values are
     standardised per batch in float32, models/stats.py). With ``cache_dir`` every input's rows go to a
-    file there instead of memory (models/rowfile.py): memory then holds the masks, labels and one batch.
+    file there instead of memory (models/rowfile.py): memory then holds the masks and one batch.
     """
 
     def __init__(
@@ -70,7 +62,6 @@ class FrameTable:
         self.spans: dict[str, VideoSpan] = {}
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         parts: dict[str, list] = {key: [] for key in [*self.keys, *(f"valid/{k}" for k in self.keys)]}
-        label_parts: dict[str, list[np.ndarray]] = {name: [] for name in LABEL_ARRAYS}
         writers: dict[str, RowFile] = {}
         row = 1
         for video in videos:
@@ -82,15 +73,9 @@ class FrameTable:
                     self._start(key, values.shape[1], parts, writers)
                 self._append(key, values, video.video_id, parts, writers)
                 parts[f"valid/{key}"].append(np.asarray(video.valid[key], dtype=bool))
-            for name in LABEL_ARRAYS:
-                label_parts[name].append(getattr(video.labels, name))
         self.n_rows = row
         self.features = {key: self._finish(key, parts, writers) for key in self.keys}
         self.valid = {key: np.concatenate([[False], *parts[f"valid/{key}"]]) for key in self.keys}
-        self.labels = {
-            task: _stack_labels(label_parts[name], fill, dtype_)
-            for task, (name, fill, dtype_) in LABEL_LAYOUT.items()
-        }
 
     def _start(self, key: str, dim: int, parts: dict[str, list], writers: dict[str, RowFile]) -> None:
         padding = np.zeros((1, dim), self.dtype)  # row 0: the padding row
@@ -159,14 +144,14 @@ class FrameTable:
             result[spec.key] = values
         return result
 
-    def labeled_windows(self, windows: np.ndarray, tasks: Sequence[Task]) -> np.ndarray:
-        """Bool per window: it has at least one frame labeled for one of ``tasks``."""
+    def labeled_windows(
+        self, windows: np.ndarray, tasks: Sequence[TaskSpec], targets: Mapping[str, np.ndarray]
+    ) -> np.ndarray:
+        """Bool per window: at least one of its frames is labelled for one of ``tasks`` (``targets`` as
+        :meth:`task_targets` gives them). The trainers train on these windows only."""
         labeled = np.zeros(self.n_rows, dtype=bool)
-        for task in tasks:
-            values = self.labels[task]
-            unlabeled = {Task.VA: UNLABELED_VA, Task.EXPR: UNLABELED_EXPRESSION, Task.AU: UNLABELED_AU}[task]
-            flags = values != unlabeled
-            labeled |= flags if flags.ndim == 1 else np.any(flags, axis=1)
+        for spec in tasks:
+            labeled |= labeled_frames(spec, targets[spec.key])
         return np.any(labeled[windows], axis=1)
 
 

@@ -23,7 +23,7 @@ from avpipe.models.metrics import metrics_of_targets
 from avpipe.models.registry import create_model
 from avpipe.models.selection import Best, TaskScorer, restore_state, selection_criteria, warn_if_untrained
 from avpipe.models.table import FrameTable, WindowBatches
-from avpipe.models.tasks import BUILTIN, TaskSpec, as_specs, labeled_frames, task_targets
+from avpipe.models.tasks import BUILTIN, TaskSpec, as_specs, task_targets
 from avpipe.pipeline.config.train import OptimizerName, Scheduler, Selection, Shuffle, TrainConfig
 from avpipe.pipeline.labels import FrameLabels, TaskKind
 
@@ -181,10 +181,7 @@ class FoldTrainer:
         seed_everything(cfg.seed + fold)
         started = time.perf_counter()
         windows, _ = self.table.windows(train_ids, cfg.window, cfg.hop)
-        labeled = np.zeros(self.table.n_rows, dtype=bool)
-        for spec in self.tasks:
-            labeled |= labeled_frames(spec, self.targets[spec.key])
-        windows = windows[np.any(labeled[windows], axis=1)]
+        windows = windows[self.table.labeled_windows(windows, self.tasks, self.targets)]
         keys = [spec.key for spec in self.tasks]
         if windows.shape[0] == 0:
             raise ValueError(f"fold {fold}: the training videos have no labeled frame for {keys}")

@@ -7,6 +7,7 @@ import pytest
 
 from avpipe.models.data import VideoData
 from avpipe.models.table import PAD_ROW, FrameTable, WindowBatches
+from avpipe.models.tasks import as_specs
 from avpipe.models.windows import PAD, average_windows, cut_windows, window_rows, window_starts
 from avpipe.pipeline.config.train import Task
 from avpipe.pipeline.labels import UNLABELED_VA, FrameLabels
@@ -73,7 +74,8 @@ def test_table_windows_gather_the_same_values_as_cutting_each_video():
     table = FrameTable(videos, ["x"])
     windows, owners = table.windows(["a", "b"], 8, 6)
     assert owners.tolist() == [0, 0, 0, 0, 1]
-    batches = WindowBatches(table.features, {Task.VA: table.labels[Task.VA]}, windows, batch_size=2)
+    targets = table.task_targets(as_specs([Task.VA]), {video.video_id: video.labels for video in videos})
+    batches = WindowBatches(table.features, targets, windows, batch_size=2)
     gathered = np.concatenate([b.inputs["x"].numpy() for b in batches])
     expected_a = cut_windows(videos[0].features["x"], window_rows(23, 8, 6))
     expected_b = cut_windows(videos[1].features["x"], window_rows(5, 8, 6))
@@ -95,7 +97,11 @@ def test_shuffled_batches_cover_every_window_once_per_epoch():
 
 
 def test_windows_without_labels_are_recognised():
-    table = FrameTable([_video("a", 40, 0.0)], ["x"])  # VA labeled on frames 0..19 only
+    video = _video("a", 40, 0.0)  # VA labeled on frames 0..19 only
+    table = FrameTable([video], ["x"])
     windows, _ = table.windows(["a"], 10, 10)
-    assert table.labeled_windows(windows, [Task.VA]).tolist() == [True, True, False, False]
-    assert not table.labeled_windows(windows, [Task.EXPR]).any()
+    va, expr = as_specs([Task.VA, Task.EXPR])
+    targets = table.task_targets([va, expr], {"a": video.labels})
+    assert table.labeled_windows(windows, [va], targets).tolist() == [True, True, False, False]
+    assert not table.labeled_windows(windows, [expr], targets).any()
+    assert table.labeled_windows(windows, [va, expr], targets).tolist() == [True, True, False, False]
