@@ -17,6 +17,10 @@ from avpipe.pipeline.logs import configure_logging
 
 log = logging.getLogger("avpipe")
 
+# The registries `avpipe <kind> list` shows besides the extractors: command -> what one entry is.
+LISTED_KINDS = {"models": "model", "adapters": "dataset adapter", "losses": "loss"}
+REFUSED = "REFUSED:"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -85,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files (default: refuse)")
     p = command("extractors", "inspect the extractor registry")
     p.add_argument("action", choices=["list"], help="list: every extractor with its input and origin")
+    for kind, what in LISTED_KINDS.items():
+        p = command(kind, f"inspect the {what} registry (built-in and plug-ins)")
+        p.add_argument("action", choices=["list"], help=f"list: every {what} with its origin and description")
     p = command("config", "show the validated configuration")
     p.add_argument("action", choices=["show"], help="show: print the resolved parameters as YAML")
     command(
@@ -167,6 +174,8 @@ def dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "extractors":
         return list_extractors()
+    if args.command in LISTED_KINDS:
+        return list_registry(args.command)
     if args.command == "convert-checkpoint":
         return convert_checkpoint(args.source, args.target, args.trust_pickle)
     if args.command in ("extract-file", "export"):
@@ -287,19 +296,53 @@ def convert_checkpoint(source: str, target: str, trust_pickle: bool) -> int:
 def list_extractors() -> int:
     from avpipe.pipeline.registry import default_registry
 
-    registry = default_registry()
-    rows = [("name", "input", "dim", "origin", "description")]
-    for cls in registry:
+    rows = [["name", "input", "dim", "origin", "description"]]
+    for row in default_registry().listing():
+        described = f"{REFUSED} {row.problem}" if row.problem else row.description
+        if row.item is None:
+            rows.append([row.name, "-", "-", row.origin, described])
+            continue
         try:
-            dim = str(cls().feature_dim)
-        except AvpipeError:
+            dim = str(row.item().feature_dim)
+        except Exception:  # a plug-in's default config that does not build must not stop the listing
             dim = "?"
-        rows.append((cls.name, cls.input_kind.value, dim, registry.origins[cls.name], cls.description))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        line = "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4]))
-        sys.stdout.write(f"{line}  {row[4]}\n")
+        rows.append([row.name, row.item.input_kind.value, dim, row.origin, described])
+    write_table(rows)
     return 0
+
+
+def list_registry(kind: str) -> int:
+    """``avpipe models|adapters|losses list``: name, origin, description (losses: what they train)."""
+    if kind == "models":
+        from avpipe.models.registry import model_registry
+
+        registry = model_registry()
+    elif kind == "adapters":
+        from avpipe.pipeline.adapters import adapter_registry
+
+        registry = adapter_registry()
+    else:
+        from avpipe.models.losses import loss_registry
+
+        registry = loss_registry()
+    with_targets = kind == "losses"
+    rows = [["name", *(["trains"] if with_targets else []), "origin", "description"]]
+    for row in registry.listing():
+        targets = []
+        if with_targets:
+            targets = [",".join(t.value for t in row.item.targets) if row.item is not None else "-"]
+        described = f"{REFUSED} {row.problem}" if row.problem else row.description
+        rows.append([row.name, *targets, row.origin, described])
+    write_table(rows)
+    return 0
+
+
+def write_table(rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell; the last column (descriptions) is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        sys.stdout.write("  ".join([*cells, row[-1]]).rstrip() + "\n")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,7 @@ class Branch(nn.Module):
 class AIM3Model(SequenceModel):
     name = "aim3"
     config_class = AIM3Config
+    description = "AIM3-RUC's ABAW4 multi-task transformer with feature feedback"
 
     def __init__(self, context: ModelContext, config: AIM3Config) -> None:
         super().__init__(context)

@@ -68,11 +68,14 @@ class ModelContext:
 class SequenceModel(nn.Module):
     """Base class of the registered models (``name``, ``config_class``, built from a ModelContext).
 
-    Subclasses define ``forward(inputs, valid=None) -> {task: (B, T, C)}`` (module docstring).
+    Subclasses define ``forward(inputs, valid=None) -> {task: (B, T, C)}`` (module docstring) and take
+    ``(context, config)`` in their constructor, ``config`` an instance of ``config_class`` filled from
+    ``train.model.config``. ``description`` is the line ``avpipe models list`` shows.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    description: ClassVar[str] = ""
 
     def __init__(self, context: ModelContext) -> None:
         super().__init__()

@@ -33,6 +33,7 @@ from avpipe.models.checkpoint import config_summary, save_checkpoint
 from avpipe.models.data import VideoData, iter_videos, resolve_inputs, without_features
 from avpipe.models.folds import FoldPlan, make_folds
 from avpipe.models.inference import device_for, save_predictions
+from avpipe.models.losses import validate_losses
 from avpipe.models.normalisation import standardise
 from avpipe.models.registry import validate_model_config
 from avpipe.models.selection import selection_criteria
@@ -83,6 +84,7 @@ def run_training(
     """
     started = time.perf_counter()
     validate_model_config(config.model.name, config.model.config)  # fail before loading any data
+    validate_losses(config)
     out = Path(config.output_dir)
     plan = make_folds(list(rows), config.folds)
     catalogue = data_tasks(_pool_labels(store, plan.pool))

@@ -125,6 +125,7 @@ class JointCrossAttention(nn.Module):
 class JCAModel(SequenceModel):
     name = "jca"
     config_class = JCAConfig
+    description = "joint cross-attention audio-visual fusion (Praveen et al., CVPRW 2022)"
 
     def __init__(self, context: ModelContext, config: JCAConfig) -> None:
         super().__init__(context)

@@ -85,6 +85,7 @@ class ModalityAttention(nn.Module):
 class LFANModel(SequenceModel):
     name = "lfan"
     config_class = LFANConfig
+    description = "leader-follower attentive fusion: visual TCN leads, audio TCNs follow (ABAW2)"
 
     def __init__(self, context: ModelContext, config: LFANConfig) -> None:
         super().__init__(context)

@@ -1,6 +1,8 @@
 """Masked training losses: CCC (or MSE) for continuous tasks, cross-entropy for categorical tasks, BCE for
 multi-label tasks: valence/arousal, expression and action units, and any task a dataset declares
-(avpipe.models.tasks).
+(avpipe.models.tasks). And the loss registry: ``train.loss.va`` (continuous tasks), ``.categorical`` and
+``.multilabel`` name a loss among the built-in ``TaskLoss`` classes and the plug-ins of the
+``avpipe.losses`` entry-point group (docs/EXTENDING.md).
 
 The CCC loss follows ``train.loss``: ``ccc: pooled`` computes one CCC per dimension over every labelled
 frame of the batch (JCA), ``per_window`` one per window and dimension, averaged (ABAW2); ``variance`` and
@@ -17,14 +19,21 @@ fails on a missing task.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the usual torch alias
 
 from avpipe.models.tasks import VA, TaskSpec, as_specs
-from avpipe.pipeline.config.train import CCCReduction, LossConfig, Moments, MSEReduction, Task, VALoss
+from avpipe.pipeline.config.build import build_dataclass
+from avpipe.pipeline.config.train import CCCReduction, LossConfig, Moments, MSEReduction, Task, TrainConfig
+from avpipe.pipeline.errors import ConfigError
 from avpipe.pipeline.labels import UNLABELED_AU, UNLABELED_EXPRESSION, UNLABELED_VA, TaskKind
+from avpipe.pipeline.plugins import BUILTIN_ORIGIN, PluginGroup, PluginRegistry
 
 EPS = 1e-8
 
@@ -162,27 +171,187 @@ def action_unit_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return F.binary_cross_entropy_with_logits(logits[labeled], target[labeled].float())
 
 
-def continuous_loss(output: torch.Tensor, target: torch.Tensor, config: LossConfig, va: bool) -> torch.Tensor:
-    """``train.loss.va`` (CCC or MSE) of a continuous task; a declared dimension's NaN are unlabelled."""
-    labeled = None
-    if not va:
-        labeled = ~torch.isnan(target)
-        target = torch.where(labeled, target, 0.0)
-    if config.va is VALoss.MSE:
-        return masked_mse(output, target, config.mse, labeled)
-    return ccc_loss(output, target, labeled, config.ccc, config.variance, config.covariance)
+# --------------------------------------------------------------------------- the loss registry
+
+
+@dataclass
+class NoOptions:
+    """The config of a loss that takes no options of its own."""
+
+
+class TaskLoss(ABC):
+    """Base class of a task's loss: ``loss(output, target, labelled)`` -> a scalar tensor.
+
+    Subclasses set ``name``, ``targets`` (the ``TaskKind``s they can train), ``description`` and, for
+    options of their own, ``config_class`` (a dataclass filled from ``train.loss.options.<name>``).
+    ``section`` is the whole ``train.loss`` section (the built-in CCC and MSE losses read their settings
+    there). What a loss receives for one task, padded window positions included:
+
+    - ``output``: the model's (B, T, C) outputs for the task (values, or logits);
+    - ``target``: continuous tasks (B, T, C) float; categorical (B, T) integer class indices; multi-label
+      (B, T, K) 0 / 1 flags. Unlabelled entries hold 0.0 (continuous) or -1 (the others);
+    - ``labelled``: bool, ``target``'s shape: True where the entry has a label (each dimension, class
+      flag or frame on its own).
+
+    A batch without any labelled entry must give a zero that still has a gradient path
+    (``output.sum() * 0.0``), so that a multi-task step never fails on a missing task.
+    """
+
+    name: ClassVar[str]
+    targets: ClassVar[tuple[TaskKind, ...]]
+    config_class: ClassVar[type] = NoOptions
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None, section: LossConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        self.section = section if section is not None else LossConfig()
+
+    @abstractmethod
+    def __call__(self, output: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        """The loss of one task's outputs against its targets, over the ``labelled`` entries."""
+
+
+class CCCLoss(TaskLoss):
+    name = "ccc"
+    targets = (TaskKind.CONTINUOUS,)
+    description = "1 - CCC per dimension over labelled frames (train.loss.ccc, variance, covariance)"
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        cfg = self.section
+        return ccc_loss(output, target, labelled, cfg.ccc, cfg.variance, cfg.covariance)
+
+
+class MSELoss(TaskLoss):
+    name = "mse"
+    targets = (TaskKind.CONTINUOUS,)
+    description = "mean squared error over labelled frames (train.loss.mse: labelled | all_positions)"
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        return masked_mse(output, target, self.section.mse, labelled)
+
+
+class CrossEntropyLoss(TaskLoss):
+    name = "cross_entropy"
+    targets = (TaskKind.CATEGORICAL,)
+    description = "cross-entropy over the frames with a class label"
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        return expression_loss(output, target)  # unlabelled frames hold -1: ignored
+
+
+class BCELoss(TaskLoss):
+    name = "bce"
+    targets = (TaskKind.MULTILABEL,)
+    description = "binary cross-entropy over the labelled (frame, label) entries"
+
+    def __call__(self, output: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+        return action_unit_loss(output, target)  # unlabelled entries hold -1: ignored
+
+
+BUILTIN_LOSSES: tuple[type[TaskLoss], ...] = (CCCLoss, MSELoss, CrossEntropyLoss, BCELoss)
+
+
+def check_loss_class(cls: Any) -> None:
+    """Raise TypeError when ``cls`` cannot be a registered loss."""
+    if not (isinstance(cls, type) and issubclass(cls, TaskLoss)):
+        raise TypeError(f"{cls!r} is not a subclass of avpipe.models.losses.TaskLoss")
+    if not getattr(cls, "name", ""):
+        raise TypeError(f"loss class {cls.__qualname__} must set the class attribute 'name'")
+    targets = getattr(cls, "targets", ())
+    if not targets or not all(isinstance(t, TaskKind) for t in targets):
+        raise TypeError(f"loss {cls.name!r}: targets must be a non-empty tuple of TaskKind values")
+    if not dataclasses.is_dataclass(cls.config_class):
+        raise TypeError(f"loss {cls.name!r}: config_class must be a dataclass")
+
+
+def _loss_error(problem: str) -> ConfigError:
+    return ConfigError("train.loss", problem)
+
+
+def loss_registry() -> PluginRegistry[type[TaskLoss]]:
+    """The built-in losses and the ``avpipe.losses`` plug-ins (refused ones listed with their problem)."""
+    registry: PluginRegistry[type[TaskLoss]] = PluginRegistry(
+        "loss", PluginGroup.LOSSES.value, check_loss_class, _loss_error
+    )
+    for cls in BUILTIN_LOSSES:
+        registry.add(cls, BUILTIN_ORIGIN)
+    registry.load()
+    return registry
+
+
+def build_kind_losses(
+    section: LossConfig,
+    kinds: Iterable[TaskKind] = tuple(TaskKind),
+    registry: PluginRegistry[type[TaskLoss]] | None = None,
+) -> dict[TaskKind, TaskLoss]:
+    """The loss of each kind of task: the one ``train.loss`` names for it (``va`` for continuous tasks,
+    ``categorical``, ``multilabel``), with its ``train.loss.options``.
+
+    ConfigError naming the key (and, for a plug-in, its distribution) when a name is unknown or refused,
+    a loss cannot train that kind of task, or its options are wrong.
+    """
+    registry = registry or loss_registry()
+    for name in section.options:
+        if name not in registry.names():
+            raise ConfigError(
+                f"train.loss.options.{name}", f"no such loss; losses: {', '.join(registry.names())}"
+            )
+    return {TaskKind(kind): _build_loss(registry, section, TaskKind(kind)) for kind in kinds}
+
+
+def _build_loss(registry: PluginRegistry[type[TaskLoss]], section: LossConfig, kind: TaskKind) -> TaskLoss:
+    key, name = f"train.loss.{section.loss_key(kind)}", section.loss_name(kind)
+    try:
+        cls = registry.get(name)
+    except ConfigError as err:
+        raise ConfigError(key, err.problem) from None
+    where = f"loss {name!r} from {registry.origins[name]}" if registry.is_plugin(name) else f"loss {name!r}"
+    if kind not in cls.targets:
+        trains = ", ".join(t.value for t in cls.targets)
+        raise ConfigError(key, f"{where} trains {trains} tasks, not {kind.value} ones")
+    try:
+        config = build_dataclass(
+            cls.config_class, section.options.get(name), prefix=f"train.loss.options.{name}"
+        )
+        return cls(config, section)
+    except ConfigError as err:
+        if not registry.is_plugin(name):
+            raise
+        raise ConfigError(err.key, f"{err.problem} ({where})") from err
+    except Exception as err:
+        raise ConfigError(key, f"{where} failed to build: {type(err).__name__}: {err}") from err
+
+
+def validate_losses(config: TrainConfig) -> None:
+    """Fail before any data is loaded when a loss ``train.loss`` names is unknown, refused, cannot train
+    its kind of task, or has bad options (all three kinds: the tasks may come from the data)."""
+    build_kind_losses(config.loss)
+
+
+def labelled_entries(task: TaskSpec, target: torch.Tensor) -> torch.Tensor:
+    """Bool, ``target``'s shape: the entries with a label (``va`` -5, a declared dimension NaN, classes
+    and multi-label flags -1 where unlabelled)."""
+    if task.kind is TaskKind.CONTINUOUS:
+        return target != UNLABELED_VA if task.key == VA else ~torch.isnan(target)
+    return target != (UNLABELED_EXPRESSION if task.kind is TaskKind.CATEGORICAL else UNLABELED_AU)
 
 
 class MultiTaskLoss:
     """Weighted sum of the task losses; also returns each task's loss for logging.
 
-    ``tasks``: Task members (the built-in tasks) or TaskSpecs (avpipe.models.tasks); a categorical task's
-    targets are class indices, a multi-label task's 0/1 flags (-1 unlabelled).
+    ``tasks``: Task members (the built-in tasks) or TaskSpecs (avpipe.models.tasks); each task's loss is
+    the one ``train.loss`` names for its kind (``TaskLoss`` says what it receives).
     """
 
-    def __init__(self, tasks: list[Task] | list[TaskSpec], config: LossConfig) -> None:
+    def __init__(
+        self,
+        tasks: list[Task] | list[TaskSpec],
+        config: LossConfig,
+        registry: PluginRegistry[type[TaskLoss]] | None = None,
+    ) -> None:
         self.tasks = as_specs(tasks)
         self.config = config
+        self.functions = build_kind_losses(config, {task.kind for task in self.tasks}, registry)
 
     def __call__(
         self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]
@@ -192,8 +361,13 @@ class MultiTaskLoss:
         return total, {key: float(loss.detach()) for key, loss in parts.items()}
 
     def _task_loss(self, task: TaskSpec, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        labelled = labelled_entries(task, target)
         if task.kind is TaskKind.CONTINUOUS:
-            return continuous_loss(output, target, self.config, va=task.key == VA)
-        if task.kind is TaskKind.CATEGORICAL:
-            return expression_loss(output, target)
-        return action_unit_loss(output, target)
+            target = torch.where(labelled, target, 0.0)  # no -5 or NaN reaches a loss
+        function = self.functions[task.kind]
+        loss = function(output, target, labelled)
+        if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
+            raise TypeError(
+                f"loss {function.name!r} of task {task.key} returned {type(loss).__name__}, not a scalar"
+            )
+        return loss

@@ -45,6 +45,7 @@ class RNNConfig:
 class RNNModel(SequenceModel):
     name = "rnn"
     config_class = RNNConfig
+    description = "inputs concatenated per frame, then an LSTM or GRU over the window (ABAW4)"
 
     def __init__(self, context: ModelContext, config: RNNConfig) -> None:
         super().__init__(context)

@@ -165,6 +165,7 @@ class TCNModel(SequenceModel):
 
     name = "tcn"
     config_class = TCNConfig
+    description = "early fusion: every input concatenated per frame into one TCN (Bai et al. 2018)"
 
     def __init__(self, context: ModelContext, config: TCNConfig) -> None:
         super().__init__(context)

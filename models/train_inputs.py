@@ -22,8 +22,12 @@ if TYPE_CHECKING:
 
 
 def resolved_train(train: TrainConfig) -> dict[str, Any]:
-    """The train config as plain YAML values: features in their short form, the model's full config."""
-    from avpipe.models.registry import validate_model_config  # imports torch: only for this stage
+    """The train config as plain YAML values: features in their short form, the model's full config and
+    the full options of every loss ``train.loss`` names that has options."""
+    import dataclasses
+
+    from avpipe.models.losses import build_kind_losses  # imports torch: only for this stage
+    from avpipe.models.registry import validate_model_config
 
     plain = to_plain(train)
     assert isinstance(plain, dict)
@@ -31,6 +35,9 @@ def resolved_train(train: TrainConfig) -> dict[str, Any]:
         spec.key if spec.modality.value == "auto" else to_plain(spec) for spec in train.feature_specs
     ]
     plain["model"]["config"] = to_plain(validate_model_config(train.model.name, train.model.config))
+    for loss in build_kind_losses(train.loss).values():
+        if dataclasses.fields(loss.config):
+            plain["loss"]["options"][loss.name] = to_plain(loss.config)
     return plain
 
 

@@ -54,6 +54,7 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.T
 class TransformerModel(SequenceModel):
     name = "transformer"
     config_class = TransformerConfig
+    description = "inputs concatenated, projected, self-attention layers over the window"
 
     def __init__(self, context: ModelContext, config: TransformerConfig) -> None:
         super().__init__(context)

@@ -7,6 +7,8 @@ A plug-in package declares, in its own packaging metadata::
         my-feature = my_package.module:MyExtractor
 
 and the class then appears in ``avpipe extractors list`` and runs with ``avpipe extract my-feature``.
+Loading follows the rules of every plug-in kind (``avpipe.pipeline.plugins``): a plug-in that cannot be
+used is refused and listed with its problem, and never hides the others.
 """
 
 from __future__ import annotations
@@ -15,18 +17,18 @@ import dataclasses
 import importlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-from avpipe.pipeline.errors import ExtractorError
+from avpipe.pipeline.errors import AvpipeError, ExtractorError
+from avpipe.pipeline.plugins import PluginGroup, PluginRegistry, builtin_origin
 from avpipe.pipeline.types import FeatureSet, Timeline, VideoContext
 
 log = logging.getLogger(__name__)
 
-ENTRY_POINT_GROUP = "avpipe.extractors"
+ENTRY_POINT_GROUP = PluginGroup.EXTRACTORS.value
 
 # Modules whose import registers the built-in extractors. Imported lazily so that listing config
 # keys or reading the store does not pull in torch.
@@ -99,36 +101,24 @@ class Extractor(ABC):
         """Compute the features of one video on ``timeline`` (the returned set uses its time and indices)."""
 
 
+def _check_extractor_class(cls: type) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Extractor)):
+        raise ExtractorError(f"{cls!r} is not a subclass of avpipe.pipeline.registry.Extractor")
+    for attr in ("name", "input_kind", "config_class"):
+        if not hasattr(cls, attr):
+            raise ExtractorError(f"extractor class {cls.__qualname__} must set the class attribute {attr!r}")
+    if not dataclasses.is_dataclass(cls.config_class):
+        raise ExtractorError(f"extractor {cls.name!r}: config_class must be a dataclass")
+
+
 @dataclass
-class ExtractorRegistry:
+class ExtractorRegistry(PluginRegistry[type[Extractor]]):
     """Name -> extractor class. One instance per process is built by ``default_registry``."""
 
-    classes: dict[str, type[Extractor]] = field(default_factory=dict)
-    origins: dict[str, str] = field(default_factory=dict)
-
-    def add(self, cls: type[Extractor], origin: str) -> None:
-        _check_extractor_class(cls)
-        known = self.classes.get(cls.name)
-        if known is not None and known is not cls:
-            raise ExtractorError(
-                f"extractor name {cls.name!r} is registered twice: "
-                f"by {self.origins[cls.name]} and by {origin}"
-            )
-        self.classes[cls.name] = cls
-        self.origins[cls.name] = origin
-
-    def get(self, name: str) -> type[Extractor]:
-        try:
-            return self.classes[name]
-        except KeyError:
-            known = ", ".join(sorted(self.classes)) or "none"
-            raise ExtractorError(f"unknown extractor {name!r}; known extractors: {known}") from None
-
-    def names(self) -> list[str]:
-        return sorted(self.classes)
-
-    def __iter__(self) -> Iterator[type[Extractor]]:
-        return iter(self.classes[n] for n in self.names())
+    kind: str = "extractor"
+    group: str = ENTRY_POINT_GROUP
+    check: Callable[[Any], None] = _check_extractor_class
+    error: Callable[[str], AvpipeError] = ExtractorError
 
 
 # Classes registered by the decorator while their module is imported; collected into a registry by
@@ -143,16 +133,6 @@ def register_extractor(cls: type[Extractor]) -> type[Extractor]:
     return cls
 
 
-def _check_extractor_class(cls: type) -> None:
-    if not (isinstance(cls, type) and issubclass(cls, Extractor)):
-        raise ExtractorError(f"{cls!r} is not a subclass of avpipe.pipeline.registry.Extractor")
-    for attr in ("name", "input_kind", "config_class"):
-        if not hasattr(cls, attr):
-            raise ExtractorError(f"extractor class {cls.__qualname__} must set the class attribute {attr!r}")
-    if not dataclasses.is_dataclass(cls.config_class):
-        raise ExtractorError(f"extractor {cls.name!r}: config_class must be a dataclass")
-
-
 def default_registry(builtin_modules: tuple[str, ...] = BUILTIN_MODULES) -> ExtractorRegistry:
     """Built-in extractors, every class registered by decorator so far, and the entry-point plug-ins."""
     for module in builtin_modules:
@@ -164,20 +144,8 @@ def default_registry(builtin_modules: tuple[str, ...] = BUILTIN_MODULES) -> Extr
             log.debug("built-in extractor module %s is not present", module)
     registry = ExtractorRegistry()
     for cls in _DECORATED:
-        registry.add(cls, origin=cls.__module__)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as err:  # a broken plug-in must not hide the others
-            raise ExtractorError(
-                f"plug-in entry point {ep.name!r} ({ep.value}) failed to load: {err}"
-            ) from err
-        if getattr(cls, "name", None) != ep.name:
-            raise ExtractorError(
-                f"plug-in entry point {ep.name!r} points to {ep.value}, "
-                f"whose name is {getattr(cls, 'name', None)!r}"
-            )
-        registry.add(cls, origin=f"entry point {ep.value}")
+        registry.add(cls, origin=builtin_origin(cls.__module__))
+    registry.load()  # a refused plug-in is listed with its problem; its name raises ExtractorError
     return registry
 
 

@@ -117,7 +117,8 @@ FILE_SUFFIXES = (".json", ".csv", ".yaml", ".h5", ".py", ".md", ".png", ".txt")
 
 
 def plugin_example_names() -> set[str]:
-    """Extractors of the plug-in example the docs walk through (not in the default registry)."""
+    """Extractors, models, adapters and losses of the plug-in example the docs walk through (not in the
+    registries: the example is not installed)."""
     names = set()
     for path in (REPO / "tests" / "plugin_example").rglob("*.py"):
         names |= set(re.findall(r'^\s+name = "([^"]+)"', path.read_text(encoding="utf-8"), re.M))
@@ -144,6 +145,8 @@ def key_exists(key: str) -> bool:
         return any(_walk(model.config_class, parts[3:]) for model in MODELS.values())
     if parts[:3] == ["train", "loss", "weights"] and len(parts) == 4:
         return parts[3] in ("va", "expr", "au")
+    if parts[:3] == ["train", "loss", "options"] and len(parts) > 3:  # options.<loss>: a plug-in loss's
+        return parts[3] in plugin_example_names()
     return _walk(Params, parts)
 
 

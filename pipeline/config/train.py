@@ -90,6 +90,10 @@ class VALoss(StrEnum):
     MSE = "mse"  # AIM3-RUC ABAW4 (models/loss.py MSELoss on valence and arousal)
 
 
+# kind of task (avpipe.pipeline.labels.TaskKind's values) -> the train.loss key naming its loss
+LOSS_OF_KIND = {"continuous": "va", "categorical": "categorical", "multilabel": "multilabel"}
+
+
 class CCCReduction(StrEnum):
     """Over which frames the CCC loss computes its moments."""
 
@@ -256,10 +260,20 @@ class FoldConfig:
 
 @dataclass
 class LossConfig:
-    """Per-task loss weights (multi-task training) and the valence/arousal loss."""
+    """Per-task loss weights (multi-task training) and the loss of each kind of task.
+
+    ``va`` (continuous tasks: valence/arousal, declared dimensions), ``categorical`` (expression, declared
+    categories) and ``multilabel`` (action units, declared multi-label tasks) name a loss of
+    ``avpipe losses list``: a built-in one or a plug-in of the ``avpipe.losses`` entry-point group;
+    ``options.<loss>`` holds a plug-in loss's own settings. The names are checked against the registry
+    when training starts (``avpipe.models.losses.validate_losses``).
+    """
 
     weights: dict[str, float] = field(default_factory=lambda: {"va": 1.0, "expr": 1.0, "au": 1.0})
-    va: VALoss = VALoss.CCC
+    va: str = VALoss.CCC.value  # ccc | mse | a plug-in loss: the loss of continuous tasks
+    categorical: str = "cross_entropy"  # cross_entropy | a plug-in loss: the loss of categorical tasks
+    multilabel: str = "bce"  # bce | a plug-in loss: the loss of multi-label tasks
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # loss name -> its config keys
     ccc: CCCReduction = CCCReduction.POOLED  # the CCC loss over the batch, or per window
     variance: Moments = Moments.POPULATION  # the CCC loss's variances
     covariance: Moments = Moments.POPULATION  # the CCC loss's covariance
@@ -269,10 +283,21 @@ class LossConfig:
         for name, weight in self.weights.items():
             check_task_key(name, f"train.loss.weights.{name}")
             _non_negative(f"train.loss.weights.{name}", weight)
+        for key in LOSS_OF_KIND.values():
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ConfigError(f"train.loss.{key}", "must name a loss (see `avpipe losses list`)")
 
     def weight(self, task: Any) -> float:
         """The weight of a task (a Task, TaskSpec or key); 1 when not given."""
         return float(self.weights.get(str(getattr(task, "value", task)), 1.0))
+
+    def loss_key(self, kind: str) -> str:
+        """The key naming the loss of tasks of ``kind`` (a TaskKind value: ``continuous`` -> ``va``)."""
+        return LOSS_OF_KIND[str(kind)]
+
+    def loss_name(self, kind: str) -> str:
+        """The registry name of the loss of tasks of ``kind``."""
+        return str(getattr(self, self.loss_key(kind)))
 
 
 @dataclass
