@@ -873,6 +873,15 @@ class FeatureStore:
     ) -> Iterator[tuple[Path, h5py.Group]]:
         """The video's group in its verified shard (see ``_shard_problem`` for ``arrays``);
         StoreError naming the shard otherwise."""
+        path, h5 = self._open_verified(extractor, video_id, arrays)
+        with h5:
+            yield path, h5[group_name(video_id)]
+
+    def _open_verified(
+        self, extractor: str, video_id: str, arrays: Sequence[str] | None = None
+    ) -> tuple[Path, h5py.File]:
+        """The video's shard, open for reading and checked; StoreError naming the shard otherwise (and
+        nothing left open)."""
         path = self._locate(extractor, video_id)
         if not path.exists():
             raise StoreError(f"{path}: no shard for video {video_id!r} of extractor {extractor!r}")
@@ -880,11 +889,15 @@ class FeatureStore:
             h5 = h5py.File(path, "r", locking=False)
         except OSError as err:
             raise StoreError(f"{path}: corrupt shard: cannot be opened as HDF5 ({err})") from err
-        with h5:
+        try:
             problem = _shard_problem(h5, extractor, video_id, arrays)
-            if problem is not None:
-                raise StoreError(f"{path}: corrupt shard: {problem}")
-            yield path, h5[group_name(video_id)]
+        except BaseException:
+            h5.close()
+            raise
+        if problem is not None:
+            h5.close()
+            raise StoreError(f"{path}: corrupt shard: {problem}")
+        return path, h5
 
     def status(
         self,
@@ -1293,21 +1306,7 @@ class FeatureStore:
         """The video's shard opened and verified once for many ``read_range`` calls (close it, or use it
         as a context manager). An h5py handle must not cross a fork: open readers in the process that
         reads, as avpipe.models.dataset does in each DataLoader worker."""
-        path = self._locate(extractor, video_id)
-        if not path.exists():
-            raise StoreError(f"{path}: no shard for video {video_id!r} of extractor {extractor!r}")
-        try:
-            h5 = h5py.File(path, "r", locking=False)
-        except OSError as err:
-            raise StoreError(f"{path}: corrupt shard: cannot be opened as HDF5 ({err})") from err
-        try:
-            problem = _shard_problem(h5, extractor, video_id)
-        except BaseException:
-            h5.close()
-            raise
-        if problem is not None:
-            h5.close()
-            raise StoreError(f"{path}: corrupt shard: {problem}")
+        path, h5 = self._open_verified(extractor, video_id)
         return ShardReader(path, h5, h5[group_name(video_id)])
 
     def attrs(self, extractor: str, video_id: str) -> dict[str, Any]:
