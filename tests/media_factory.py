@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -178,6 +179,22 @@ def ffprobe_json(path: str | Path, *args: str) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr[-2000:]}")
     return json.loads(result.stdout)
+
+
+def espeak_binary() -> str:
+    """The espeak-ng executable for the real-speech tests. Missing, the test is skipped on a developer
+    machine, but fails under CI (``CI`` set): scripts/setup.sh installs espeak-ng, so a CI run without it
+    would otherwise pass while silently leaving every speech test out."""
+    import pytest
+
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        if os.environ.get("CI"):
+            pytest.fail(
+                "espeak-ng is not installed, but scripts/setup.sh installs it: the CI set-up is broken"
+            )
+        pytest.skip("espeak-ng is not installed")
+    return espeak
 
 
 def ffmpeg_available() -> bool:

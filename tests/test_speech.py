@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from avpipe.pipeline.extractors.audio.speech import SpeechConfig, SpeechExtracto
 from avpipe.pipeline.registry import create_extractor
 from avpipe.pipeline.timeline import decode_audio, video_timeline
 from avpipe.pipeline.types import AudioTrack, Timeline, VideoContext
-from tests.media_factory import run_ffmpeg
+from tests.media_factory import espeak_binary, run_ffmpeg
 
 FPS = 25
 RATE = 16000
@@ -40,9 +39,7 @@ def espeak_utterance(espeak: str, text: str, path: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def speech_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[float, float]]]:
     """A video whose audio is silence, utterance, silence, utterance, silence; and the speech spans."""
-    espeak = shutil.which("espeak-ng")
-    if espeak is None:
-        pytest.skip("espeak-ng is not installed")
+    espeak = espeak_binary()
     from scipy.io import wavfile
 
     folder = tmp_path_factory.mktemp("speech")
