@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import h5py
 
@@ -31,7 +31,7 @@ from avpipe.pipeline.errors import StoreError
 from avpipe.pipeline.types import FeatureSet
 
 if TYPE_CHECKING:
-    from avpipe.pipeline.store import FeatureStore
+    from avpipe.pipeline.store import FeatureStore, ShardMeta
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +90,7 @@ class PackWriter:
         video_id: str,
         blocks: Iterable[FeatureSet],
         n_frames: int,
-        *,
-        extractor_version: str,
-        params_hash: str,
-        params_json: str = "{}",
-        media_fingerprint: str = "",
-        library_versions: dict[str, str] | None = None,
-        dataset: str = "",
+        **meta: Unpack[ShardMeta],
     ) -> None:
         """Write one video into the pack (``FeatureStore.write_blocks``'s arguments)."""
         if self._h5 is None:
@@ -104,6 +98,7 @@ class PackWriter:
         if video_id in self._videos:
             raise StoreError(f"{self.tmp}: video {video_id!r} is already in this pack")
         self._module._check_video_id(video_id)
+        self._module.check_shard_meta(meta)
         written_ns = time.time_ns()
         try:
             self._store._write_group(
@@ -113,13 +108,8 @@ class PackWriter:
                 video_id,
                 blocks,
                 n_frames,
-                extractor_version=extractor_version,
-                params_hash=params_hash,
-                params_json=params_json,
-                media_fingerprint=media_fingerprint,
-                library_versions=library_versions,
+                meta,
                 extra_attrs={WRITTEN_ATTR: written_ns},
-                dataset=dataset,
                 check_disk=self._sink.raise_if_failed,
             )
         except BaseException:
@@ -127,10 +117,10 @@ class PackWriter:
                 del self._h5[self._module.group_name(video_id)]
             raise
         self._videos[video_id] = {
-            "params_hash": params_hash,
-            "media_fingerprint": media_fingerprint,
+            "params_hash": meta["params_hash"],
+            "media_fingerprint": meta.get("media_fingerprint", ""),
             "n_frames": n_frames,
-            "extractor_version": extractor_version,
+            "extractor_version": meta["extractor_version"],
             WRITTEN_ATTR: written_ns,
         }
 

@@ -28,7 +28,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import h5py
 import numpy as np
@@ -538,6 +538,31 @@ class ShardReader:
         raise TypeError(f"{self.path}: a ShardReader holds an open HDF5 file and cannot be pickled")
 
 
+class _RequiredShardMeta(TypedDict):
+    # Required keys by class totality: ``Required[...]`` is not seen under postponed annotations.
+    extractor_version: str
+    params_hash: str
+
+
+class ShardMeta(_RequiredShardMeta, total=False):
+    """How a shard was made: the keywords of ``FeatureStore.write`` / ``write_blocks`` / ``write_shard``
+    and ``PackWriter.add``, stored as the video group's attributes (docs/FORMAT.md)."""
+
+    params_json: str  # default "{}"
+    media_fingerprint: str  # default ""
+    library_versions: dict[str, str] | None  # added to the writer's own versions
+    dataset: str  # default "": the dataset identity replacing checks compare
+
+
+def check_shard_meta(meta: Mapping[str, Any]) -> None:
+    """TypeError for a keyword ShardMeta does not have, or a required one missing: what a typo in an
+    explicit keyword list would have raised."""
+    unknown = sorted(set(meta) - set(ShardMeta.__annotations__))
+    missing = sorted(ShardMeta.__required_keys__ - set(meta))
+    if unknown or missing:
+        raise TypeError(f"shard metadata: unknown keywords {unknown}, missing keywords {missing}")
+
+
 class FeatureStore:
     """Per-video HDF5 shards of every extractor under ``root`` (docs/FORMAT.md).
 
@@ -628,13 +653,7 @@ class FeatureStore:
         extractor: str,
         video_id: str,
         features: FeatureSet,
-        *,
-        extractor_version: str,
-        params_hash: str,
-        params_json: str = "{}",
-        media_fingerprint: str = "",
-        library_versions: dict[str, str] | None = None,
-        dataset: str = "",
+        **meta: Unpack[ShardMeta],
     ) -> Path:
         """Write (or replace) the shard of one video atomically and return its path.
 
@@ -647,12 +666,7 @@ class FeatureStore:
             video_id,
             [features],
             len(features),
-            extractor_version=extractor_version,
-            params_hash=params_hash,
-            params_json=params_json,
-            media_fingerprint=media_fingerprint,
-            library_versions=library_versions,
-            dataset=dataset,
+            **meta,
         )
 
     def write_blocks(
@@ -661,13 +675,7 @@ class FeatureStore:
         video_id: str,
         blocks: Iterable[FeatureSet],
         n_frames: int,
-        *,
-        extractor_version: str,
-        params_hash: str,
-        params_json: str = "{}",
-        media_fingerprint: str = "",
-        library_versions: dict[str, str] | None = None,
-        dataset: str = "",
+        **meta: Unpack[ShardMeta],
     ) -> Path:
         """``write`` for a video produced as consecutive blocks of rows (same arrays in each block).
 
@@ -675,19 +683,7 @@ class FeatureStore:
         The shard still appears only when every block is written; the attributes of the last block
         are stored. If the blocks stop early or raise, nothing becomes visible.
         """
-        written = self.write_shard(
-            extractor,
-            video_id,
-            blocks,
-            n_frames,
-            extractor_version=extractor_version,
-            params_hash=params_hash,
-            params_json=params_json,
-            media_fingerprint=media_fingerprint,
-            library_versions=library_versions,
-            dataset=dataset,
-        )
-        return written.path
+        return self.write_shard(extractor, video_id, blocks, n_frames, **meta).path
 
     def write_shard(
         self,
@@ -696,13 +692,8 @@ class FeatureStore:
         blocks: Iterable[FeatureSet],
         n_frames: int,
         *,
-        extractor_version: str,
-        params_hash: str,
-        params_json: str = "{}",
-        media_fingerprint: str = "",
-        library_versions: dict[str, str] | None = None,
         sync_folder: bool = True,
-        dataset: str = "",
+        **meta: Unpack[ShardMeta],
     ) -> WrittenShard:
         """``write_blocks`` that also returns the shard's index entry, for ``record(..., entry=)``
         (the driver then need not reopen the shard; the stat is the file's own, taken before its
@@ -711,6 +702,7 @@ class FeatureStore:
         ``sync_folder=False`` leaves the fsync of the folder (which makes the rename survive a power
         loss) to the caller: a batch of short clips syncs it once (``sync_folder``), not per clip.
         """
+        check_shard_meta(meta)
         final = self.shard_path(extractor, video_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(_temp_name(final.name[: -len(SHARD_SUFFIX)]))
@@ -728,12 +720,7 @@ class FeatureStore:
                     video_id,
                     blocks,
                     n_frames,
-                    extractor_version=extractor_version,
-                    params_hash=params_hash,
-                    params_json=params_json,
-                    media_fingerprint=media_fingerprint,
-                    library_versions=library_versions,
-                    dataset=dataset,
+                    meta,
                     check_disk=sink.raise_if_failed,
                 )
                 h5.flush()
@@ -752,7 +739,14 @@ class FeatureStore:
         if sync_folder:
             _fsync_path(final.parent)
         log.debug("wrote %s (%d frames)", final, n_frames)
-        entry = _entry(final.name, params_hash, media_fingerprint, n_frames, extractor_version, stat)
+        entry = _entry(
+            final.name,
+            meta["params_hash"],
+            meta.get("media_fingerprint", ""),
+            n_frames,
+            meta["extractor_version"],
+            stat,
+        )
         return WrittenShard(final, entry)
 
     def _write_group(
@@ -763,32 +757,27 @@ class FeatureStore:
         video_id: str,
         blocks: Iterable[FeatureSet],
         n_frames: int,
+        meta: ShardMeta,
         *,
-        extractor_version: str,
-        params_hash: str,
-        params_json: str,
-        media_fingerprint: str,
-        library_versions: dict[str, str] | None,
         extra_attrs: Mapping[str, Any] | None = None,
-        dataset: str = "",
         check_disk: Callable[[], None] = lambda: None,
     ) -> h5py.Group:
         """One video's group in an open shard (or multi-video shard) file: datasets and attributes.
         ``check_disk`` raises a write failure the file recorded (diskguard), checked after each block."""
         group = h5.create_group(group_name(video_id))
         feature_attrs = self._write_rows(final, group, blocks, n_frames, check_disk)
-        versions = {**fingerprint.library_versions(), **(library_versions or {})}
+        versions = {**fingerprint.library_versions(), **(meta.get("library_versions") or {})}
         group.attrs.update(
             {
                 "video_id": video_id,
                 "extractor": extractor,
-                "extractor_version": str(extractor_version),
-                "params_hash": str(params_hash),
-                "params_json": str(params_json),
-                "media_fingerprint": str(media_fingerprint),
+                "extractor_version": str(meta["extractor_version"]),
+                "params_hash": str(meta["params_hash"]),
+                "params_json": str(meta.get("params_json", "{}")),
+                "media_fingerprint": str(meta.get("media_fingerprint", "")),
                 "n_frames": n_frames,
                 # No write time: identical inputs and parameters give byte-identical shards.
-                "dataset": str(dataset),
+                "dataset": str(meta.get("dataset", "")),
                 "library_versions": json.dumps(versions),
                 **_feature_attrs_to_hdf5(final, feature_attrs),
                 **(extra_attrs or {}),

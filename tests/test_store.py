@@ -76,6 +76,17 @@ def temp_files(folder: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------- round trip
 
 
+def test_a_misspelled_or_missing_metadata_keyword_is_refused_and_nothing_is_written(tmp_path):
+    store = FeatureStore(tmp_path)
+    with pytest.raises(
+        TypeError, match=r"unknown keywords \['params_hsh'\], missing keywords \['params_hash'\]"
+    ):
+        store.write("feat", "v", feature_set(4), extractor_version="1", params_hsh="p1")
+    with pytest.raises(TypeError, match=r"missing keywords \['extractor_version'\]"):
+        store.write("feat", "v", feature_set(4), params_hash="p1")
+    assert not (tmp_path / "feat").exists() or not any((tmp_path / "feat").iterdir())
+
+
 def test_round_trip_of_every_dtype_and_attr(tmp_path):
     n = 37
     rng = np.random.default_rng(1)
