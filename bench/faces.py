@@ -302,14 +302,126 @@ def run_ours(
     with Clock() as clock:
         process_video(extractor, job, video, "bench")
         write_contact_sheet(store, video_id, store_root / "qa" / f"{video_id}.png")
-    stored = store.read("faces", video_id, names=["boxes", "landmarks"])
+    run = stored_run(store_root, video_id, clock.wall)
+    run.cpu_seconds = clock.cpu
+    return run
+
+
+# ---------------------------------------------------------------- the stage on a corpus
+
+
+@dataclass
+class StageRun:
+    """The faces stage over a corpus of copies of one clip, as ``avpipe faces`` runs it."""
+
+    frames: int
+    fps: float  # the stage's own frames/s (faces_metrics.json): extraction + contact sheets
+    extraction_fps: float
+    stage_seconds: float  # the whole stage, cluster start included
+    workers: int
+    cpu_seconds: float  # the workers' CPU time in their tasks
+    first: Run  # the first copy's stored faces, for the quality comparison
+
+
+def run_stage(
+    path: Path, folder: Path, args: argparse.Namespace, subject: str | None, limit: float
+) -> StageRun:
+    """``avpipe manifest`` + ``avpipe faces`` (``stages.faces.run``: Dask workers, shards, contact sheets,
+    metrics) on ``--copies`` copies of the clip under their own video ids, with the runner's defaults
+    (``runner.n_workers`` worker processes of ``runner.torch_threads`` threads each): the speed a
+    corpus of such videos is processed at, read from the stage's own metrics file."""
+    import json
+    import shutil
+
+    import yaml
+
+    from avpipe.pipeline.config import load_params
+    from avpipe.pipeline.manifest import SubjectPosition, read_manifest, write_manifest
+    from avpipe.pipeline.manifest_builder import build_manifest
+    from avpipe.stages import faces as faces_stage
+
+    for name in ("distributed", "avpipe"):  # the stage's progress lines would drown the figures
+        logging.getLogger(name).setLevel(logging.WARNING)
+    root = folder / f"stage_{path.stem}_{subject or 'any'}_{limit:g}"
+    shutil.rmtree(root, ignore_errors=True)
+    media = root / "media"
+    media.mkdir(parents=True)
+    for copy in range(args.copies):
+        (media / f"{path.stem}_{copy}.mp4").symlink_to(path.resolve())
+    faces = {"track_scale_limit": limit, "half": args.half}
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump({
+        "dataset": {"adapter": "folder", "root": str(media)},
+        "manifest": {"path": str(root / "manifest.csv"), "failures": str(root / "failures.csv")},
+        "store": {"root": str(root / "features")},
+        "runner": {"reports": str(root / "reports"), "device": args.device},
+        "results": {"dir": str(root / "results")},
+        "extractors": {"faces": faces},
+    }))  # fmt: skip
+    params = load_params(params_file)
+    build_manifest(params.dataset, params.manifest, params.store, params.runner)
+    rows = read_manifest(params.manifest.path)
+    if subject is not None:  # Aff-Wild2's _left/_right rows, as its adapter writes them
+        for row in rows:
+            row.subject_position = SubjectPosition(subject)
+        write_manifest(rows, params.manifest.path)
+    started = time.perf_counter()
+    if faces_stage.run(params, root / "qa") != 0:
+        raise SystemExit(f"the faces stage failed on {path.name}: see {root / 'reports'}")
+    stage_seconds = time.perf_counter() - started
+    metrics = json.loads((root / "reports" / "faces_metrics.json").read_text())
+    report = json.loads((root / "reports" / "faces.json").read_text())
+    first = stored_run(root / "features", rows[0].video_id, stage_seconds)
+    return StageRun(
+        frames=metrics["frames_extracted"],
+        fps=metrics["frames_per_second"],
+        extraction_fps=metrics["extraction_frames_per_second"],
+        stage_seconds=stage_seconds,
+        workers=report["workers"],
+        cpu_seconds=report["worker_cpu_seconds"],
+        first=first,
+    )
+
+
+def naive_processes(path: Path, args: argparse.Namespace, frames: int, processes: int = 2) -> Run:
+    """The naive loop as ``processes`` processes of one torch thread each, started together, each on
+    the first ``frames / processes`` frames: what naive code gets from the cores by running several
+    videos at once. Frames/s over all of them (a frame's time counts once); CPU summed."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    share = max(1, frames // processes)
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(processes, mp_context=context) as pool:
+        barrier = manager.Barrier(processes)
+        warm = str(make_video(path.parent, 0.6, 0.4))
+        jobs = [
+            pool.submit(_naive_share, str(path), warm, share, args.device, barrier) for _ in range(processes)
+        ]
+        runs = [job.result() for job in jobs]
+    wall = max(seconds for _, seconds, _ in runs)
+    return Run(sum(n for n, _, _ in runs), wall, sum(cpu for _, _, cpu in runs), [], [])
+
+
+def _naive_share(path: str, warm: str, frames: int, device: str, barrier) -> tuple[int, float, float]:
+    run_naive(Path(warm), [112, 48], 1, device, None)  # untimed: as the other loops, warmed
+    barrier.wait()
+    run = run_naive(Path(path), [112, 48], 1, device, frames)
+    return run.frames, run.seconds, run.cpu_seconds
+
+
+def stored_run(store_root: Path, video_id: str, seconds: float) -> Run:
+    """A stored faces shard as a Run (boxes and landmarks of the frames holding a face)."""
+    from avpipe.pipeline.store import FeatureStore
+
+    stored = FeatureStore(store_root).read("faces", video_id, names=["boxes", "landmarks"])
     found = np.isin(stored.mask, FOUND)
     boxes = [b[None] if f else np.zeros((0, 4)) for b, f in zip(stored.arrays["boxes"], found, strict=True)]
     marks = [
         m[None] if f else np.zeros((0, 5, 2)) for m, f in zip(stored.arrays["landmarks"], found, strict=True)
     ]
     searches = {k.removeprefix("search_"): v for k, v in stored.attrs.items() if k.startswith("search_")}
-    return Run(len(stored), clock.wall, clock.cpu, boxes, marks, searches)
+    return Run(len(stored), seconds, 0.0, boxes, marks, searches)
 
 
 # ---------------------------------------------------------------- comparing them
@@ -390,39 +502,83 @@ def speed_and_quality(args: argparse.Namespace, folder: Path) -> None:
     ]
     print(f"device {args.device}, {args.threads} threads, {os.cpu_count()} cores; 1280x720 H.264")
     print(
-        "ours = the whole stage for one video (decode -> crops stored -> contact sheet); naive = "
-        "facenet-pytorch MTCNN.detect on every full frame + extract_face"
+        f"stage = `avpipe faces` on {args.copies} copies of the clip with the runner's defaults (decode -> "
+        "crops stored -> contact sheets; its own frames/s);\none video = the same work on one video in "
+        f"this process ({args.threads} search threads); naive = facenet-pytorch MTCNN.detect on every full "
+        "frame + extract_face"
     )
-    ratios = []
+    ratios: dict[str, list[float]] = {"stage": [], "stage_2": [], "video": []}
     store = Path(tempfile.mkdtemp(prefix="store_", dir=folder))  # fresh: nothing stored is reused
     if not args.cold:
         warm_up(folder, store, args)
     for name, path, subjects in clips:
         load_before = os.getloadavg()[0]
         naive = run_naive(path, [112, 48], args.threads, args.device, args.naive_frames)
+        naive_2 = naive_processes(path, args, naive.frames) if args.naive_processes > 1 else None
         for subject in subjects:
             for limit in args.track_scale_limit:
-                ours = run_ours(path, store, args, subject, limit)
-                quality = compare(naive, ours, subject, every)
-                ratios.append(ours.fps / naive.fps)
-                report_clip(
-                    f"{name}, track_scale_limit {limit:g}", subject, ours, naive, quality, load_before
-                )
-    print(f"\nratio ours/naive, all runs: min {min(ratios):.1f}x, max {max(ratios):.1f}x (target >= 12x)")
+                stage = run_stage(path, folder, args, subject, limit)
+                video = run_ours(path, store, args, subject, limit)
+                quality = compare(naive, stage.first, subject, every)
+                ratios["stage"].append(stage.fps / naive.fps)
+                ratios["video"].append(video.fps / naive.fps)
+                if naive_2 is not None:
+                    ratios["stage_2"].append(stage.fps / naive_2.fps)
+                label = f"{name}, track_scale_limit {limit:g}"
+                report_clip(label, subject, stage, video, naive, naive_2, quality, load_before, args)
+    print("\nratio to the naive loop (target >= 12x), min .. max over the rows:")
+    print(f"  stage / naive ({args.threads} threads)   : {_span(ratios['stage'])}")
+    if ratios["stage_2"]:
+        print(f"  stage / naive ({args.naive_processes} processes) : {_span(ratios['stage_2'])}")
+    print(f"  one video / naive ({args.threads} threads): {_span(ratios['video'])}")
 
 
-def report_clip(name, subject, ours: Run, naive: Run, quality, load_before: float) -> None:
+def _span(values: list[float]) -> str:
+    return f"{min(values):.1f}x .. {max(values):.1f}x"
+
+
+def report_clip(
+    name: str,
+    subject: str | None,
+    stage: StageRun,
+    video: Run,
+    naive: Run,
+    naive_2: Run | None,
+    quality: dict,
+    load_before: float,
+    args: argparse.Namespace,
+) -> None:
     label = name if subject is None else f"{name}, _{subject} row"
-    ours_cpu, naive_cpu = (1000 * r.cpu_seconds / r.frames for r in (ours, naive))
+    first = stage.first
     print(
-        f"\n== {label}: {ours.frames} frames; "
+        f"\n== {label}: {first.frames} frames; "
         f"load average (1 min) {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     )
+    stage_cpu = 1000 * stage.cpu_seconds / stage.frames
     print(
-        f"  speed: ours {ours.fps:6.1f} frames/s, naive {naive.fps:5.1f} frames/s, "
-        f"ratio {ours.fps / naive.fps:5.1f}x"
-        f" (CPU ms/frame {ours_cpu:.1f} vs {naive_cpu:.1f}: {naive_cpu / ours_cpu:.1f}x)"
+        f"  stage    : {stage.fps:6.1f} frames/s ({stage.frames} frames, {stage.workers} workers; extraction "
+        f"alone {stage.extraction_fps:.1f}; whole stage with cluster start {stage.stage_seconds:.1f} s); "
+        f"CPU {stage_cpu:.1f} ms/frame"
     )
+    same = all(
+        np.array_equal(a, b, equal_nan=True) for a, b in zip(video.landmarks, first.landmarks, strict=True)
+    )
+    video_cpu = 1000 * video.cpu_seconds / video.frames
+    print(
+        f"  one video: {video.fps:6.1f} frames/s; CPU {video_cpu:.1f} ms/frame; "
+        f"same faces as the stage's: {'yes' if same else 'NO'}"
+    )
+    naive_cpu = 1000 * naive.cpu_seconds / naive.frames
+    print(
+        f"  naive    : {naive.fps:6.1f} frames/s, 1 process x {args.threads} torch threads; "
+        f"CPU {naive_cpu:.1f} ms/frame"
+        f" -> stage {stage.fps / naive.fps:.1f}x, one video {video.fps / naive.fps:.1f}x"
+    )
+    if naive_2 is not None:
+        print(
+            f"  naive    : {naive_2.fps:6.1f} frames/s, {args.naive_processes} processes x 1 torch thread "
+            f"-> stage {stage.fps / naive_2.fps:.1f}x"
+        )
     for part in ("keyframes", "between", "all"):
         q = quality[part]
         print(
@@ -434,7 +590,7 @@ def report_clip(name, subject, ours: Run, naive: Run, quality, load_before: floa
     if subject is not None:
         line += f"; frames holding a face in the other person's half: {extra['swapped']}"
     print(line)
-    s = ours.searches or {}
+    s = first.searches or {}
     print(
         f"  searches: whole-frame {s.get('full_cascade')} (keyframes {s.get('keyframes')}, re-detections "
         f"{s.get('redetected')}, probes {s.get('probed')}), tracked outward {s.get('tracked_out')}, "
@@ -537,7 +693,18 @@ def main() -> None:
     parser.add_argument(
         "--naive-frames", type=int, default=None, help="run the naive loop on the first N frames"
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of both (ours: search threads)")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="naive loop's torch threads; one video's search threads"
+    )
+    parser.add_argument(
+        "--copies", type=int, default=4, help="copies of each clip the stage runs on (its corpus; default 4)"
+    )
+    parser.add_argument(
+        "--naive-processes",
+        type=int,
+        default=2,
+        help="the naive loop also as this many 1-thread processes at once (1: not)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both pipelines)")
     parser.add_argument("--half", action="store_true", help="fp16 networks (CUDA only)")
     parser.add_argument(

@@ -145,6 +145,22 @@ def test_faces_in_bursts_between_keyframes_are_found() -> None:
     assert np.isin(less.mask, FOUND).sum() < 0.2 * reference.sum()  # what the old stride missed
 
 
+def test_searches_of_unchanged_faceless_pictures_are_skipped_and_counted() -> None:
+    """The flicker clip's background between bursts is one picture: after one empty whole-frame
+    search, keyframes and probes showing it again are skipped (counted), and the stored faces are
+    exactly those of searching every one of them."""
+    scene, _ = face_scenes.flicker()
+    skipping = run(scene)
+    searching = run(scene, skip_unchanged=0)
+    assert skipping.attrs["search_keyframes_skipped"] >= 10 and skipping.attrs["search_probes_skipped"] >= 12
+    assert searching.attrs["search_keyframes_skipped"] == searching.attrs["search_probes_skipped"] == 0
+    for searched, skipped in (("keyframes", "keyframes_skipped"), ("probed", "probes_skipped")):
+        total = skipping.attrs[f"search_{searched}"] + skipping.attrs[f"search_{skipped}"]
+        assert total == searching.attrs[f"search_{searched}"], searched
+    np.testing.assert_array_equal(skipping.mask, searching.mask)
+    np.testing.assert_array_equal(skipping.arrays["landmarks"], searching.arrays["landmarks"])
+
+
 # ---------------------------------------------------------------- the gate itself
 
 

@@ -65,6 +65,10 @@ class FacesConfig:
     anchor_prob: float = 0.95  # a track starts (or restarts) only on a face at least this probable
     reanchor_after: int = 30  # frames without the tracked face after which a new track may start
     probe_depth: int = 2  # frames with no face at either end: bisection levels searched whole-frame
+    # A whole-frame search (keyframe or probe) is skipped when no 16x16-px block of the frame moved by
+    # more than this many grey levels from a frame whose search of every level found no face (change.py;
+    # H.264 noise moved them by up to 5, a face appearing by 200); 0: never skipped.
+    skip_unchanged: float = 8.0
     batch_keyframes: int = 2  # keyframes per MTCNN call (more on a GPU); buffers n * detect_every frames
     half: bool = False  # fp16 networks on CUDA (ignored on CPU)
     # Frames decoded ahead on a background thread (0: inline). More than one batch (batch_keyframes *
@@ -98,6 +102,7 @@ class FacesConfig:
         _check_range("anchor_prob", self.anchor_prob, 0.0, 1.0)
         _check_int("reanchor_after", self.reanchor_after, 1)
         _check_int("probe_depth", self.probe_depth, 0)
+        _check_min("skip_unchanged", self.skip_unchanged, 0.0)
         _check_int("batch_keyframes", self.batch_keyframes, 1)
         _check_int("prefetch_frames", self.prefetch_frames, 0)
         _check_int("block_frames", self.block_frames, 1)

@@ -7,7 +7,9 @@
   each end is followed outward frame by frame with local searches (each frame against the previous
   one) until it is lost, and each run of frames still unsearched is bisected: its middle frame is
   searched whole-frame; a face found there is followed outward the same way, the rest bisected again,
-  down to ``probe_depth`` levels. Frames never reached stay missing.
+  down to ``probe_depth`` levels. Frames never reached stay missing. A probe whose picture is unchanged
+  from a frame of the interval found empty by a whole-frame search is skipped, and counted
+  (``change.py``).
 
 Identity rules (``track``/``left``/``right``) also check every tracked face's appearance against its
 track's model, so a face that slides into the predicted box is not taken for the tracked one.
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avpipe.pipeline.extractors.faces.change import picture_signature, unchanged
 from avpipe.pipeline.extractors.faces.detect import MtcnnCascade, Pyramid, Search
 from avpipe.pipeline.extractors.faces.identity import Choice, Identity, TrackState, appearance
 from avpipe.pipeline.extractors.faces.observation import MISSING, Observation, SearchStats
@@ -35,6 +38,7 @@ class LocalSearch:
     track_scale_limit: float
     detect_max_side: int
     probe_depth: int
+    skip_unchanged: float
 
     def search(self, pyramid: Pyramid, box: np.ndarray) -> Search:
         side = float(max(box[2] - box[0], box[3] - box[1]))
@@ -57,6 +61,7 @@ class IntervalFill:
         first: int,
         ends: tuple[Observation | None, Observation],
         state: TrackState,
+        empty_ends: tuple[np.ndarray | None, ...] = (),
     ) -> None:
         self.cascade, self.local, self.identity, self.pyramid = cascade, local, identity, pyramid
         self.frames = frames
@@ -65,6 +70,8 @@ class IntervalFill:
         self.state = state  # the kept track as known at the left keyframe (identity rules)
         self.obs: list[Observation | None] = [None] * len(frames)
         self.stats = SearchStats()
+        # Picture signatures of frames here or at the ends whose whole-frame search found no face.
+        self.empty_pictures = [picture for picture in empty_ends if picture is not None]
 
     def fill(self) -> tuple[list[Observation], SearchStats]:
         if not self.frames:
@@ -146,8 +153,23 @@ class IntervalFill:
             return
         middle = (lo + hi) // 2
         image = self.frames[middle].image
-        faces = self.cascade.detect([image], [self._whole_search()])[0]
-        self.stats.probed += 1
+        picture = picture_signature(image) if self.local.skip_unchanged > 0 else None
+        if picture is not None and any(
+            unchanged(picture, empty, self.local.skip_unchanged) for empty in self.empty_pictures
+        ):
+            self.stats.probes_skipped += 1
+            self.obs[middle] = MISSING
+        else:
+            faces = self.cascade.detect([image], [self._whole_search()])[0]
+            self.stats.probed += 1
+            if picture is not None and len(faces) == 0:
+                self.empty_pictures.append(picture)
+            self._keep_probed(middle, faces, image, lo, hi)
+        for sub_lo, sub_hi in self._unsearched(lo, hi):
+            self._probe(sub_lo, sub_hi, depth + 1)
+
+    def _keep_probed(self, middle: int, faces, image: np.ndarray, lo: int, hi: int) -> None:
+        """A probe's pick, and the face followed outward within lo..hi when there is one."""
         choice, reference = self._choose(middle, faces, image)
         self._count(choice)
         track = reference.track if reference is not None else (-1 if choice.anchored else 0)  # -1: new here
@@ -156,8 +178,6 @@ class IntervalFill:
         if self.obs[middle].found:
             self._follow(middle, hi, +1)
             self._follow(middle, lo, -1)
-        for sub_lo, sub_hi in self._unsearched(lo, hi):
-            self._probe(sub_lo, sub_hi, depth + 1)
 
     def _choose(self, i: int, faces, image: np.ndarray) -> tuple[Choice, Observation | None]:
         """A probe's pick: gated against the nearest face already kept in this interval or at its ends,

@@ -49,8 +49,12 @@ class SearchStats:
     """How often each search and each heuristic acted on one video (the stage's report shows them)."""
 
     keyframes: int = 0  # whole-frame searches on keyframes
+    # keyframes not searched: the picture was unchanged from a keyframe found empty (change.py)
+    keyframes_skipped: int = 0
     redetected: int = 0  # whole-frame searches of frames whose local search lost the face
     probed: int = 0  # whole-frame searches of frames between keyframes that had no usable face
+    # probes not searched: the picture was unchanged from a frame of the interval found empty (change.py)
+    probes_skipped: int = 0
     tracked_out: int = 0  # frames searched one by one outward from a face (ends of different tracks)
     split_intervals: int = 0  # intervals whose keyframes are not one track: not interpolated
     identity_rejections: int = 0  # searches where faces were found and none passed the identity gate

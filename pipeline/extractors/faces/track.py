@@ -20,8 +20,9 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from avpipe.pipeline.extractors.faces.change import picture_signature, unchanged
 from avpipe.pipeline.extractors.faces.config import FacesConfig, Selection
-from avpipe.pipeline.extractors.faces.detect import MtcnnCascade, Pyramid, Search
+from avpipe.pipeline.extractors.faces.detect import Faces, MtcnnCascade, Pyramid, Search
 from avpipe.pipeline.extractors.faces.identity import Identity, TrackState
 from avpipe.pipeline.extractors.faces.interval import IntervalFill, LocalSearch
 from avpipe.pipeline.extractors.faces.observation import MISSING, Observation, SearchStats
@@ -47,6 +48,7 @@ class TrackerSettings:
     min_face_size: float
     pyramid_factor: float
     probe_depth: int
+    skip_unchanged: float
 
     @classmethod
     def from_config(cls, config: FacesConfig) -> TrackerSettings:
@@ -55,7 +57,12 @@ class TrackerSettings:
     @property
     def local(self) -> LocalSearch:
         return LocalSearch(
-            self.track_margin, self.track_iou, self.track_scale_limit, self.detect_max_side, self.probe_depth
+            self.track_margin,
+            self.track_iou,
+            self.track_scale_limit,
+            self.detect_max_side,
+            self.probe_depth,
+            self.skip_unchanged,
         )
 
 
@@ -83,12 +90,13 @@ class FaceTracker:
 
     def run(self, frames: Iterable[Frame]) -> Iterator[tuple[Frame, Observation]]:
         last_key: tuple[Frame, Observation] | None = None
+        last_empty: np.ndarray | None = None  # the last keyframe's picture when it was found empty
         state = TrackState()  # the kept track, as the keyframes so far know it
         previous: _Batch | None = None
         for pending, last_position, final in self._batches(frames):
             # With a pool, this batch's keyframes are detected while the previous batch's intervals
             # are still being searched.
-            batch, state = self._start(pending, last_position, final, last_key, state)
+            batch, state, last_empty = self._start(pending, last_position, final, last_key, state, last_empty)
             last_key = batch.rights[-1]
             if previous is not None:
                 yield from previous.rows(self.stats)
@@ -119,9 +127,11 @@ class FaceTracker:
         final: bool,
         last_key: tuple[Frame, Observation] | None,
         state: TrackState,
-    ) -> tuple[_Batch, TrackState]:
+        last_empty: np.ndarray | None,
+    ) -> tuple[_Batch, TrackState, np.ndarray | None]:
         """Detect the keyframes among ``pending`` now; search the intervals before each of them
-        (on the pool when there is one)."""
+        (on the pool when there is one). Also returns the last keyframe's picture signature when its
+        whole-frame search found no face (probes may skip unchanged pictures, ``change.py``)."""
         first_position = last_position - len(pending) + 1
         every = self.settings.detect_every
         is_key = [(first_position + i) % every == 0 for i in range(len(pending))]
@@ -132,8 +142,8 @@ class FaceTracker:
         if self.identity.keeps_identity:
             tracked = state.box if self.identity.alive(state, first_position) else None
         positions = [first_position + slot for slot in key_slots]
-        key_obs, states = self._detect_keyframes(
-            [pending[i] for i in key_slots], positions, pyramid, state, tracked
+        key_obs, states, empties = self._detect_keyframes(
+            [pending[i] for i in key_slots], positions, pyramid, state, tracked, last_empty
         )
         starts = [0] + [slot + 1 for slot in key_slots[:-1]]
         rights = [(pending[slot], obs) for slot, obs in zip(key_slots, key_obs, strict=True)]
@@ -143,17 +153,18 @@ class FaceTracker:
         jobs = [
             IntervalFill(
                 self.cascade, local, self.identity, pyramid, inner, first_position + start,
-                (None if left is None else left[1], right[1]), before,
+                (None if left is None else left[1], right[1]), before, (left_empty, right_empty),
             )
-            for inner, start, left, right, before in zip(
-                inners, starts, lefts, rights, [state, *states[:-1]], strict=True
+            for inner, start, left, right, before, left_empty, right_empty in zip(
+                inners, starts, lefts, rights, [state, *states[:-1]], [last_empty, *empties[:-1]], empties,
+                strict=True,
             )
         ]  # fmt: skip
         if self.pool is None:
             filled: list = [job.fill() for job in jobs]
         else:
             filled = [self.pool.submit(job.fill) for job in jobs]
-        return _Batch(inners, filled, rights), states[-1]
+        return _Batch(inners, filled, rights), states[-1], empties[-1]
 
     def _detect_keyframes(
         self,
@@ -162,11 +173,13 @@ class FaceTracker:
         pyramid: Pyramid,
         state: TrackState,
         tracked: np.ndarray | None,
-    ) -> tuple[list[Observation], list[TrackState]]:
-        """Each keyframe's face and the kept track after it."""
+        last_empty: np.ndarray | None,
+    ) -> tuple[list[Observation], list[TrackState], list[np.ndarray | None]]:
+        """Each keyframe's face, the kept track after it, and the picture signature of a whole-frame
+        search of every coarse level that found no face there (None when there is none)."""
         whole = Search(None, self._keyframe_scales(pyramid, tracked))
-        found = self.cascade.detect([f.image for f in keyframes], [whole] * len(keyframes))
-        self.stats.keyframes += len(keyframes)
+        every_level = whole.scales == pyramid.coarse_scales(self.settings.detect_max_side)
+        found, empties = self._keyframe_faces(keyframes, whole, every_level, last_empty)
         observations, states = [], []
         for frame, position, faces in zip(keyframes, positions, found, strict=True):
             choice = self.identity.choose(faces, frame.image, state, position)
@@ -178,7 +191,31 @@ class FaceTracker:
                 Observation.of(faces, choice.index, MaskValue.VALID, state.track, state.model)
             )
             states.append(state)
-        return observations, states
+        return observations, states, empties
+
+    def _keyframe_faces(
+        self, keyframes: list[Frame], whole: Search, every_level: bool, last_empty: np.ndarray | None
+    ) -> tuple[list[Faces], list[np.ndarray | None]]:
+        """The keyframes' whole-frame searches in one call. A keyframe whose picture is unchanged from
+        ``last_empty`` (a search of every level found no face there) is not searched: no faces, counted
+        (``change.py``); it keeps ``last_empty`` as the empty picture its intervals compare with."""
+        threshold = self.settings.skip_unchanged
+        gated = every_level and threshold > 0
+        pictures = [picture_signature(f.image) if gated else None for f in keyframes]
+        skipped = [
+            last_empty is not None and picture is not None and unchanged(picture, last_empty, threshold)
+            for picture in pictures
+        ]
+        searched = [i for i, skip in enumerate(skipped) if not skip]
+        detected = self.cascade.detect([keyframes[i].image for i in searched], [whole] * len(searched))
+        self.stats.keyframes += len(searched)
+        self.stats.keyframes_skipped += len(keyframes) - len(searched)
+        found = [Faces.empty()] * len(keyframes)
+        empties: list[np.ndarray | None] = [last_empty if skip else None for skip in skipped]
+        for i, faces in zip(searched, detected, strict=True):
+            found[i] = faces
+            empties[i] = pictures[i] if gated and not len(faces) else None
+        return found, empties
 
     def _keyframe_scales(self, pyramid: Pyramid, tracked: np.ndarray | None) -> tuple[float, ...]:
         """Pyramid levels of a keyframe's whole-frame search. While a face of size F is tracked, the
