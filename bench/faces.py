@@ -14,7 +14,7 @@ for its ``_left`` and once for its ``_right`` row. For every clip, on the same f
   largest face at each crop size; decoding included. Its face for a run: the largest, or for a
   two-person row the outermost face in that half of the frame. Run twice: as users write it (one
   process, torch on ``--threads`` threads), and as ``--naive-processes`` one-thread processes at once
-  on a half of the frames each (what naive code gets from the cores by running videos side by side).
+  on its own half of the frames (what naive code gets from the cores by running videos side by side).
 - stage: ``avpipe manifest`` + ``avpipe faces`` (``avpipe.stages.faces.run``) on a corpus of
   ``--copies`` copies of the clip, with the runner's defaults (2 worker processes of 1 thread on this
   machine): decode, detect/track/warp, shards stored, contact sheets and metrics. Its frames/s is the
@@ -40,6 +40,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,9 +247,19 @@ class Clock:
         self.wall, self.cpu = (b - a for a, b in zip(self._t, now, strict=True))
 
 
-def run_naive(path: Path, sizes: list[int], threads: int, device: str, limit: int | None) -> Run:
+def run_naive(
+    path: Path,
+    sizes: list[int],
+    threads: int,
+    device: str,
+    limit: int | None,
+    first: int = 0,
+    ready: Callable[[], object] = lambda: None,
+) -> Run:
     """facenet-pytorch on every full-resolution frame, then crop the largest face: the loop users write
-    today. Every face's box and landmarks are kept (the two-person clip picks its subject from them)."""
+    today. Every face's box and landmarks are kept (the two-person clip picks its subject from them).
+    ``first``: frames decoded and dropped before the clock starts (then ``ready()`` is called);
+    ``limit``: frames run from there."""
     import torch
     from facenet_pytorch import MTCNN, extract_face
 
@@ -257,8 +268,12 @@ def run_naive(path: Path, sizes: list[int], threads: int, device: str, limit: in
     torch.set_num_threads(threads)
     detector = MTCNN(keep_all=True, device=torch.device(device))
     boxes, marks = [], []
+    frames = iter_frames(path)
+    for _ in zip(range(first), frames, strict=False):
+        pass
+    ready()
     with Clock() as clock:
-        for n, frame in enumerate(iter_frames(path)):
+        for n, frame in enumerate(frames):
             if limit is not None and n >= limit:
                 break
             found, _, points = detector.detect(frame.image, landmarks=True)
@@ -392,7 +407,7 @@ def run_stage(
 
 def naive_processes(path: Path, args: argparse.Namespace, frames: int, processes: int = 2) -> Run:
     """The naive loop as ``processes`` processes of one torch thread each, started together, each on
-    the first ``frames / processes`` frames: what naive code gets from the cores by running several
+    its own ``1 / processes`` of the frames: what naive code gets from the cores by running several
     videos at once. Frames/s over all of them (a frame's time counts once); CPU summed."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -403,17 +418,19 @@ def naive_processes(path: Path, args: argparse.Namespace, frames: int, processes
         barrier = manager.Barrier(processes)
         warm = str(make_video(path.parent, 0.6, 0.4))
         jobs = [
-            pool.submit(_naive_share, str(path), warm, share, args.device, barrier) for _ in range(processes)
+            pool.submit(_naive_share, str(path), warm, k * share, share, args.device, barrier)
+            for k in range(processes)
         ]
         runs = [job.result() for job in jobs]
     wall = max(seconds for _, seconds, _ in runs)
     return Run(sum(n for n, _, _ in runs), wall, sum(cpu for _, _, cpu in runs), [], [])
 
 
-def _naive_share(path: str, warm: str, frames: int, device: str, barrier) -> tuple[int, float, float]:
+def _naive_share(
+    path: str, warm: str, first: int, frames: int, device: str, barrier
+) -> tuple[int, float, float]:
     run_naive(Path(warm), [112, 48], 1, device, None)  # untimed: as the other loops, warmed
-    barrier.wait()
-    run = run_naive(Path(path), [112, 48], 1, device, frames)
+    run = run_naive(Path(path), [112, 48], 1, device, frames, first=first, ready=barrier.wait)
     return run.frames, run.seconds, run.cpu_seconds
 
 
