@@ -1,14 +1,15 @@
-"""Whether a frame's picture is unchanged from another's: the test that lets a probe skip its search.
+"""Whether a frame's picture is unchanged from another's: the test that lets a whole-frame search be
+skipped (docs/FACES.md, "Unchanged pictures are not searched twice").
 
-A probe (``interval.py``) searches a frame between two keyframes whole-frame, to find faces that come
-and go between keyframes. When the frame shows the same picture as a frame of the same interval whose
-whole-frame search (every coarse pyramid level) found no face at all, a face can be found there only if
-one sits exactly on MTCNN's thresholds in both frames; such a probe is skipped and counted
-(``probes_skipped``). The picture is compared as its mean colour in blocks of ``BLOCK`` x ``BLOCK`` px:
-encoding noise averages out over a block, while a face that enters, leaves or moves changes every block
-it covers by tens of grey levels. A static shot without anybody in it (title cards, an empty room, the
-gaps of a face that flickers in and out) costs one search instead of one per probe.
-"""
+A whole-frame search finds the same faces in the same picture. A keyframe whose picture is unchanged
+from the last keyframe found empty, or a probe (``interval.py``) whose picture is unchanged from a
+frame of its interval found empty, is therefore not searched, and counted (``keyframes_skipped``,
+``probes_skipped``). "Found empty" means a search of every coarse pyramid level found no face at all;
+a face can then be missed only if it sits exactly on MTCNN's thresholds in both frames. The picture is
+compared as its mean colour in blocks of ``BLOCK`` x ``BLOCK`` px: encoding noise averages out over a
+block, while a face that enters, leaves or moves changes every block it covers by tens of grey levels.
+A still shot without anybody in it (title cards, an empty room, the gaps of a face that flickers in
+and out) costs one search instead of one per keyframe and probe."""
 
 from __future__ import annotations
 

@@ -146,7 +146,8 @@ def _search_line(data: SheetData) -> str:
     return (
         f"whole-frame searches {s.get('full_cascade', 0)} (keyframes {s.get('keyframes', 0)}, "
         f"re-detections {s.get('redetected', 0)}, probes {s.get('probed', 0)}); skipped as unchanged: "
-        f"keyframes {s.get('keyframes_skipped', 0)}, probes {s.get('probes_skipped', 0)}; identity rejections {s.get('identity_rejections', 0)}, tracks {s.get('tracks_started', 0)}"
+        f"keyframes {s.get('keyframes_skipped', 0)}, probes {s.get('probes_skipped', 0)}; "
+        f"identity rejections {s.get('identity_rejections', 0)}, tracks {s.get('tracks_started', 0)}"
     )
 
 
