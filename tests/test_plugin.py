@@ -165,20 +165,9 @@ def test_installed_plugin_runs_as_a_stage_with_params_from_yaml(plugin_site, tmp
     video = make_video(
         tmp_path / "bars.mp4", seconds=1.0, fps=10, size=(64, 48), audio=False, pattern="smptebars"
     )
-    write_manifest([ManifestRow(video_id="bars", media_path=str(video))], tmp_path / "manifest.csv")
-    params = {
-        "dataset": {"root": str(tmp_path)},
-        "manifest": {"path": str(tmp_path / "manifest.csv"), "failures": str(tmp_path / "failures.csv")},
-        "store": {"root": str(tmp_path / "features")},
-        "runner": {
-            "n_workers": 1,
-            "threads_per_worker": 1,
-            "device": "cpu",
-            "reports": str(tmp_path / "reports"),
-        },
-        "extractors": {PLUGIN: {"space": "grey", "border": 4}},
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    params = one_video_params(tmp_path, "bars", video)
+    params["extractors"] = {PLUGIN: {"space": "grey", "border": 4}}
+    write_params(tmp_path / "params.yaml", params)
     run_with_plugin(plugin_site, ["-m", "avpipe.cli", "-p", "params.yaml", "extract", PLUGIN], tmp_path)
     report = json.loads((tmp_path / "reports" / f"{PLUGIN}.json").read_text(encoding="utf-8"))
     assert report["done"] == 1 and report["failed"] == 0
@@ -212,6 +201,22 @@ def train_params(root: Path, store: FeatureStore, out: Path, **train: object) ->
         },
         "results": {"dir": str(out / "results"), "train_inputs": str(out / "inputs.json")},
         "runner": {"reports": str(out / "reports")},
+    }
+
+
+def one_video_params(folder: Path, video_id: str, video: Path) -> dict:
+    """A manifest of one video under ``folder`` and params for a one-worker CPU run on it there."""
+    write_manifest([ManifestRow(video_id=video_id, media_path=str(video))], folder / "manifest.csv")
+    return {
+        "dataset": {"root": str(folder)},
+        "manifest": {"path": str(folder / "manifest.csv"), "failures": str(folder / "failures.csv")},
+        "store": {"root": str(folder / "features")},
+        "runner": {
+            "n_workers": 1,
+            "threads_per_worker": 1,
+            "device": "cpu",
+            "reports": str(folder / "reports"),
+        },
     }
 
 
@@ -411,19 +416,7 @@ def test_plugin_audio_extractor_levels_on_the_video_frames(plugin_site, tmp_path
     video = tmp_path / "speech.mp4"
     encode = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"]
     run_ffmpeg(["-f", "lavfi", "-i", "color=c=gray:s=64x48:r=25:d=3", "-i", str(speech), *encode, str(video)])
-    write_manifest([ManifestRow(video_id="speech", media_path=str(video))], tmp_path / "manifest.csv")
-    params = {
-        "dataset": {"root": str(tmp_path)},
-        "manifest": {"path": str(tmp_path / "manifest.csv"), "failures": str(tmp_path / "failures.csv")},
-        "store": {"root": str(tmp_path / "features")},
-        "runner": {
-            "n_workers": 1,
-            "threads_per_worker": 1,
-            "device": "cpu",
-            "reports": str(tmp_path / "reports"),
-        },
-    }
-    write_params(tmp_path / "params.yaml", params)
+    write_params(tmp_path / "params.yaml", one_video_params(tmp_path, "speech", video))
     avpipe(plugin_site, tmp_path, "-p", "params.yaml", "extract", "rms-energy")
     stored = FeatureStore(tmp_path / "features").read("rms-energy", "speech")
     track = decode_audio(video, sample_rate=16000)
